@@ -1,0 +1,375 @@
+"""The experiment runner: config → data → θ_o (cached) → θ_r (cached) → methods × seeds → metrics → results files.
+
+Each finished (method, seed) is appended to ``results.jsonl`` at once (flushed and fsynced); a rerun of the same
+config resumes by skipping finished rows. A method that fails gets a row with ``status: "error"`` (or ``"diverged"``)
+and its reason, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import os
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+import unlearnkit
+from unlearnkit.config.loader import config_hash, dump_yaml, stable_hash, to_plain
+from unlearnkit.config.schema import ExperimentConfig, MethodSpec, TrainConfig
+from unlearnkit.data.scenarios import Task, build_task, ids_digest, load_data
+from unlearnkit.engine.checkpoint import ModelCache, save_checkpoint, state_sha256
+from unlearnkit.engine.loop import Engine
+from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError, UnlearnkitError
+from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
+from unlearnkit.metrics import METRICS, EvalContext, avg_gap
+from unlearnkit.models import build_model
+
+SCHEMA = "unlearnkit.result/1"
+ORACLE_LABEL = "retrain"
+CODE_VERSION = "train/1"  # bump when the training loop changes numerics: invalidates cached models
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def versions() -> dict[str, str]:
+    return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def run_dir_for(cfg: ExperimentConfig) -> Path:
+    """``<output_dir>/<name>-<config-hash8>``: distinct configs never share a folder."""
+    return Path(cfg.output_dir) / f"{cfg.name}-{config_hash(cfg)[:8]}"
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Rows of a results.jsonl; a truncated (non-JSON) line from a crash is skipped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line, flushed and fsynced (a crash loses at most the line being written)."""
+    # a previous crash may have left a partial line without newline: start on a fresh line
+    needs_nl = path.is_file() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
+    with open(path, "a", encoding="utf-8") as f:
+        if needs_nl:
+            f.write("\n")
+        f.write(json.dumps(row, sort_keys=True, allow_nan=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass
+class TrainedModel:
+    """A cached or freshly trained model with its provenance."""
+
+    model: nn.Module
+    key: str
+    seconds: float
+    cached: bool
+    trained_ids: np.ndarray
+    sha256: str
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`run_experiment` produced: the run folder, all rows (old and new) and what was reused."""
+
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    new_rows: int
+    reused: list[str] = field(default_factory=list)
+    trained: list[str] = field(default_factory=list)
+
+
+class _RunLock:
+    """Exclusive lock on a run folder (two processes never append to the same results.jsonl)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = None
+
+    def __enter__(self) -> _RunLock:
+        self._f = open(self.path, "w")
+        try:
+            fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._f.close()
+            raise ConfigError(
+                f"another unlearnkit process is running in {self.path.parent}; wait for it to finish "
+                "(the same config always resolves to the same run folder)"
+            ) from None
+        self._f.write(str(os.getpid()))
+        self._f.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._f is not None
+        fcntl.flock(self._f, fcntl.LOCK_UN)
+        self._f.close()
+
+
+class Runner:
+    """Runs one :class:`ExperimentConfig`. Use :func:`run_experiment` unless you need the pieces."""
+
+    def __init__(self, cfg: ExperimentConfig, *, console: Console | None = None,
+                 model_factory: Callable[[int], nn.Module] | None = None, task: Task | None = None) -> None:
+        self.cfg = cfg
+        self.console = console or Console(stderr=True)
+        self.engine = Engine(cfg.engine)
+        self.run_dir = run_dir_for(cfg)
+        self.cache = ModelCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache")
+        self._task = task
+        self._user_factory = model_factory
+        self.reused: list[str] = []
+        self.trained: list[str] = []
+
+    # -- data and models ------------------------------------------------------------------------------------------
+    @property
+    def task(self) -> Task:
+        if self._task is None:
+            self._task = build_task(load_data(self.cfg.data), self.cfg.scenario)
+        return self._task
+
+    def new_model(self, init_seed: int) -> nn.Module:
+        """A freshly initialised model (seeded) for the task's input shape and classes."""
+        if self._user_factory is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                return self._user_factory(init_seed)
+        return build_model(self.cfg.model, self.task.train.input_shape, self.task.num_classes, seed=init_seed)
+
+    def _lineage(self, role: str, recipe: TrainConfig, seed: int, ids: np.ndarray) -> str:
+        user_model = "user-factory" if self._user_factory is not None else None
+        return stable_hash({
+            "role": role, "data": to_plain(self.cfg.data), "model": user_model or to_plain(self.cfg.model),
+            "recipe": to_plain(recipe), "seed": seed, "ids": ids_digest(ids), "code": CODE_VERSION,
+            "deterministic": self.cfg.engine.deterministic,
+        })
+
+    def _train_or_load(self, role: str, data_ids: np.ndarray, recipe: TrainConfig, seed: int,
+                       train: Callable[[], tuple[nn.Module, float, np.ndarray]]) -> TrainedModel:
+        key = self._lineage(role, recipe, seed, data_ids)
+        label = f"{role} model (seed {seed}, key {key[:8]})"
+        if self.cache.has(key):
+            model = self.new_model(0)
+            try:
+                manifest, extras = self.cache.load(key, model)
+            except CheckpointError as err:
+                raise CheckpointError(f"cached {label} failed verification: {err}") from err
+            ids = extras["trained_ids"].numpy() if "trained_ids" in extras else np.zeros(0, dtype=np.int64)
+            self.console.print(f"[green]reused cached {label}[/] (trained in {manifest['meta'].get('seconds', 0):.1f} s)")
+            self.reused.append(role)
+            return TrainedModel(model, key, float(manifest["meta"].get("seconds", 0.0)), True, ids, state_sha256(model))
+        self.console.print(f"training {label} ...")
+        model, seconds, ids = train()
+        self.cache.save(key, model, meta={"seconds": seconds, "role": role, "seed": seed, "samples": int(len(ids))},
+                        extras={"trained_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))})
+        self.console.print(f"trained {label} in {seconds:.1f} s")
+        self.trained.append(role)
+        return TrainedModel(model, key, seconds, False, np.asarray(ids), state_sha256(model))
+
+    def original(self, seed: int) -> TrainedModel:
+        """θ_o for ``seed``: trained on D (init seed = seed), or loaded from the cache."""
+        task = self.task
+
+        def train() -> tuple[nn.Module, float, np.ndarray]:
+            model = self.new_model(seed)
+            self.engine.seed_everything(seed)
+            fit = self.engine.fit(model, task.train, self.cfg.train, seed=derive_seed(seed, "original-order"),
+                                  desc=f"original seed {seed}")
+            return model, fit.seconds, fit.seen_ids
+
+        return self._train_or_load("original", task.train.ids, self.cfg.train, seed, train)
+
+    def oracle(self, seed: int) -> TrainedModel:
+        """θ_r for ``seed``: a fresh init (``derive_seed(seed, "oracle-init")``) trained on D_r only, or cached.
+
+        Raises:
+            MethodError: the oracle's recorded training ids intersect D_f (it must never see the forget set).
+        """
+        task = self.task
+        retrain = METHODS.build("retrain", {})
+
+        def train() -> tuple[nn.Module, float, np.ndarray]:
+            ctx = UnlearnContext(seed=seed, train_recipe=self.cfg.oracle_recipe,
+                                 init_seed=derive_seed(seed, "oracle-init"), model_factory=self.new_model)
+            res = retrain.unlearn(self.new_model(0), task.forget, task.retain, self.engine, ctx)
+            return res.model, float(res.notes["train_seconds"]), res.seen_ids
+
+        tm = self._train_or_load("oracle", task.retain.ids, self.cfg.oracle_recipe, seed, train)
+        leaked = np.intersect1d(tm.trained_ids, task.forget.ids)
+        if len(leaked) or not np.array_equal(np.sort(tm.trained_ids), np.sort(task.retain.ids)):
+            raise MethodError(
+                f"the oracle for seed {seed} was trained on ids other than D_r ({len(leaked)} forget ids among them); "
+                f"delete the cache entry {self.cache.path(tm.key)}"
+            )
+        return tm
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, seed: int, per_sample_path: Path) -> dict[str, float]:
+        """All configured metrics on ``model``; saves per-sample arrays (logits, labels, ids, metric arrays) as npz."""
+        ctx = EvalContext(model, self.task, self.engine, seed=seed)
+        values: dict[str, float] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for name in self.cfg.metrics:
+            out = METRICS.build(name).compute(ctx)
+            values.update(out.values)
+            arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
+        for split, pred in ctx.computed.items():
+            arrays[f"{split}.logits"] = pred.logits.numpy()
+            arrays[f"{split}.labels"] = pred.labels.numpy()
+            arrays[f"{split}.ids"] = pred.ids.numpy()
+        per_sample_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = per_sample_path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, per_sample_path)
+        return values
+
+    # -- main loop ------------------------------------------------------------------------------------------------
+    def _base_row(self, spec_label: str, name: str, params: dict[str, Any], seed: int, is_oracle: bool) -> dict:
+        return {"schema": SCHEMA, "run": self.cfg.name, "config_sha256": config_hash(self.cfg), "method": spec_label,
+                "method_name": name, "params": params, "seed": seed, "is_oracle": is_oracle,
+                "scenario": self.task.scenario, "versions": versions(), "started_at": _now()}
+
+    def run(self) -> RunOutcome:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with _RunLock(self.run_dir / ".lock"):
+            return self._run_locked()
+
+    def _write_config(self) -> None:
+        resolved = dump_yaml(self.cfg)
+        path = self.run_dir / "config.resolved.yaml"
+        if path.is_file() and path.read_text(encoding="utf-8") != resolved:
+            # same hash, different text only if the schema's defaults changed: keep the old one for the record
+            path.rename(self.run_dir / f"config.resolved.{int(time.time())}.yaml")
+        path.write_text(resolved, encoding="utf-8")
+        (self.run_dir / "config.sha256").write_text(config_hash(self.cfg) + "\n", encoding="utf-8")
+
+    def _run_locked(self) -> RunOutcome:
+        cfg = self.cfg
+        self._write_config()
+        results = self.run_dir / "results.jsonl"
+        done = {(r["method"], r["seed"]) for r in read_results(results) if r.get("status") in ("ok", "diverged")}
+        task = self.task
+        s = task.scenario
+        self.console.print(
+            f"[bold]{cfg.name}[/]: {task.name}, scenario {s['kind']} — |D_f|={s['n_forget']}, |D_r|={s['n_retain']}, "
+            f"|D_t|={s['n_test']}; {len(cfg.methods)} method(s) × {len(cfg.seeds)} seed(s) → {self.run_dir}"
+        )
+        specs = [m for m in cfg.methods if not (m.name == "retrain" and m.label == ORACLE_LABEL)]
+        new = 0
+        for seed in cfg.seeds:
+            todo = [m for m in specs if (m.label, seed) not in done]
+            oracle_done = (ORACLE_LABEL, seed) in done
+            if not todo and oracle_done:
+                continue
+            original = self.original(seed)
+            oracle = self.oracle(seed)
+            oracle_metrics = self._oracle_metrics(oracle, seed, results, oracle_done)
+            new += 0 if oracle_done else 1
+            for spec in todo:
+                row = self._run_method(spec, seed, original, oracle, oracle_metrics)
+                append_row(results, row)
+                new += 1
+                st = row["status"]
+                msg = f"{spec.label} seed {seed}: {st}"
+                if st != "ok":
+                    msg += f" — {row['error']}"
+                self.console.print(msg if st == "ok" else f"[red]{msg}[/]")
+        rows = read_results(results)
+        return RunOutcome(self.run_dir, rows, new, list(self.reused), list(self.trained))
+
+    def _oracle_metrics(self, oracle: TrainedModel, seed: int, results: Path, done: bool) -> dict[str, float]:
+        if done:
+            for r in reversed(read_results(results)):
+                if r["method"] == ORACLE_LABEL and r["seed"] == seed and r.get("status") == "ok":
+                    return r["metrics"]
+        row = self._base_row(ORACLE_LABEL, "retrain", {}, seed, True)
+        metrics = self.evaluate(oracle.model, seed, self.run_dir / "per_sample" / f"{ORACLE_LABEL}-seed{seed}.npz")
+        metrics.update(unlearn_seconds=oracle.seconds, rte_ratio=1.0, avg_gap=0.0)
+        row.update(status="ok", error=None, metrics=metrics, checkpoint_sha256=oracle.sha256,
+                   cached_model=oracle.cached, lineage_key=oracle.key, finished_at=_now())
+        if not done:
+            append_row(results, row)
+        return metrics
+
+    def _run_method(self, spec: MethodSpec, seed: int, original: TrainedModel, oracle: TrainedModel,
+                    oracle_metrics: dict[str, float]) -> dict[str, Any]:
+        row = self._base_row(spec.label, spec.name, spec.params, seed, False)
+        model = copy.deepcopy(original.model)
+        ctx = UnlearnContext(seed=seed, train_recipe=self.cfg.train, init_seed=derive_seed(seed, "oracle-init"),
+                             model_factory=self.new_model)
+        try:
+            method = METHODS.build(spec.name, spec.params)
+            res = method.unlearn(model, self.task.forget, self.task.retain, self.engine, ctx)
+            if not all(torch.isfinite(p).all() for p in res.model.parameters()):
+                raise DivergenceError(f"{spec.label}: parameters became NaN/inf", step=res.steps, loss=float("nan"))
+            metrics = self.evaluate(res.model, seed, self.run_dir / "per_sample" / f"{spec.label}-seed{seed}.npz")
+            metrics["unlearn_seconds"] = res.seconds
+            metrics["rte_ratio"] = res.seconds / oracle.seconds if oracle.seconds > 0 else float("nan")
+            metrics["avg_gap"] = avg_gap(metrics, oracle_metrics)
+            sha = state_sha256(res.model)
+            if self.cfg.save_unlearned:
+                ck = self.run_dir / "checkpoints" / f"{spec.label}-seed{seed}"
+                if not ck.exists():
+                    save_checkpoint(ck, res.model, lineage_key=sha, meta={"method": spec.name, "seed": seed,
+                                                                            "original": original.key})
+            row.update(status="ok", error=None, metrics=metrics, steps=res.steps, notes=res.notes,
+                       checkpoint_sha256=sha)
+        except DivergenceError as err:
+            row.update(status="diverged", error=f"DivergenceError: {err}", diverged_step=err.step, metrics={})
+        except (UnlearnkitError, RuntimeError, ValueError, MemoryError) as err:
+            tb = traceback.format_exception(type(err), err, err.__traceback__)
+            row.update(status="error", error=f"{type(err).__name__}: {err}", traceback="".join(tb[-3:]), metrics={})
+        row["finished_at"] = _now()
+        row["original_sha256"] = original.sha256
+        return row
+
+
+def run_experiment(cfg: ExperimentConfig, *, console: Console | None = None,
+                   model_factory: Callable[[int], nn.Module] | None = None, task: Task | None = None,
+                   write_report: bool = True) -> RunOutcome:
+    """Run an experiment end to end and (by default) write ``report.md`` and ``report.html``.
+
+    Args:
+        cfg: the validated experiment.
+        model_factory: ``f(init_seed) -> nn.Module`` for a user model (instead of ``cfg.model``).
+        task: a prebuilt :class:`Task` (user data) instead of loading ``cfg.data``.
+
+    Returns:
+        :class:`RunOutcome` (run folder, all result rows, which models were reused or trained).
+
+    Raises:
+        ConfigError, DataError: bad config or data (before any training).
+        CheckpointError: a cached model failed verification.
+    """
+    runner = Runner(cfg, console=console, model_factory=model_factory, task=task)
+    outcome = runner.run()
+    if write_report:
+        from unlearnkit.report import write_reports
+
+        write_reports(outcome.run_dir)
+    return outcome

@@ -1,0 +1,117 @@
+"""Command line: ``unlearnkit run | report | methods | metrics | schema``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from unlearnkit.errors import UnlearnkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+out = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_CONFIG = "digits_random10"
+
+
+def _fail(err: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    config: Optional[str] = typer.Argument(None, help="experiment YAML (default: the bundled digits_random10)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. --set train.lr=0.05"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip writing report.md / report.html"),
+) -> None:
+    """Run an experiment: train/load θ_o and θ_r, run every method × seed, evaluate, write results and reports."""
+    from unlearnkit.bench import run_experiment
+    from unlearnkit.config import load_config
+    from unlearnkit.report import console_table, load_rows, summarize
+
+    try:
+        cfg = load_config(config or DEFAULT_CONFIG, set_)
+        outcome = run_experiment(cfg, console=err_console, write_report=not no_report)
+        summary = summarize(load_rows(outcome.run_dir))
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    out.print(console_table(summary))
+    reuse = f"reused cached {', '.join(sorted(set(outcome.reused)))} model(s)" if outcome.reused else "no cached model reused"
+    out.print(f"{outcome.new_rows} new row(s); {reuse}. Results: {outcome.run_dir / 'results.jsonl'}")
+    if not no_report:
+        out.print(f"Report: {outcome.run_dir / 'report.html'} and report.md")
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder holding results.jsonl")) -> None:
+    """Rebuild report.md and report.html of a run from its result files only."""
+    from unlearnkit.report import console_table, load_rows, summarize, write_reports
+
+    try:
+        md, html = write_reports(run_dir)
+        out.print(console_table(summarize(load_rows(run_dir))))
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    out.print(f"wrote {md} and {html}")
+
+
+def _component_table(kind: str) -> Table:
+    from unlearnkit.methods import METHODS
+    from unlearnkit.metrics import METRICS
+
+    reg = METHODS if kind == "method" else METRICS
+    t = Table(title=f"registered {kind}s")
+    t.add_column("name")
+    t.add_column("kind" if kind == "method" else "keys")
+    t.add_column("source")
+    for name, e in reg.items():
+        obj = e.obj
+        if kind == "method":
+            t.add_row(name, getattr(obj, "kind", ""), getattr(obj, "source", ""))
+        else:
+            t.add_row(name, ", ".join(getattr(obj, "keys", {})), getattr(obj, "source", ""))
+    return t
+
+
+@app.command()
+def methods(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """List the registered unlearning methods with their kind and source."""
+    from unlearnkit.methods import METHODS
+
+    if as_json:
+        out.print_json(json.dumps({n: {"kind": e.obj.kind, "source": e.obj.source,
+                                       "defaults": e.config().model_dump(mode="json") if e.config else {}}
+                                   for n, e in METHODS.items()}))
+        return
+    out.print(_component_table("method"))
+
+
+@app.command()
+def metrics() -> None:
+    """List the registered metrics, the keys they write and their sources."""
+    out.print(_component_table("metric"))
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the experiment config."""
+    from unlearnkit.config import ExperimentConfig
+
+    sys.stdout.write(json.dumps(ExperimentConfig.model_json_schema(), indent=2) + "\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

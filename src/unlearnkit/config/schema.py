@@ -1,0 +1,258 @@
+"""Pydantic v2 schemas of an unlearnkit experiment.
+
+Every model is ``extra="forbid"`` (a typo is an error naming the key and the allowed keys) and ``frozen``
+(configs are values: hashed into cache keys, never mutated).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from unlearnkit.errors import ConfigError
+
+
+class Frozen(BaseModel):
+    """Base of all unlearnkit configs: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class TrainConfig(Frozen):
+    """A training recipe: used for the original model, the oracle, and fine-tuning-based methods.
+
+    Units: ``lr`` per step, ``weight_decay`` is the L2 coefficient (decoupled for AdamW), ``epochs`` are full passes.
+    """
+
+    epochs: int = Field(20, ge=1, description="passes over the training data")
+    batch_size: int = Field(64, ge=1, description="samples per optimizer step")
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0, description="initial learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by Adam/AdamW)")
+    nesterov: bool = False
+    weight_decay: float = Field(5e-4, ge=0)
+    scheduler: Literal["none", "cosine", "step"] = "cosine"
+    step_size: int = Field(10, ge=1, description="epochs between decays for scheduler=step")
+    gamma: float = Field(0.1, gt=0, le=1, description="decay factor for scheduler=step")
+    grad_clip: float | None = Field(None, gt=0, description="max global L2 norm of gradients; None = no clipping")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov=true needs optimizer=sgd with momentum > 0")
+        return self
+
+
+class EngineConfig(Frozen):
+    """Where and how computation runs. The engine is the only component that touches devices and threads."""
+
+    device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (cuda if available)")
+    deterministic: bool = Field(True, description="torch.use_deterministic_algorithms + fixed seeds")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch; None = torch's default")
+    progress: bool = Field(True, description="show rich progress bars")
+    eval_batch_size: int = Field(512, ge=1)
+
+
+class DataConfig(Frozen):
+    """Which data set, from where.
+
+    ``train_subset``/``test_subset`` take a seeded, class-stratified subset (CPU-sized runs); sample ids stay the
+    ids of the source data set, so a subset's ids are a subset of the full data set's ids.
+    """
+
+    name: str = "digits"
+    root: str | None = Field(None, description="local folder with the data set files (layout per loader)")
+    download: bool = Field(False, description="let the loader download into root (needs network)")
+    train_subset: int | None = Field(None, ge=10)
+    test_subset: int | None = Field(None, ge=10)
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="held-out fraction where the source has no test split")
+    split_seed: int = Field(0, description="seed of subsetting and of train/test splits built by unlearnkit")
+    normalize: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from unlearnkit.data import DATASETS  # populate the registry
+
+        DATASETS.entry(v)
+        return v
+
+
+class ScenarioConfig(Frozen):
+    """How the forget set D_f is chosen (DESIGN §2).
+
+    - ``random``: ``fraction`` (0 < f < 1) **or** ``count`` (1 ≤ n < |D|) samples drawn uniformly without replacement.
+    - ``class``: every training sample of ``classes``; test accuracy is then reported on the remaining classes (TA)
+      and separately on the forgotten classes.
+    - ``subclass``: a fine class inside a super-class hierarchy (CIFAR-20/100); only for data sets that have one.
+    - ``ids``: the given source-data-set sample ids (a deletion request).
+    """
+
+    kind: Literal["random", "class", "subclass", "ids"] = "random"
+    fraction: float | None = None
+    count: int | None = None
+    classes: list[int] | None = None
+    ids: list[int] | None = None
+    seed: int = Field(0, description="seed of the forget-set draw (independent of training seeds)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ScenarioConfig:
+        k = self.kind
+        if k == "random":
+            if (self.fraction is None) == (self.count is None):
+                raise ValueError("scenario random needs exactly one of 'fraction' (0 < f < 1) or 'count' (n ≥ 1)")
+            if self.fraction is not None and not 0 < self.fraction < 1:
+                raise ValueError(f"scenario.fraction must be strictly between 0 and 1, got {self.fraction}")
+            if self.count is not None and self.count < 1:
+                raise ValueError(f"scenario.count must be ≥ 1, got {self.count}")
+        elif k in ("class", "subclass"):
+            if not self.classes:
+                raise ValueError(f"scenario {k} needs 'classes' (a non-empty list of class indices); none given")
+            if len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"scenario.classes has duplicates: {self.classes}")
+        elif k == "ids":
+            if not self.ids:
+                raise ValueError("scenario ids needs 'ids' (a non-empty list of sample ids)")
+        extra = {
+            "random": ("classes", "ids"),
+            "class": ("fraction", "count", "ids"),
+            "subclass": ("fraction", "count", "ids"),
+            "ids": ("fraction", "count", "classes"),
+        }[k]
+        bad = [f for f in extra if getattr(self, f) is not None]
+        if bad:
+            raise ValueError(f"scenario {k} does not use {bad}; remove them or change 'kind'")
+        return self
+
+
+class ComponentSpec(Frozen):
+    """A registered component by name plus its parameters (validated against the component's config class)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    _registry_attr: str = ""  # overridden
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data.strip()}
+        if isinstance(data, dict) and "params" not in data:
+            data = dict(data)
+            fixed = {k: data.pop(k) for k in list(data) if k in cls.model_fields and k != "params"}
+            return {**fixed, "params": data}
+        return data
+
+
+def _validated_params(registry: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    cfg = registry.validate_config(name, params)
+    return cfg.model_dump(mode="json") if cfg is not None else {}
+
+
+class ModelSpec(ComponentSpec):
+    """``{name: mlp, hidden: [128]}``: a registered model builder and its parameters."""
+
+    @model_validator(mode="after")
+    def _validate(self) -> ModelSpec:
+        from unlearnkit.models import MODELS
+
+        object.__setattr__(self, "params", _validated_params(MODELS, self.name, self.params))
+        return self
+
+
+class MethodSpec(ComponentSpec):
+    """``{name: finetune, lr: 0.01}`` or ``finetune``: a registered unlearning method and its parameters.
+
+    ``label`` names the row in results (default: the method name); use it to compare two settings of a method.
+    """
+
+    label: str | None = None
+
+    @model_validator(mode="after")
+    def _validate(self) -> MethodSpec:
+        from unlearnkit.methods import METHODS
+
+        object.__setattr__(self, "params", _validated_params(METHODS, self.name, self.params))
+        if self.label is None:
+            object.__setattr__(self, "label", self.name)
+        return self
+
+
+class ExperimentConfig(Frozen):
+    """A whole experiment: data → model → θ_o → θ_r → methods × seeds → metrics → results files."""
+
+    name: str = "experiment"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mlp"))
+    scenario: ScenarioConfig = Field(default_factory=lambda: ScenarioConfig(kind="random", fraction=0.1))
+    train: TrainConfig = Field(default_factory=TrainConfig, description="recipe of the original model θ_o")
+    oracle: TrainConfig | None = Field(
+        None, description="recipe of the retrained oracle θ_r; default: the same as 'train'"
+    )
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="finetune")])
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "mia_efficacy"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    output_dir: str = "runs"
+    cache_dir: str | None = Field(None, description="model cache; default: <output_dir>/cache")
+    save_unlearned: bool = Field(True, description="save each unlearned model under <run>/checkpoints/")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        v = v.strip()
+        if not v or any(c in v for c in "/\\ \t"):
+            raise ValueError(f"name must be non-empty without spaces or slashes, got {v!r}")
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError(f"seeds as a count must be ≥ 1, got {v}")
+            return list(range(v))
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        from unlearnkit.metrics import METRICS
+
+        for m in v:
+            METRICS.entry(m)
+        if len(set(v)) != len(v):
+            raise ValueError(f"metrics has duplicates: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        if not self.seeds:
+            raise ValueError("seeds is empty: give a count (3) or a list ([0, 1, 2])")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds has duplicates: {self.seeds}")
+        labels = [m.label for m in self.methods]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(
+                f"methods {dup} appear more than once with the same label; give each a distinct 'label'"
+            )
+        return self
+
+    @property
+    def oracle_recipe(self) -> TrainConfig:
+        """The oracle's training recipe (``oracle`` if set, else ``train``)."""
+        return self.oracle or self.train
+
+
+def raise_config_error(err: Exception, where: str) -> None:
+    """Re-raise a pydantic error as ConfigError with one line per problem."""
+    from pydantic import ValidationError
+
+    from unlearnkit.registry import format_validation_error
+
+    if isinstance(err, ValidationError):
+        raise ConfigError(format_validation_error(err, where)) from err
+    raise err

@@ -1,0 +1,272 @@
+"""The one training / evaluation loop of unlearnkit (original model, oracle, fine-tuning-based methods).
+
+The engine owns device, seeding, determinism, threads and progress bars; methods and metrics call it and never touch
+devices or environment themselves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnkit.config.schema import EngineConfig, TrainConfig
+from unlearnkit.data.base import SampleSet, TensorSource
+from unlearnkit.errors import ConfigError, DivergenceError
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(model, x, y) -> scalar loss`` (mean over the batch); x on the engine's device, y int64 (b,)."""
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``model(x)`` (logits (b, C)) against labels ``y`` (b,)."""
+    return nn.functional.cross_entropy(model(x), y)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Engine.fit`.
+
+    Attributes:
+        seconds: wall-clock training time (seconds).
+        steps: optimizer steps taken.
+        seen_ids: sorted unique int64 sample ids that contributed a gradient (the record that proves, e.g., that the
+            oracle never saw D_f).
+        losses: mean loss of each epoch (floats).
+        samples: number of sample-gradients computed (sample-epochs).
+    """
+
+    seconds: float
+    steps: int
+    seen_ids: np.ndarray
+    losses: list[float] = field(default_factory=list)
+    samples: int = 0
+
+
+@dataclass
+class Predictions:
+    """Model outputs on a set: ``logits`` float32 (n, C), ``labels`` int64 (n,), ``ids`` int64 (n,), on CPU."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    ids: torch.Tensor
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """Softmax probabilities, float32 (n, C)."""
+        return torch.softmax(self.logits.float(), dim=1)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """bool (n,): argmax prediction equals the label."""
+        return self.logits.argmax(dim=1) == self.labels
+
+    def accuracy(self) -> float:
+        """Accuracy in percent (0–100); NaN for an empty set."""
+        return float(self.correct.float().mean() * 100) if len(self.labels) else float("nan")
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], recipe: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (+momentum, nesterov), Adam or AdamW from ``recipe`` (weight decay decoupled for AdamW only)."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ConfigError("no trainable parameters: every parameter has requires_grad=False")
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                               weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    raise ConfigError(f"unknown optimizer {recipe.optimizer!r}; use sgd, adam or adamw")  # pragma: no cover
+
+
+def make_scheduler(opt: torch.optim.Optimizer, recipe: TrainConfig, steps_per_epoch: int):
+    """Per-step scheduler: cosine annealing to 0 over all steps, or step decay every ``step_size`` epochs."""
+    total = max(1, recipe.epochs * steps_per_epoch)
+    if recipe.scheduler == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if recipe.scheduler == "step":
+        every = recipe.step_size * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.gamma ** (s // every))
+    return None
+
+
+class Engine:
+    """Runs training and evaluation.
+
+    Args:
+        config: :class:`EngineConfig` (device, deterministic, threads, progress, eval_batch_size).
+
+    Example::
+
+        engine = Engine(EngineConfig(device="cpu", progress=False))
+        engine.seed_everything(0)
+        result = engine.fit(model, retain, TrainConfig(epochs=5, lr=0.01), seed=0)
+    """
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self._device: torch.device | None = None
+
+    # -- environment --------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The resolved torch device ('auto' → cuda if available, else cpu)."""
+        if self._device is None:
+            want = self.config.device
+            if want == "auto":
+                want = "cuda" if torch.cuda.is_available() else "cpu"
+            dev = torch.device(want)
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                raise ConfigError(f"engine.device={self.config.device!r} but CUDA is not available; use device: cpu")
+            self._device = dev
+        return self._device
+
+    def setup(self) -> None:
+        """Apply threads and determinism settings (idempotent)."""
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        if self.config.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+    def seed_everything(self, seed: int) -> None:
+        """Seed python, numpy and torch (all devices) with ``seed``."""
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    # -- batching -----------------------------------------------------------------------------------------------
+    def batches(
+        self, data: SampleSet, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Yield ``(x, y, ids)`` on the engine's device; a shuffled order comes from ``generator`` (reproducible)."""
+        n = len(data)
+        order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+        dev = self.device
+        tensor_src = isinstance(data.source, TensorSource)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x, y, ids = data.batch(idx)
+            if not tensor_src or dev.type != "cpu":
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            yield x, y, ids
+
+    @contextmanager
+    def _progress(self, total: int, desc: str):
+        if not self.config.progress:
+            yield lambda n=1, **kw: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True) as prog:
+            tid = prog.add_task(desc, total=total, info="")
+            yield lambda n=1, **kw: prog.update(tid, advance=n, **kw)
+
+    # -- training -----------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        data: SampleSet,
+        recipe: TrainConfig,
+        *,
+        seed: int,
+        loss_fn: LossFn = cross_entropy_loss,
+        params: Iterable[torch.nn.Parameter] | None = None,
+        desc: str = "train",
+        after_step: Callable[[int], None] | None = None,
+    ) -> FitResult:
+        """Train ``model`` in place on ``data`` with ``recipe``.
+
+        Args:
+            model: the network; moved to the engine's device.
+            data: training set; shuffled each epoch by a generator seeded with ``seed``.
+            recipe: epochs, batch size, optimizer, scheduler, grad clipping.
+            seed: seeds the data order (same seed + same data ⇒ same batches).
+            loss_fn: ``loss_fn(model, x, y) -> scalar`` (mean over the batch); default cross-entropy.
+            params: parameters to optimise (default: all with ``requires_grad``).
+            after_step: called with the step index after each optimizer step (e.g. to re-apply a mask).
+
+        Returns:
+            :class:`FitResult` with seconds, steps, the ids seen, per-epoch mean losses.
+
+        Raises:
+            DivergenceError: a loss is NaN/inf (raised at that step, before it updates the weights).
+            ConfigError: no trainable parameters.
+        """
+        if len(data) == 0:
+            raise ConfigError(f"cannot train on the empty set '{data.name}'")
+        self.setup()
+        model.to(self.device).train()
+        opt = make_optimizer(params if params is not None else model.parameters(), recipe)
+        steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
+        sched = make_scheduler(opt, recipe, steps_per_epoch)
+        gen = torch.Generator().manual_seed(seed)
+        trainable = [p for g in opt.param_groups for p in g["params"]]
+        seen: list[np.ndarray] = []
+        losses: list[float] = []
+        step = 0
+        samples = 0
+        t0 = time.perf_counter()
+        with self._progress(recipe.epochs * steps_per_epoch, desc) as advance:
+            for epoch in range(recipe.epochs):
+                total, count = 0.0, 0
+                for x, y, ids in self.batches(data, recipe.batch_size, shuffle=True, generator=gen):
+                    loss = loss_fn(model, x, y)
+                    lv = float(loss.detach())
+                    if not math.isfinite(lv):
+                        raise DivergenceError(
+                            f"{desc}: loss became {lv} at step {step} (epoch {epoch}); lower the learning rate, "
+                            "enable grad_clip, or check the inputs for inf/NaN",
+                            step=step, loss=lv,
+                        )
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if recipe.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
+                    opt.step()
+                    if sched is not None:
+                        sched.step()
+                    if after_step is not None:
+                        after_step(step)
+                    seen.append(ids.numpy())
+                    total += lv * len(y)
+                    count += len(y)
+                    step += 1
+                    advance(1, info=f"loss {lv:.4f}")
+                losses.append(total / max(count, 1))
+                samples += count
+        seconds = time.perf_counter() - t0
+        seen_ids = np.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.int64)
+        model.eval()
+        return FitResult(seconds, step, seen_ids, losses, samples)
+
+    # -- evaluation ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, model: nn.Module, data: SampleSet) -> Predictions:
+        """Logits of ``model`` on ``data`` in eval mode (training flag restored afterwards); outputs on CPU."""
+        was_training = model.training
+        model.to(self.device).eval()
+        outs, ys, ids_ = [], [], []
+        try:
+            for x, y, ids in self.batches(data, self.config.eval_batch_size, shuffle=False):
+                outs.append(model(x).float().cpu())
+                ys.append(y.cpu())
+                ids_.append(ids)
+        finally:
+            model.train(was_training)
+        if not outs:
+            return Predictions(torch.zeros(0, data.num_classes), torch.zeros(0, dtype=torch.long),
+                               torch.zeros(0, dtype=torch.long))
+        return Predictions(torch.cat(outs), torch.cat(ys), torch.cat(ids_))

@@ -1,0 +1,10 @@
+"""Unlearning methods, registered in ``METHODS`` (one file per method)."""
+
+from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.registry import METHODS
+
+# Registration side effects.
+from unlearnkit.methods import exact as _exact  # noqa: E402,F401
+from unlearnkit.methods import classifier as _classifier  # noqa: E402,F401
+
+__all__ = ["METHODS", "OptimConfig", "UnlearnContext", "Unlearner", "UnlearnResult", "derive_seed"]

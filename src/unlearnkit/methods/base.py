@@ -1,0 +1,144 @@
+"""The unlearner contract: a pydantic config class plus an implementation class, registered together.
+
+    @METHODS.register("finetune", config=FinetuneConfig)
+    class Finetune(Unlearner): ...
+
+``unlearn(model, forget, retain, engine, context) -> UnlearnResult``. Constructors only store settings; methods never
+read files, configs or environment, never move devices themselves (the engine does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.config.schema import Frozen, TrainConfig
+from unlearnkit.data.base import SampleSet
+from unlearnkit.engine.loop import Engine
+from unlearnkit.errors import MethodError
+
+
+def derive_seed(seed: int, tag: str) -> int:
+    """A 31-bit seed derived from ``(seed, tag)`` by SHA-256: independent streams for independent purposes."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{tag}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class UnlearnContext:
+    """What the runner knows besides the data, passed to every method (methods use what they need).
+
+    Attributes:
+        seed: seed of this (method, seed) run; methods derive their randomness from it.
+        train_recipe: the recipe θ_o was trained with (``retrain`` reuses it by default).
+        init_seed: fresh initialisation seed for methods that retrain from scratch (differs from θ_o's).
+        model_factory: builds a freshly initialised model of the same architecture (``retrain``); when absent,
+            ``retrain`` re-initialises the given model's modules with ``reset_parameters``.
+    """
+
+    seed: int = 0
+    train_recipe: TrainConfig | None = None
+    init_seed: int | None = None
+    model_factory: Callable[[int], nn.Module] | None = None
+
+
+@dataclass
+class UnlearnResult:
+    """Output of an unlearner.
+
+    Attributes:
+        model: the unlearned model θ_u (may be the input model, modified in place).
+        seconds: wall-clock time of the unlearning (seconds), measured by :meth:`Unlearner.unlearn`.
+        steps: optimizer steps taken (0 for closed-form methods).
+        notes: method-specific facts worth recording (JSON-serialisable).
+        seen_ids: int64 sample ids that contributed a gradient (None if not tracked).
+    """
+
+    model: nn.Module
+    seconds: float = 0.0
+    steps: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+    seen_ids: np.ndarray | None = None
+
+
+class OptimConfig(Frozen):
+    """Shared optimisation fields of training-based unlearners (units: lr per step, epochs = passes over the data)."""
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    scheduler: Literal["none", "cosine", "step"] = "none"
+    grad_clip: float | None = Field(None, gt=0)
+
+    def recipe(self) -> TrainConfig:
+        """This config as an engine :class:`TrainConfig`."""
+        return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, optimizer=self.optimizer,
+                           momentum=self.momentum, weight_decay=self.weight_decay, scheduler=self.scheduler,
+                           grad_clip=self.grad_clip)
+
+
+class Unlearner(ABC):
+    """Base class of unlearning methods.
+
+    Class attributes declare what a method needs, so the runner can refuse a scenario it cannot serve:
+        kind: ``"exact"``, ``"approximate"`` or ``"inference"``.
+        needs_retain: the method reads D_r.
+        needs_labels: the method reads labels (False for label-free methods).
+    """
+
+    kind: ClassVar[str] = "approximate"
+    needs_retain: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = True
+    source: ClassVar[str] = ""
+
+    def __init__(self, config: Frozen) -> None:
+        self.config = config
+
+    def unlearn(
+        self,
+        model: nn.Module,
+        forget: SampleSet,
+        retain: SampleSet,
+        engine: Engine,
+        context: UnlearnContext | None = None,
+    ) -> UnlearnResult:
+        """Make ``model`` forget ``forget``; times the call.
+
+        Args:
+            model: θ_o (will be modified; pass a copy to keep the original).
+            forget: D_f, items ``(x, y, id)``.  retain: D_r (may be empty for methods that do not need it).
+            engine: runs training/evaluation.  context: seed, θ_o's recipe, fresh init seed.
+
+        Raises:
+            MethodError: the forget set is empty, or the method needs a retain set and none is given.
+            DivergenceError: training diverged (NaN/inf loss).
+        """
+        context = context or UnlearnContext()
+        if len(forget) == 0:
+            raise MethodError(f"{type(self).__name__}: the forget set is empty; nothing to unlearn")
+        if self.needs_retain and len(retain) == 0:
+            raise MethodError(f"{type(self).__name__} needs a non-empty retain set (D_r); this scenario has none")
+        overlap = np.intersect1d(forget.ids, retain.ids)
+        if len(overlap):
+            raise MethodError(f"forget and retain sets share {len(overlap)} sample ids (e.g. {overlap[:5].tolist()})")
+        engine.seed_everything(context.seed)
+        t0 = time.perf_counter()
+        result = self._unlearn(model, forget, retain, engine, context)
+        result.seconds = time.perf_counter() - t0
+        return result
+
+    @abstractmethod
+    def _unlearn(
+        self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine, context: UnlearnContext
+    ) -> UnlearnResult:
+        """The method itself (inputs already validated)."""

@@ -1,0 +1,3 @@
+"""Exact unlearning: the result is distributed as a model trained without the forget set."""
+
+from unlearnkit.methods.exact import retrain  # noqa: F401
