@@ -175,6 +175,22 @@ class Engine:
             yield lambda n=1, **kw: prog.update(tid, advance=n, **kw)
 
     # -- training -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def check_finite(loss: torch.Tensor, *, step: int, desc: str = "train") -> float:
+        """Return ``float(loss)``; raise :class:`DivergenceError` (with ``step``) if it is NaN or ±inf.
+
+        Custom loops (alternating min/max steps, ...) call this before ``backward`` so a diverged loss never updates
+        the weights.
+        """
+        lv = float(loss.detach())
+        if not math.isfinite(lv):
+            raise DivergenceError(
+                f"{desc}: loss became {lv} at step {step}; lower the learning rate, enable grad_clip, "
+                "or check the inputs for inf/NaN",
+                step=step, loss=lv,
+            )
+        return lv
+
     def fit(
         self,
         model: nn.Module,
@@ -224,13 +240,7 @@ class Engine:
                 total, count = 0.0, 0
                 for x, y, ids in self.batches(data, recipe.batch_size, shuffle=True, generator=gen):
                     loss = loss_fn(model, x, y)
-                    lv = float(loss.detach())
-                    if not math.isfinite(lv):
-                        raise DivergenceError(
-                            f"{desc}: loss became {lv} at step {step} (epoch {epoch}); lower the learning rate, "
-                            "enable grad_clip, or check the inputs for inf/NaN",
-                            step=step, loss=lv,
-                        )
+                    lv = self.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if recipe.grad_clip is not None:

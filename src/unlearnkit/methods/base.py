@@ -94,12 +94,19 @@ class Unlearner(ABC):
         kind: ``"exact"``, ``"approximate"`` or ``"inference"``.
         needs_retain: the method reads D_r.
         needs_labels: the method reads labels (False for label-free methods).
+        needs_full_train: the method needs all of D (forget ∪ retain), not a sample of it.
+        smoke_params: small settings used by the conformance suite.
     """
 
     kind: ClassVar[str] = "approximate"
     needs_retain: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = True
+    #: the method reads the whole original training set D = D_f ∪ D_r (e.g. SSD's importances I_D); the runner
+    #: refuses it when the retain set handed over is only a sample of D_r
+    needs_full_train: ClassVar[bool] = False
     source: ClassVar[str] = ""
+    #: small settings (e.g. ``{"epochs": 1}``) under which the conformance suite runs the method in seconds on CPU
+    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Frozen) -> None:
         self.config = config

@@ -30,6 +30,7 @@ class Finetune(Unlearner):
     """
 
     needs_retain = True
+    smoke_params = {"epochs": 1}
     source = "Jia et al., NeurIPS 2023, arXiv:2304.04934"
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,

@@ -36,6 +36,7 @@ class GradAscent(Unlearner):
     from Jia et al., NeurIPS 2023 (arXiv:2304.04934).
     """
 
+    smoke_params = {"epochs": 1}
     source = "Thudi et al., EuroS&P 2022, arXiv:2109.13398"
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,

@@ -54,6 +54,7 @@ class RandomLabel(Unlearner):
     """
 
     needs_retain = False
+    smoke_params = {"epochs": 1}
     source = "Graves et al., AAAI 2021; Fan et al., ICLR 2024, arXiv:2310.12508"
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
