@@ -13,7 +13,30 @@ from unlearnkit.errors import (
 
 __version__ = "0.1.0"
 
+from unlearnkit.api import compare, evaluate, make_task, unlearn  # noqa: E402
+from unlearnkit.config.schema import EngineConfig, ExperimentConfig, ScenarioConfig, TrainConfig  # noqa: E402
+from unlearnkit.data.base import SampleSet  # noqa: E402
+from unlearnkit.data.scenarios import Task  # noqa: E402
+
+
+def summarize(rows):  # noqa: ANN001, ANN201 - thin re-export, see unlearnkit.report.summarize
+    """Mean ± std per method over seeds (oracle first); see :func:`unlearnkit.report.summarize`."""
+    from unlearnkit.report import summarize as _summarize
+
+    return _summarize(rows)
+
 __all__ = [
+    "EngineConfig",
+    "ExperimentConfig",
+    "SampleSet",
+    "ScenarioConfig",
+    "Task",
+    "TrainConfig",
+    "compare",
+    "evaluate",
+    "make_task",
+    "summarize",
+    "unlearn",
     "CheckpointError",
     "ConfigError",
     "DataError",

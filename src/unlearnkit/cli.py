@@ -82,11 +82,36 @@ def _component_table(kind: str) -> Table:
     return t
 
 
+def markdown_list(kind: str) -> str:
+    """A markdown table of the registered methods or metrics (the README's lists are generated from it)."""
+    from unlearnkit.methods import METHODS
+    from unlearnkit.metrics import METRICS
+
+    if kind == "method":
+        lines = ["| method | kind | needs retain | needs labels | source |", "| --- | --- | --- | --- | --- |"]
+        for name, e in METHODS.items():
+            o = e.obj
+            lines.append(f"| `{name}` | {o.kind} | {'yes' if o.needs_retain else 'no'} | "
+                         f"{'yes' if o.needs_labels else 'no'} | {o.source} |")
+    else:
+        lines = ["| metric | keys (direction) | source |", "| --- | --- | --- |"]
+        for name, e in METRICS.items():
+            keys = "; ".join(f"`{k}`: {v}" for k, v in getattr(e.obj, "keys", {}).items())
+            lines.append(f"| `{name}` | {keys} | {getattr(e.obj, 'source', '')} |")
+    return "\n".join(lines) + "\n"
+
+
 @app.command()
-def methods(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def methods(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    markdown: bool = typer.Option(False, "--markdown", help="markdown table (as in the README)"),
+) -> None:
     """List the registered unlearning methods with their kind and source."""
     from unlearnkit.methods import METHODS
 
+    if markdown:
+        sys.stdout.write(markdown_list("method"))
+        return
     if as_json:
         out.print_json(json.dumps({n: {"kind": e.obj.kind, "source": e.obj.source,
                                        "defaults": e.config().model_dump(mode="json") if e.config else {}}
@@ -96,8 +121,11 @@ def methods(as_json: bool = typer.Option(False, "--json", help="machine-readable
 
 
 @app.command()
-def metrics() -> None:
+def metrics(markdown: bool = typer.Option(False, "--markdown", help="markdown table (as in the README)")) -> None:
     """List the registered metrics, the keys they write and their sources."""
+    if markdown:
+        sys.stdout.write(markdown_list("metric"))
+        return
     out.print(_component_table("metric"))
 
 

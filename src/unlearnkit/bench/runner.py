@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ from torch import nn
 import unlearnkit
 from unlearnkit.config.loader import config_hash, dump_yaml, stable_hash, to_plain
 from unlearnkit.config.schema import ExperimentConfig, MethodSpec, TrainConfig
+from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.data.scenarios import Task, build_task, ids_digest, load_data
 from unlearnkit.engine.checkpoint import ModelCache, save_checkpoint, state_sha256
 from unlearnkit.engine.loop import Engine
@@ -48,9 +50,49 @@ def versions() -> dict[str, str]:
     return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run_dir_for(cfg: ExperimentConfig) -> Path:
-    """``<output_dir>/<name>-<config-hash8>``: distinct configs never share a folder."""
-    return Path(cfg.output_dir) / f"{cfg.name}-{config_hash(cfg)[:8]}"
+def run_dir_for(cfg: ExperimentConfig, extra_identity: str = "") -> Path:
+    """``<output_dir>/<name>-<hash8>``: distinct configs (and distinct user data/models) never share a folder.
+
+    ``extra_identity`` is the fingerprint of user-supplied data or model factory (empty for config-only runs), so two
+    runs of the same config on different user data cannot resume into each other's results.
+    """
+    h = config_hash(cfg) if not extra_identity else stable_hash([config_hash(cfg), extra_identity])
+    return Path(cfg.output_dir) / f"{cfg.name}-{h[:8]}"
+
+
+def data_fingerprint(data: SampleSet) -> str:
+    """SHA-256 identifying a sample set's content: ids, labels and inputs.
+
+    In-memory tensors are hashed in full; for other datasets the inputs of up to 16 evenly spaced items are hashed
+    (with ids, labels and length), which detects a different data set but not an edit of an unsampled item.
+    """
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(data.ids).tobytes())
+    h.update(np.ascontiguousarray(data.labels).tobytes())
+    if isinstance(data.source, TensorSource):
+        x = data.source.x[torch.from_numpy(data.positions)].contiguous()
+        h.update(x.numpy().tobytes())
+    else:
+        for i in np.unique(np.linspace(0, len(data) - 1, num=min(16, len(data))).astype(int)):
+            h.update(torch.as_tensor(data[int(i)][0]).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_requirements(method: type, task: Task, *, label: str) -> None:
+    """Refuse a method whose declared needs the task cannot serve (before any training).
+
+    Raises:
+        MethodError: the method needs a retain set and D_r is empty; or needs labels and the task has none.
+    """
+    if getattr(method, "needs_retain", False) and len(task.retain) == 0:
+        raise MethodError(f"method '{label}' needs a retain set (D_r) but this scenario leaves none; "
+                          "forget fewer samples or choose a method that uses only D_f (e.g. grad_ascent)")
+    if getattr(method, "needs_labels", True) and not task.scenario.get("labels_available", True):
+        raise MethodError(f"method '{label}' needs labels but this task is label-free; choose a label-free "
+                          "method (see `unlearnkit methods`)")
+    if getattr(method, "needs_full_train", False) and not task.scenario.get("retain_is_complete", True):
+        raise MethodError(f"method '{label}' needs the whole original training set D (e.g. SSD's importances "
+                          "I_D), but the retain set is only a sample of D_r; pass the complete retain set")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -138,10 +180,11 @@ class Runner:
         self.cfg = cfg
         self.console = console or Console(stderr=True)
         self.engine = Engine(cfg.engine)
-        self.run_dir = run_dir_for(cfg)
         self.cache = ModelCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache")
         self._task = task
         self._user_factory = model_factory
+        self.identity = self._identity(task, model_factory)
+        self.run_dir = run_dir_for(cfg, self.identity)
         self.reused: list[str] = []
         self.trained: list[str] = []
 
@@ -160,10 +203,22 @@ class Runner:
                 return self._user_factory(init_seed)
         return build_model(self.cfg.model, self.task.train.input_shape, self.task.num_classes, seed=init_seed)
 
+    @staticmethod
+    def _identity(task: Task | None, factory: Callable[[int], nn.Module] | None) -> str:
+        """Fingerprint of user-supplied data and model architecture ('' for config-only runs)."""
+        parts = {}
+        if task is not None:
+            parts["data"] = data_fingerprint(task.train)
+            parts["test"] = data_fingerprint(task.test)
+        if factory is not None:
+            m = factory(0)
+            parts["model"] = stable_hash([repr(m), [(k, list(v.shape)) for k, v in m.state_dict().items()]])
+        return stable_hash(parts) if parts else ""
+
     def _lineage(self, role: str, recipe: TrainConfig, seed: int, ids: np.ndarray) -> str:
-        user_model = "user-factory" if self._user_factory is not None else None
         return stable_hash({
-            "role": role, "data": to_plain(self.cfg.data), "model": user_model or to_plain(self.cfg.model),
+            "role": role, "data": to_plain(self.cfg.data) if self._task is None else None,
+            "model": to_plain(self.cfg.model) if self._user_factory is None else None, "user": self.identity,
             "recipe": to_plain(recipe), "seed": seed, "ids": ids_digest(ids), "code": CODE_VERSION,
             "deterministic": self.cfg.engine.deterministic,
         })
@@ -254,7 +309,6 @@ class Runner:
                 "scenario": self.task.scenario, "versions": versions(), "started_at": _now()}
 
     def run(self) -> RunOutcome:
-        cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with _RunLock(self.run_dir / ".lock"):
             return self._run_locked()
@@ -280,6 +334,8 @@ class Runner:
             f"|D_t|={s['n_test']}; {len(cfg.methods)} method(s) × {len(cfg.seeds)} seed(s) → {self.run_dir}"
         )
         specs = [m for m in cfg.methods if not (m.name == "retrain" and m.label == ORACLE_LABEL)]
+        for m in specs:  # refuse up front, before any training
+            check_requirements(METHODS.get(m.name), task, label=m.label)
         new = 0
         for seed in cfg.seeds:
             todo = [m for m in specs if (m.label, seed) not in done]
