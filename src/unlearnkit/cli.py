@@ -44,8 +44,14 @@ def run(
         _fail(err)
         return
     out.print(console_table(summary))
-    reuse = f"reused cached {', '.join(sorted(set(outcome.reused)))} model(s)" if outcome.reused else "no cached model reused"
-    out.print(f"{outcome.new_rows} new row(s); {reuse}. Results: {outcome.run_dir / 'results.jsonl'}")
+    if outcome.new_rows == 0:
+        out.print("nothing new to run: every (method, seed) row is already in results.jsonl "
+                  "(resumed run; delete the run folder to start over)")
+    else:
+        reuse = (f"reused cached {' and '.join(sorted(set(outcome.reused)))} model(s)" if outcome.reused
+                 else "trained θ_o and θ_r (now cached for later runs)")
+        out.print(f"{outcome.new_rows} new row(s); {reuse}.")
+    out.print(f"Results: {outcome.run_dir / 'results.jsonl'}")
     if not no_report:
         out.print(f"Report: {outcome.run_dir / 'report.html'} and report.md")
 
