@@ -1,0 +1,162 @@
+"""Shared pieces of the report views: the summary columns, number formatting, the run header (meta)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from unlearnkit.report.summary import SummaryRow
+
+ORACLE_SUFFIX = " (oracle)"
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A metric column of the summary table.
+
+    ``key`` is the metric key of a result row (``"gap_of_means"`` and ``"seeds"`` are computed), ``unit`` is ``"%"``,
+    ``"pp"`` (percentage points) or ``"s"``, ``direction`` is the sentence printed under the table.
+    """
+
+    key: str
+    header: str
+    unit: str
+    direction: str
+
+
+UA = Column("unlearn_acc", "UA", "%", "100 − accuracy on the forget set D_f (%). Closer to the oracle is better: "
+            "forgetting less *or more* than the retrained model both show the data's influence.")
+RA = Column("retain_acc", "RA", "%", "accuracy on the retain set D_r (%). Higher is better; ideally the oracle's.")
+TA = Column("test_acc", "TA", "%", "accuracy on the test set D_t (%). Higher is better; ideally the oracle's.")
+MIA = Column("mia_efficacy", "MIA-Eff.", "%", "share of D_f that a membership-inference attack classifies as "
+             "non-members (%). Closer to the oracle is better.")
+GAP = Column("gap_of_means", "Avg. Gap", "pp", "mean |mean metric − oracle's mean metric| over UA, RA, TA and "
+             "MIA-Eff. (percentage points; the gap of the seed means, as in SalUn's tables). Lower is better; the "
+             "oracle's is 0.")
+RTE = Column("unlearn_seconds", "RTE (s)", "s", "run-time of the unlearning step in seconds, mean over seeds "
+             "(the oracle's: retraining from scratch on D_r). Lower is better.")
+FTA = Column("forgotten_test_acc", "Forgotten-class TA", "%", "test accuracy on the forgotten classes (%). "
+             "Closer to the oracle (which never saw them) is better.")
+CELL_NOTE = ("Cells are mean ± sample std (ddof = 1) over the successful seeds; a single value when only one seed "
+             "contributed; — when missing; (n=k) when only k seeds had the value; an Avg. Gap marked (k of K metrics) "
+             "covers fewer metrics than the oracle has and is not comparable with the others.")
+SEEDS_DIRECTION = "successful seeds; `k/n` when n − k seeds failed (listed below the table)."
+
+
+def columns_for(summary: Sequence[SummaryRow]) -> list[Column]:
+    """The metric columns of the summary table: UA RA TA MIA-Eff. Avg. Gap RTE, plus Forgotten-class TA if present."""
+    cols = [UA, RA, TA, MIA, GAP, RTE]
+    if any(FTA.key in s.mean for s in summary):
+        cols.insert(3, FTA)
+    return cols
+
+
+def fmt_num(x: Any, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, or "—" when missing / NaN / infinite."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return MISSING
+    return f"{x:.{digits}f}"
+
+
+def cell(s: SummaryRow, col: Column) -> str:
+    """A summary cell: "mean ± std" (2 decimals); only the mean when one seed contributed; "—" when missing.
+
+    When fewer ok seeds than ``n_seeds`` had a finite value, "(n=k)" is appended; an Avg. Gap computed over fewer
+    metrics than the oracle has gets "(k of K metrics)".
+    """
+    if col.key == "gap_of_means":
+        text = fmt_num(s.gap_of_means)
+        if text != MISSING and s.gap_n < s.gap_n_oracle:
+            text += f" ({s.gap_n} of {s.gap_n_oracle} metrics)"
+        return text
+    m = s.mean.get(col.key, float("nan"))
+    if not math.isfinite(m):
+        return MISSING
+    k = s.n.get(col.key, s.n_seeds)
+    sd = s.std.get(col.key, float("nan"))
+    text = f"{m:.2f}" if k <= 1 or not math.isfinite(sd) else f"{m:.2f} ± {sd:.2f}"
+    if k < s.n_seeds:
+        text += f" (n={k})"
+    return text
+
+
+def seeds_cell(s: SummaryRow) -> str:
+    """``"3"`` when every seed succeeded, else ``"ok/total"`` (e.g. ``"2/3"``)."""
+    return str(s.n_seeds) if s.n_failed == 0 else f"{s.n_seeds}/{s.n_total}"
+
+
+def label(s: SummaryRow) -> str:
+    """The row label shown in tables: the method label, ``"retrain (oracle)"`` for the oracle."""
+    return s.method + ORACLE_SUFFIX if s.is_oracle else s.method
+
+
+def failures(summary: Sequence[SummaryRow]) -> list[SummaryRow]:
+    """Summary rows with at least one failed seed."""
+    return [s for s in summary if s.n_failed > 0]
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Collapse whitespace/newlines; cut at ``limit`` characters with an ellipsis."""
+    t = " ".join(str(text).split())
+    return t if len(t) <= limit else t[: limit - 1] + "…"
+
+
+def _pct(x: Any) -> str:
+    v = float(x) * 100
+    return f"{v:g}%"
+
+
+def scenario_text(scenario: Mapping[str, Any] | None) -> str:
+    """One line describing how D_f was chosen, e.g. ``"random: 10% of the training set (n_forget = 135)"``."""
+    if not scenario:
+        return "unknown (no scenario in the results or config)"
+    sc = dict(scenario)
+    kind = str(sc.get("kind", "?"))
+    n = sc.get("n_forget")
+    tail = f" (n_forget = {n})" if n is not None else ""
+    try:
+        if kind == "random":
+            if sc.get("fraction") is not None:
+                return f"random: {_pct(sc['fraction'])} of the training set{tail}"
+            if sc.get("count") is not None:
+                return f"random: {sc['count']} samples of the training set{tail}"
+        elif kind in ("class", "subclass") and sc.get("classes") is not None:
+            classes = ", ".join(str(c) for c in sc["classes"])
+            return f"{kind}: forget {'classes' if len(sc['classes']) > 1 else 'class'} {classes}{tail}"
+        elif kind == "ids" and sc.get("ids") is not None:
+            return f"ids: {len(sc['ids'])} given sample ids{tail}"
+    except (TypeError, ValueError):
+        pass
+    rest = ", ".join(
+        f"{k}={v}" for k, v in sc.items() if k not in ("kind", "n_forget") and not isinstance(v, (list, dict))
+    )
+    return f"{kind}" + (f": {rest}" if rest else "") + tail
+
+
+def meta_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The header facts of a report as (name, value) pairs, in display order (values are plain, unescaped text)."""
+    out: list[tuple[str, str]] = []
+    h = meta.get("config_sha256")
+    out.append(("config", str(h)[:8] if h else "unknown"))
+    if len(meta.get("config_hashes") or []) > 1:
+        out.append((
+            "warning",
+            f"rows come from {len(meta['config_hashes'])} different configs "
+            f"({', '.join(x[:8] for x in meta['config_hashes'])}); compare with care",
+        ))
+    if meta.get("data"):
+        out.append(("data", str(meta["data"])))
+    if meta.get("model"):
+        out.append(("model", str(meta["model"])))
+    out.append(("scenario", scenario_text(meta.get("scenario"))))
+    versions = meta.get("versions")
+    if isinstance(versions, Mapping) and versions:
+        out.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    if meta.get("skipped_lines"):
+        out.append(("skipped", f"{meta['skipped_lines']} line(s) of results.jsonl were not valid result rows"))
+    if meta.get("superseded"):
+        out.append(("retries", f"{meta['superseded']} row(s) replaced by a later row for the same (method, seed)"))
+    return out
