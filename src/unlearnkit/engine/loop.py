@@ -71,7 +71,14 @@ class Predictions:
 
     def accuracy(self) -> float:
         """Accuracy in percent (0–100); NaN for an empty set."""
-        return float(self.correct.float().mean() * 100) if len(self.labels) else float("nan")
+        n = len(self.labels)
+        return 100.0 * int(self.correct.sum()) / n if n else float("nan")  # exact count, float64
+
+
+def num_train_batches(n: int, batch_size: int) -> int:
+    """Optimizer steps per epoch of :meth:`Engine.batches` with shuffling (a trailing 1-sample batch is merged)."""
+    k = math.ceil(n / batch_size)
+    return k - 1 if k > 1 and n - (k - 1) * batch_size == 1 else k
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], recipe: TrainConfig) -> torch.optim.Optimizer:
@@ -150,13 +157,23 @@ class Engine:
     def batches(
         self, data: SampleSet, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Yield ``(x, y, ids)`` on the engine's device; a shuffled order comes from ``generator`` (reproducible)."""
+        """Yield ``(x, y, ids)`` on the engine's device; a shuffled order comes from ``generator`` (reproducible).
+
+        With ``shuffle`` (training), a final batch of a single sample is merged into the one before it (BatchNorm
+        cannot normalise one sample); every sample is still yielded exactly once.
+        """
         n = len(data)
         order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
         dev = self.device
         tensor_src = isinstance(data.source, TensorSource)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
+        starts = list(range(0, n, batch_size))
+        if shuffle and len(starts) > 1 and n - starts[-1] == 1:
+            # a trailing batch of one sample breaks BatchNorm in train mode: fold it into the previous batch, so
+            # every sample still contributes exactly once per epoch
+            starts.pop()
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else n
+            idx = order[start:end]
             x, y, ids = data.batch(idx)
             if not tensor_src or dev.type != "cpu":
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -226,7 +243,7 @@ class Engine:
         self.setup()
         model.to(self.device).train()
         opt = make_optimizer(params if params is not None else model.parameters(), recipe)
-        steps_per_epoch = math.ceil(len(data) / recipe.batch_size)
+        steps_per_epoch = num_train_batches(len(data), recipe.batch_size)
         sched = make_scheduler(opt, recipe, steps_per_epoch)
         gen = torch.Generator().manual_seed(seed)
         trainable = [p for g in opt.param_groups for p in g["params"]]
