@@ -1,0 +1,274 @@
+"""Selective Synaptic Dampening (SSD): dampen the parameters far more important to D_f than to D."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.config.schema import Frozen
+from unlearnkit.data.base import SampleSet
+from unlearnkit.engine.loop import Engine
+from unlearnkit.errors import ConfigError, MethodError, NotFittedError
+from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
+from unlearnkit.methods.classifier._param_tools import iter_sets, state_hash, trainable_parameters
+from unlearnkit.registry import METHODS
+
+ImportanceKind = Literal["fisher", "output_norm"]
+
+
+@dataclass(frozen=True)
+class Importances:
+    """Per-parameter importances of one model on one data set.
+
+    Attributes:
+        values: parameter name -> float32 CPU tensor of the parameter's shape (≥ 0). Parameters without
+            ``requires_grad`` are absent (importance 0: never selected).
+        kind: ``"fisher"`` (SSD: mean over batches of the squared gradient of the batch-mean cross-entropy) or
+            ``"output_norm"`` (LFSSD: mean over batches of |∇ mean_b ‖f(x_b)‖₂²|).
+        batch_size: samples per batch used; the values depend on it (see :func:`compute_importances`).
+        n_samples: samples read.  n_batches: batches averaged.
+        model_hash: :func:`state_hash` of the model they were computed on; a method given cached importances
+            refuses a model with another hash.
+    """
+
+    values: dict[str, torch.Tensor]
+    kind: ImportanceKind
+    batch_size: int
+    n_samples: int
+    n_batches: int
+    model_hash: str
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+
+def compute_importances(
+    model: nn.Module,
+    data: SampleSet | Sequence[SampleSet],
+    engine: Engine,
+    *,
+    batch_size: int = 128,
+    kind: ImportanceKind = "fisher",
+) -> Importances:
+    """Diagonal importances of every trainable parameter on ``data`` (model in eval mode, weights unchanged).
+
+    ``fisher`` (SSD, as in the reference code): I = (1/B) Σ_batches (∂ CE_batch/∂θ)², where CE_batch is the
+    *mean* cross-entropy of a batch — the square of a batch-mean gradient, so the value depends on the batch size
+    (≈ ‖E g‖² + Var(g)/b: smaller batches give larger importances, and a small last batch, e.g. 7 leftover
+    samples of D_f, weighs as much as a full one). Use the same ``batch_size`` for I_D and I_f.
+    ``output_norm`` (LFSSD): I = (1/B) Σ_batches |∂ (mean_b ‖f(x)‖₂²)/∂θ| — no labels are read.
+
+    Batches are taken in the order of ``data`` (several sets are concatenated), unshuffled; the last batch may be
+    smaller. Cost: one forward and one backward pass per batch.
+
+    Args:
+        model: classifier producing logits (b, C); moved to the engine's device.
+        data: D_f, or the sets making up D (e.g. ``[retain, forget]``, the reference code's order).
+        batch_size: samples per batch (the reference code uses 128).
+        kind: ``"fisher"`` or ``"output_norm"``.
+
+    Returns:
+        :class:`Importances` (float32 CPU tensors, keyed by parameter name) with the model's state hash.
+
+    Raises:
+        ConfigError: ``batch_size`` < 1 or an unknown ``kind``.  MethodError: ``data`` is empty or the model has no
+        trainable parameters.  DivergenceError: a batch loss is NaN/inf.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    if kind not in ("fisher", "output_norm"):
+        raise ConfigError(f"unknown importance kind {kind!r}; use 'fisher' (SSD) or 'output_norm' (LFSSD)")
+    sets = [data] if isinstance(data, SampleSet) else list(data)
+    if sum(len(s) for s in sets) == 0:
+        raise MethodError("cannot compute importances on an empty set")
+    was_training = model.training
+    model.to(engine.device).eval()
+    named = trainable_parameters(model)
+    if not named:
+        raise MethodError("the model has no trainable parameters (every requires_grad is False)")
+    params = [p for _, p in named]
+    acc = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    n_batches, n_samples, seen = 0, 0, []
+    try:
+        for step, (x, y, ids) in enumerate(iter_sets(engine, sets, batch_size)):
+            out = model(x)
+            if kind == "fisher":
+                loss = nn.functional.cross_entropy(out, y)
+            else:
+                loss = out.float().pow(2).sum(dim=1).mean()
+            engine.check_finite(loss, step=step, desc=f"{kind} importances")
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for a, g in zip(acc, grads):
+                if g is not None:
+                    a += g.detach().float().pow(2) if kind == "fisher" else g.detach().float().abs()
+            n_batches += 1
+            n_samples += len(y)
+            seen.append(ids.numpy())
+    finally:
+        model.train(was_training)
+    values = {name: (a / n_batches).cpu() for (name, _), a in zip(named, acc)}
+    return Importances(values, kind, batch_size, n_samples, n_batches, state_hash(model),
+                       np.unique(np.concatenate(seen)))
+
+
+@torch.no_grad()
+def dampen(
+    model: nn.Module,
+    train_importance: Importances,
+    forget_importance: Importances,
+    *,
+    alpha: float,
+    lam: float,
+    exponent: float = 1.0,
+) -> dict[str, Any]:
+    """Apply SSD's selection and dampening in place.
+
+    For every parameter entry with I_f > α·I_D: θ ← β·θ, β = min((λ·I_D / I_f)^exponent, 1). Other entries are
+    untouched (bit-identical).
+
+    Returns:
+        ``{"selected": int, "total": int, "selected_fraction": float, "per_parameter": {name: int}}``.
+
+    Raises:
+        MethodError: the two importances cover different parameters or shapes.
+    """
+    selected, total, per_param = 0, 0, {}
+    for name, p in model.named_parameters():
+        if name not in forget_importance.values:
+            continue
+        if name not in train_importance.values:
+            raise MethodError(f"the training-set importances have no entry for parameter '{name}'")
+        i_f = forget_importance.values[name].to(p.device)
+        i_d = train_importance.values[name].to(p.device)
+        if i_f.shape != p.shape or i_d.shape != p.shape:
+            raise MethodError(
+                f"importance shapes {tuple(i_d.shape)} / {tuple(i_f.shape)} do not match parameter '{name}' "
+                f"{tuple(p.shape)}"
+            )
+        mask = i_f > alpha * i_d
+        k = int(mask.sum())
+        if k:
+            beta = ((lam * i_d[mask]) / i_f[mask]).pow(exponent).clamp(max=1.0)
+            p[mask] = p[mask] * beta.to(p.dtype)
+        per_param[name] = k
+        selected += k
+        total += p.numel()
+    return {"selected": selected, "total": total, "selected_fraction": selected / max(total, 1),
+            "per_parameter": per_param}
+
+
+class SSDConfig(Frozen):
+    """SSD settings. Defaults from the reference code (github.com/if-loops/selective-synaptic-dampening,
+    ``forget_*_main.py`` and ``ssd.py``) for ResNet-18: α = ``selection_weighting`` = 10,
+    λ = ``dampening_constant`` = 1, exponent 1, batch size 128 (``-b`` default; the forget loader also uses 128).
+
+    Fields:
+        selection_weighting: α > 0 (dimensionless); an entry is selected when I_f > α·I_D. Larger α selects fewer
+            parameters (the paper tunes it per model size; 10 for ResNet-18, also used for ViT in the code).
+        dampening_constant: λ > 0 (dimensionless); β = min((λ·I_D/I_f)^exponent, 1).
+        exponent: > 0, the power applied to λ·I_D/I_f (reference ``exponent`` = 1).
+        batch_size: samples per importance batch (≥ 1). Importances are means of per-batch squared batch-mean
+            gradients, so they scale with 1/batch size for noisy gradients: keep it equal for I_D and I_f (it is)
+            and for cached importances (checked).
+    """
+
+    selection_weighting: float = Field(10.0, gt=0, description="α: select where I_f > α·I_D (reference: 10)")
+    dampening_constant: float = Field(1.0, gt=0, description="λ: β = min(λ·I_D/I_f, 1) (reference: 1)")
+    exponent: float = Field(1.0, gt=0, description="β = min((λ·I_D/I_f)^exponent, 1) (reference: 1)")
+    batch_size: int = Field(128, ge=1, description="samples per importance batch (reference: 128)")
+
+
+@METHODS.register("ssd", config=SSDConfig)
+class SSD(Unlearner):
+    """Selective Synaptic Dampening (Foster, Schoepf, Brintrup, AAAI 2024, arXiv:2308.07707).
+
+    Retraining-free: importances are diagonal Fisher estimates
+    I_D = E_batches[(∂CE/∂θ)²] on the full training set D = D_r ∪ D_f and I_f on D_f (same batch size); every
+    parameter entry with I_f > α·I_D is dampened, θ ← β·θ with β = min(λ·I_D/I_f, 1); all others are unchanged.
+    No optimiser step is taken (``steps = 0``).
+
+    Hyper-parameters: α (``selection_weighting``, 10), λ (``dampening_constant``, 1), batch size 128 — the reference
+    code's ResNet-18 defaults. Importances depend on the batch size (see :func:`compute_importances`).
+
+    Caching I_D: I_D depends only on θ_o and D, not on the request. Compute it once with
+    ``compute_importances(model, [retain, forget], engine, batch_size=cfg.batch_size)`` and use
+    ``SSD(cfg).with_train_importance(imp)``; the copy refuses (``NotFittedError``) a model whose state hash differs
+    from the one stored in ``imp``, and (``MethodError``) importances of another kind or batch size. Such a copy does
+    not read D_r.
+
+    As in the reference code, the model is put in eval mode while importances are computed (BatchNorm uses its
+    running statistics, dropout is off), D is batched in the order D_r then D_f, parameters without gradient get
+    importance 0 and are never selected. Deviation: gradients are taken with ``torch.autograd.grad`` (the model's
+    ``.grad`` fields are left untouched); the reference code accumulates ``.grad`` through an optimiser.
+
+    Raises (``unlearn``): MethodError (empty D_f; no retain set and no cached I_D; mismatched cached importances),
+    NotFittedError (cached I_D from another model), DivergenceError (a NaN/inf loss while computing importances).
+    """
+
+    kind = "approximate"
+    needs_retain = True
+    needs_full_train = True
+    importance_kind: ClassVar[ImportanceKind] = "fisher"
+    smoke_params = {"batch_size": 32}
+    source = "Foster, Schoepf, Brintrup, AAAI 2024, arXiv:2308.07707"
+
+    def __init__(self, config: SSDConfig, train_importance: Importances | None = None) -> None:
+        super().__init__(config)
+        self.train_importance = train_importance
+        if train_importance is not None:
+            self._check_importance(train_importance)
+            self.needs_retain = False  # type: ignore[misc]  # I_D is given: D_r is not read
+
+    def _check_importance(self, imp: Importances) -> None:
+        if not isinstance(imp, Importances):
+            raise MethodError(f"train importances must be an Importances object, got {type(imp).__name__}")
+        if imp.kind != self.importance_kind:
+            raise MethodError(
+                f"{type(self).__name__} needs '{self.importance_kind}' importances, got '{imp.kind}' "
+                f"(compute them with compute_importances(..., kind='{self.importance_kind}'))"
+            )
+        if imp.batch_size != self.config.batch_size:
+            raise MethodError(
+                f"cached importances were computed with batch_size={imp.batch_size} but this {type(self).__name__} "
+                f"uses batch_size={self.config.batch_size}; importances depend on the batch size, so recompute them "
+                "or set batch_size to match"
+            )
+
+    def with_train_importance(self, importance: Importances) -> SSD:
+        """A copy of this method that uses the precomputed I_D ``importance`` instead of computing it from D.
+
+        Raises:
+            MethodError: wrong kind or batch size (checked now); the model hash is checked at ``unlearn``.
+        """
+        return type(self)(self.config, importance)
+
+    def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
+                 context: UnlearnContext) -> UnlearnResult:
+        cfg = self.config
+        model.to(engine.device)
+        if self.train_importance is not None:
+            current = state_hash(model)
+            if current != self.train_importance.model_hash:
+                raise NotFittedError(
+                    f"the cached training-set importances belong to another model (hash "
+                    f"{self.train_importance.model_hash[:12]}…, this model {current[:12]}…); recompute them with "
+                    "compute_importances on this model"
+                )
+            i_d = self.train_importance
+        else:
+            i_d = compute_importances(model, [retain, forget], engine, batch_size=cfg.batch_size,
+                                      kind=self.importance_kind)
+        i_f = compute_importances(model, forget, engine, batch_size=cfg.batch_size, kind=self.importance_kind)
+        stats = dampen(model, i_d, i_f, alpha=cfg.selection_weighting, lam=cfg.dampening_constant,
+                       exponent=cfg.exponent)
+        model.eval()
+        seen = np.union1d(i_f.ids, i_d.ids) if self.train_importance is None else i_f.ids
+        notes = {"selected": stats["selected"], "selected_fraction": stats["selected_fraction"],
+                 "per_parameter": stats["per_parameter"], "importance_batches_D": i_d.n_batches,
+                 "importance_batches_forget": i_f.n_batches,
+                 "cached_train_importance": self.train_importance is not None}
+        return UnlearnResult(model, steps=0, notes=notes, seen_ids=seen.astype(np.int64))
