@@ -32,7 +32,7 @@ from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.data.scenarios import Task, build_task, ids_digest, load_data
 from unlearnkit.engine.checkpoint import ModelCache, save_checkpoint, state_sha256
 from unlearnkit.engine.loop import Engine
-from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError, UnlearnkitError
+from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
 from unlearnkit.metrics import METRICS, EvalContext, avg_gap
 from unlearnkit.models import build_model
@@ -397,7 +397,7 @@ class Runner:
                        checkpoint_sha256=sha)
         except DivergenceError as err:
             row.update(status="diverged", error=f"DivergenceError: {err}", diverged_step=err.step, metrics={})
-        except (UnlearnkitError, RuntimeError, ValueError, MemoryError) as err:
+        except Exception as err:  # noqa: BLE001 - any failure of one method becomes its error row; the run goes on
             tb = traceback.format_exception(type(err), err, err.__traceback__)
             row.update(status="error", error=f"{type(err).__name__}: {err}", traceback="".join(tb[-3:]), metrics={})
         row["finished_at"] = _now()

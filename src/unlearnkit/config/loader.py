@@ -1,6 +1,6 @@
 """YAML loading with ``extends:`` composition and ``--set a.b=v`` overrides.
 
-Only ``yaml.safe_load`` is used: no YAML tag can import or run code.
+Only a ``yaml.SafeLoader`` is used: no YAML tag can import or run code.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -21,6 +22,24 @@ from pydantic import BaseModel, ValidationError
 from unlearnkit.errors import ConfigError
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-4``, ``5E+3``) as floats.
+
+    PyYAML follows YAML 1.1, where ``1e-4`` is the *string* "1e-4"; users (and YAML 1.2) mean the number.
+    """
+
+
+_SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -38,7 +57,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}; check the path (relative paths are from the current folder)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if data is None:
@@ -83,7 +102,7 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
         if not key.strip() or any(not p for p in parts):
             raise ConfigError(f"--set {raw!r}: the key has an empty part; write e.g. data.root=/path")
         try:
-            parsed = yaml.safe_load(value.strip()) if value.strip() else ""
+            parsed = _yaml_load(value.strip()) if value.strip() else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {raw!r}: value is not valid YAML ({err})") from err
         out.append((parts, parsed))
@@ -234,7 +253,10 @@ def _json_default(o: Any) -> Any:
 
 
 def config_hash(cfg: BaseModel) -> str:
-    """SHA-256 of the resolved config, ignoring presentation-only engine fields (progress bars)."""
+    """SHA-256 of the resolved config, ignoring fields that cannot change results: progress bars and where files go
+    (``output_dir``, ``cache_dir``)."""
     plain = to_plain(cfg)
     plain.get("engine", {}).pop("progress", None)
+    plain.pop("output_dir", None)
+    plain.pop("cache_dir", None)
     return stable_hash(plain)

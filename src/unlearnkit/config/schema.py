@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from unlearnkit.errors import ConfigError
 
+#: result-row label of the retrained oracle θ_r (reserved: no other method may use it)
+ORACLE_LABEL = "retrain"
+
 
 class Frozen(BaseModel):
     """Base of all unlearnkit configs: unknown keys are errors, instances are immutable."""
@@ -177,6 +180,21 @@ class MethodSpec(ComponentSpec):
         object.__setattr__(self, "params", _validated_params(METHODS, self.name, self.params))
         if self.label is None:
             object.__setattr__(self, "label", self.name)
+        label = self.label
+        # the label names result rows and files (per_sample/<label>-seed<s>.npz, checkpoints/<label>-seed<s>/)
+        if not label or label in (".", "..") or any(c in label for c in "/\\ \t\n"):
+            raise ValueError(f"method label {label!r} is invalid: use a non-empty name without spaces or slashes")
+        if label == ORACLE_LABEL:
+            if self.name != "retrain":
+                raise ValueError(
+                    f"label '{ORACLE_LABEL}' is reserved for the oracle row; give method '{self.name}' another label"
+                )
+            if self.params.get("recipe") is not None:
+                raise ValueError(
+                    f"the '{ORACLE_LABEL}' row is the oracle, trained with the top-level 'oracle' recipe (or 'train'); "
+                    "its 'recipe' here would be ignored: move it to 'oracle:', or give this row another label to "
+                    "run retrain as a method"
+                )
         return self
 
 
