@@ -194,3 +194,18 @@ def test_cache_refuses_a_checkpoint_filed_under_another_key(tmp_path):
 def test_cache_load_of_absent_key_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError):
         ModelCache(tmp_path).load(KEY, tiny_model(0))
+
+
+def test_state_sha256_handles_batchnorm_scalars_and_detects_changes():
+    """BatchNorm's ``num_batches_tracked`` is a 0-dim int64 buffer; hashing must cover it (it failed once)."""
+    import torch
+    from torch import nn
+
+    from unlearnkit.engine.checkpoint import state_sha256
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    h0 = state_sha256(m)
+    assert h0 == state_sha256(m) and len(h0) == 64
+    m[1].num_batches_tracked += 1
+    assert state_sha256(m) != h0
