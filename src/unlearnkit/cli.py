@@ -14,7 +14,8 @@ from rich.table import Table
 from unlearnkit.errors import UnlearnkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-out = Console()
+# tables are wide: when output goes to a file or pipe (no terminal width to read), use 140 columns, not rich's 80
+out = Console() if sys.stdout.isatty() else Console(width=140)
 err_console = Console(stderr=True)
 
 DEFAULT_CONFIG = "digits_random10"
