@@ -3,7 +3,8 @@
 Checks: config round-trip and typo rejection; runs and returns a finite model of the same architecture;
 deterministic under a seed (bit-identical weights); the forget ids are honoured (the recorded training ids never
 include ids outside D, retrain never sees D_f, and a different forget set gives a different model); typed errors for
-an empty forget set, a missing retain set and an unknown parameter.
+an empty forget set, a missing retain set and an unknown parameter; +inf inputs stop a method with a typed error
+before a weight becomes non-finite (KNOWN_FAULTS C43).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import pytest
 import torch
 
 from unlearnkit.config.schema import ScenarioConfig, TrainConfig
+from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.data.scenarios import build_task
-from unlearnkit.errors import ConfigError, MethodError
+from unlearnkit.errors import ConfigError, DataError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext
 
 ALL = METHODS.names()
@@ -91,3 +93,70 @@ def test_typed_errors(name, trained_model, tiny_task, engine):
             method.unlearn(copy.deepcopy(trained_model), tiny_task.forget, no_retain, engine, CTX)
     with pytest.raises(MethodError, match="share"):
         method.unlearn(copy.deepcopy(trained_model), tiny_task.forget, tiny_task.train, engine, CTX)
+
+
+# How every registered method must react to +inf in the inputs of D_f ("forget") or of D_r ("retain"): the typed
+# error it must raise, per set. A set that a method does not read inputs from is absent from its entry: the method
+# must then run to the end as usual. In every case the model's parameters must still be finite afterwards.
+_DIVERGES_ON_BOTH = {"forget": DivergenceError, "retain": DivergenceError}
+INF_INPUTS: dict[str, dict[str, type[Exception]]] = {
+    # -- methods that train: every optimizer step checks its loss first (Engine.check_finite), so a NaN/inf loss
+    #    raises DivergenceError before it can update a weight.
+    "bad_teacher": _DIVERGES_ON_BOTH,  # distils on D_f ∪ a sample of D_r
+    "laf": _DIVERGES_ON_BOTH,  # the VAEs are trained on θ_o's embeddings of D_r and of D_f
+    "random_label": _DIVERGES_ON_BOTH,  # relabelled D_f ∪ D_r in one loop
+    "salun": _DIVERGES_ON_BOTH,  # saliency pass over D_f, then relabelled D_f ∪ D_r
+    "salun_soft": _DIVERGES_ON_BOTH,  # relabelled D_f ∪ D_r
+    "scrub": _DIVERGES_ON_BOTH,  # max-steps on D_f, min-steps on D_r
+    "boundary_expanding": {"forget": DivergenceError},  # trains on D_f only
+    "boundary_shrink": {"forget": DivergenceError},  # trains on D_f only
+    "grad_ascent": {"forget": DivergenceError},  # trains on D_f only
+    "cf_k": {"retain": DivergenceError},  # trains on D_r only
+    "eu_k": {"retain": DivergenceError},  # trains on D_r only
+    "finetune": {"retain": DivergenceError},  # trains on D_r only
+    "l1_sparse": {"retain": DivergenceError},  # trains on D_r only
+    "prune_ft": {"retain": DivergenceError},  # prunes by weight magnitude, then fine-tunes on D_r
+    "retrain": {"retain": DivergenceError},  # trains on D_r only
+    "unsir": {"retain": DivergenceError},  # reads only D_f's labels; impair/repair train on D_r (noise is learned)
+    # -- closed-form methods (no optimizer step); each refuses non-finite inputs rather than writing NaN weights:
+    # SSD / LFSSD: the importance pass over D = D_r ∪ D_f checks every batch loss; a NaN importance would select and
+    # dampen arbitrary weights, so it raises DivergenceError before dampening.
+    "ssd": _DIVERGES_ON_BOTH,
+    "lfssd": _DIVERGES_ON_BOTH,
+    # Fisher forgetting: the Fisher pass checks the logits of D_r (DivergenceError) before any noise is added;
+    # D_f is never read.
+    "fisher_forgetting": {"retain": DivergenceError},
+    # Analytic head: a least-squares fit on non-finite features has no meaning; the ridge fit (on D_r ∪ D_f) refuses
+    # them with DataError before the head is replaced.
+    "analytic_head": {"forget": DataError, "retain": DataError},
+}
+
+
+def _with_inf_inputs(task, which: str) -> tuple[SampleSet, SampleSet]:
+    """(forget, retain) over a copy of the source in which the inputs of ``which`` are +inf."""
+    src = task.train.source
+    x = src.x.clone()
+    target = task.forget if which == "forget" else task.retain
+    x[torch.from_numpy(target.positions)] = float("inf")
+    new = TensorSource(x, src.y)
+    f, r = task.forget, task.retain
+    return (SampleSet(new, f.positions, f.ids, f.labels, f.num_classes, "forget"),
+            SampleSet(new, r.positions, r.ids, r.labels, r.num_classes, "retain"))
+
+
+def test_every_method_declares_its_reaction_to_inf_inputs():
+    assert sorted(INF_INPUTS) == sorted(ALL), "declare each registered method's reaction to +inf inputs in INF_INPUTS"
+
+
+@pytest.mark.parametrize("which", ["forget", "retain"])
+@pytest.mark.parametrize("name", ALL)
+def test_inf_inputs_raise_typed_error_and_weights_stay_finite(name, which, trained_model, tiny_task, engine):
+    forget, retain = _with_inf_inputs(tiny_task, which)
+    model = copy.deepcopy(trained_model)
+    error = INF_INPUTS.get(name, {}).get(which)
+    if error is None:
+        build(name).unlearn(model, forget, retain, engine, CTX)
+    else:
+        with pytest.raises(error):
+            build(name).unlearn(model, forget, retain, engine, CTX)
+    assert all(torch.isfinite(p).all() for p in model.parameters()), f"{name}: non-finite weights ({which} = inf)"

@@ -14,7 +14,7 @@ from torch import nn
 from unlearnkit.data.base import SampleSet
 from unlearnkit.errors import DataError, MethodError, NotFittedError
 from unlearnkit.methods import METHODS, UnlearnContext
-from unlearnkit.methods.classifier._param_tools import head_features
+from unlearnkit.methods.classifier._common import head_features
 from unlearnkit.methods.classifier.analytic_head import (
     AnalyticHead,
     AnalyticHeadConfig,

@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from unlearnkit.config.schema import TrainConfig
+from unlearnkit.engine.loop import num_train_batches
 from unlearnkit.errors import MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
-from unlearnkit.methods.classifier._last_k import forward_order, last_k_modules, reinitialise
+from unlearnkit.methods.classifier.eu_k import reinitialise
+from unlearnkit.models.parts import forward_order, last_k_modules
 
 
 def bn_model(seed: int = 0) -> nn.Module:
@@ -101,7 +103,7 @@ def test_eu_k_trains_and_uses_the_original_recipe(bn_trained, tiny_task, engine)
     ctx = UnlearnContext(seed=0, train_recipe=recipe)
     res = METHODS.build("eu_k", {"k": 1}).unlearn(copy.deepcopy(bn_trained), tiny_task.forget, tiny_task.retain,
                                                   engine, ctx)
-    assert res.steps == 2 * math.ceil(len(tiny_task.retain) / 16)
+    assert res.steps == 2 * num_train_batches(len(tiny_task.retain), 16)  # 81 = 5×16 + 1: tail batch merged
     own = METHODS.build("eu_k", {"k": 1, "use_original_recipe": False, "epochs": 1, "batch_size": 32}).unlearn(
         copy.deepcopy(bn_trained), tiny_task.forget, tiny_task.retain, engine, ctx)
     assert own.steps == math.ceil(len(tiny_task.retain) / 32)

@@ -17,7 +17,8 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, DataError, MethodError, NotFittedError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
-from unlearnkit.methods.classifier._param_tools import find_head, head_features, head_param_names, state_hash
+from unlearnkit.methods.classifier._common import head_features
+from unlearnkit.models.parts import find_head, head_param_names, state_sha256_without
 from unlearnkit.registry import METHODS
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -292,8 +293,12 @@ class RidgeHead:
 
 # -- model helpers -----------------------------------------------------------------------------------------------
 def body_hash(model: nn.Module) -> str:
-    """:func:`state_hash` of everything but the head's (last nn.Linear's) weight and bias: keys a feature extractor."""
-    return state_hash(model, exclude=head_param_names(model))
+    """SHA-256 (hex) of everything but the head's (last nn.Linear's) weight and bias: keys a feature extractor.
+
+    :func:`~unlearnkit.models.parts.state_sha256_without` the head's parameters (the format of
+    :func:`~unlearnkit.engine.checkpoint.state_sha256`, buffers included).
+    """
+    return state_sha256_without(model, head_param_names(model))
 
 
 def fit_ridge_head(model: nn.Module, data: SampleSet | Sequence[SampleSet], engine: Engine,
@@ -306,7 +311,7 @@ def fit_ridge_head(model: nn.Module, data: SampleSet | Sequence[SampleSet], engi
     Raises:
         MethodError: no nn.Linear head.  DataError: labels outside [0, C).
     """
-    _, head = find_head(model)
+    _, head = find_head(model, "analytic_head")
     feats, labels, ids = head_features(model, data, engine)
     ridge = RidgeHead(gamma, bias=head.bias is not None)
     ridge.fit(feats, labels, num_classes=head.out_features, ids=ids)
@@ -321,7 +326,7 @@ def install_head(model: nn.Module, ridge: RidgeHead) -> None:
     Raises:
         MethodError: shapes or bias setting differ, or the ridge head uses a random buffer.
     """
-    name, head = find_head(model)
+    name, head = find_head(model, "analytic_head")
     weight, bias = ridge.linear_parameters()
     if tuple(weight.shape) != tuple(head.weight.shape):
         raise MethodError(
@@ -396,7 +401,7 @@ class AnalyticHead(Unlearner):
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
-        name, head = find_head(model)
+        name, head = find_head(model, "analytic_head")
         model.to(engine.device)
         if self.state is not None:
             key = body_hash(model)

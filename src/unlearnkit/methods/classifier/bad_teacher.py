@@ -14,6 +14,7 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.methods.classifier._common import freeze
 from unlearnkit.models import reinitialize
 from unlearnkit.registry import METHODS
 
@@ -87,10 +88,7 @@ def make_incompetent_teacher(model: nn.Module, context: UnlearnContext, seed: in
                 f"bad_teacher cannot build the incompetent (random) teacher: {err}. Pass a model_factory in the "
                 "UnlearnContext"
             ) from err
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
+    return freeze(teacher)
 
 
 @METHODS.register("bad_teacher", config=BadTeacherConfig)
@@ -132,9 +130,7 @@ class BadTeacher(Unlearner):
         data = forget.relabel(np.ones(len(forget), dtype=np.int64), "forget_flag").concat(
             subset.relabel(np.zeros(n_sub, dtype=np.int64), "retain_flag"), "unlearning_set")
         dev = engine.device
-        competent = copy.deepcopy(model).to(dev).eval()
-        for p in competent.parameters():
-            p.requires_grad_(False)
+        competent = freeze(copy.deepcopy(model).to(dev))
         incompetent = make_incompetent_teacher(model, context, derive_seed(context.seed, "bad_teacher-incompetent"))
         incompetent.to(dev)
         tau, red = cfg.temperature, cfg.reduction

@@ -11,7 +11,7 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.methods.classifier._model_parts import find_head, replace_module
+from unlearnkit.models.parts import find_head, replace_module
 from unlearnkit.registry import METHODS
 
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
-
-from unlearnkit.data.base import SampleSet
-from unlearnkit.engine.loop import Engine
-from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.methods.classifier._last_k import FrozenPart, select_last_k
-from unlearnkit.methods.classifier.eu_k import EUkConfig, last_k_recipe
+from unlearnkit.methods.classifier.eu_k import EUkConfig, LastKUnlearner
 from unlearnkit.registry import METHODS
 
 
@@ -22,7 +16,7 @@ class CFkConfig(EUkConfig):
 
 
 @METHODS.register("cf_k", config=CFkConfig)
-class CFk(Unlearner):
+class CFk(LastKUnlearner):
     """CF-k: fine-tune only the last k layers of θ_o on D_r (no re-initialisation); all other layers stay frozen.
 
     Goel et al., "Towards Adversarial Evaluation of Machine Unlearning", 2022, arXiv:2201.06640. Update:
@@ -44,17 +38,5 @@ class CFk(Unlearner):
             module.  DivergenceError: the loss became NaN/inf.
     """
 
-    needs_retain = True
-    smoke_params = {"k": 1, "use_original_recipe": False, "epochs": 1, "batch_size": 32, "lr": 0.05}
-    source = "Goel et al., 2022, arXiv:2201.06640"
-
-    def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
-                 context: UnlearnContext) -> UnlearnResult:
-        cfg = self.config
-        selected, frozen = select_last_k(model, retain, engine, cfg.k, cfg.layer_unit)
-        with FrozenPart(model, selected, frozen) as part:
-            fit = engine.fit(model, retain, last_k_recipe(cfg, context), seed=derive_seed(context.seed, "cf_k"),
-                             loss_fn=part.loss_fn, params=part.selected_params, desc="cf_k")
-        return UnlearnResult(model, steps=fit.steps, seen_ids=fit.seen_ids, notes={
-            "samples": fit.samples, "layers": [n for n, _ in selected],
-            "trained_entries": int(sum(p.numel() for p in part.selected_params))})
+    tag = "cf_k"
+    reinit = False

@@ -1,17 +1,25 @@
-"""EU-k (exact unlearning of the last k layers): re-initialise the last k layers and retrain only them on D_r."""
+"""EU-k (exact unlearning of the last k layers): re-initialise the last k layers and retrain only them on D_r.
+
+Also the "last k layers" machinery shared with CF-k (:mod:`~unlearnkit.methods.classifier.cf_k`): selecting the
+layers (:func:`select_last_k`, on top of :func:`~unlearnkit.models.parts.forward_order` and
+:func:`~unlearnkit.models.parts.last_k_modules`), seeded re-initialisation, and freezing the rest exactly
+(:class:`FrozenPart`).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
+import torch
 from pydantic import Field
 from torch import nn
 
 from unlearnkit.config.schema import TrainConfig
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
+from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.methods.classifier._last_k import FrozenPart, reinitialise, select_last_k
+from unlearnkit.models.parts import LayerUnit, forward_order, last_k_modules, owns_parameters
 from unlearnkit.registry import METHODS
 
 
@@ -49,8 +57,111 @@ def last_k_recipe(cfg: EUkConfig, context: UnlearnContext) -> TrainConfig:
     return cfg.recipe()
 
 
+def select_last_k(model: nn.Module, data: SampleSet, engine: Engine, k: int, unit: LayerUnit
+                  ) -> tuple[list[tuple[str, nn.Module]], list[nn.Module]]:
+    """``(selected, frozen)``: the last-k modules (forward order) and every other parametrised module.
+
+    The forward order is traced on the first two samples of ``data``, on the engine's device (see
+    :func:`~unlearnkit.models.parts.last_k_modules` for ``unit``).
+
+    Raises:
+        MethodError: k < 1 or larger than the number of layers; the model calls no parametrised module.
+    """
+    model.to(engine.device)
+    x, _, _ = next(engine.batches(data.take(list(range(min(2, len(data))))), 2, shuffle=False))
+    order = forward_order(model, x)
+    selected = last_k_modules(order, k, unit)
+    chosen = {id(m) for _, m in selected}
+    frozen = [m for m in model.modules() if id(m) not in chosen and owns_parameters(m)]
+    return selected, frozen
+
+
+def reinitialise(modules: list[tuple[str, nn.Module]], seed: int) -> None:
+    """Call ``reset_parameters()`` on each module, in the given order, under ``torch.manual_seed(seed)``.
+
+    The global RNG state is restored afterwards. BatchNorm's ``reset_parameters`` also resets its running statistics.
+
+    Raises:
+        MethodError: a module has no ``reset_parameters`` (cannot be re-initialised).
+    """
+    bad = [n for n, m in modules if not callable(getattr(m, "reset_parameters", None))]
+    if bad:
+        raise MethodError(f"cannot re-initialise {bad[:5]}: no reset_parameters(); use cf_k (fine-tune without "
+                          "re-initialisation) or a smaller k")
+    devices = [p.device for _, m in modules for p in m.parameters(recurse=False)]
+    with torch.random.fork_rng(devices=[d for d in {*devices} if d.type == "cuda"]):
+        torch.manual_seed(seed)
+        for _, m in modules:
+            m.reset_parameters()
+
+
+class FrozenPart:
+    """Freeze every parameter and buffer outside the selected modules, for the duration of a ``with`` block.
+
+    Parameters of the frozen modules get ``requires_grad=False`` (restored on exit); frozen modules that hold buffers
+    (BatchNorm running statistics) are switched to eval mode before every forward by :meth:`loss_fn`, so their
+    statistics do not move either. Together the frozen part stays bit-identical.
+    """
+
+    def __init__(self, model: nn.Module, selected: list[tuple[str, nn.Module]], frozen: list[nn.Module]) -> None:
+        self.model = model
+        chosen = {id(m) for _, m in selected}
+        self.selected_params = [p for _, m in selected for p in m.parameters(recurse=False)]
+        self.frozen_params = [p for m in frozen for p in m.parameters(recurse=False)]
+        self.buffer_modules = [m for m in model.modules()
+                               if id(m) not in chosen and any(True for _ in m.buffers(recurse=False))]
+        self._flags: list[bool] = []
+
+    def __enter__(self) -> FrozenPart:
+        self._flags = [p.requires_grad for p in self.frozen_params]
+        for p in self.frozen_params:
+            p.requires_grad_(False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p, flag in zip(self.frozen_params, self._flags):
+            p.requires_grad_(flag)
+
+    def loss_fn(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with the frozen buffer-holding modules in eval mode."""
+        for m in self.buffer_modules:
+            m.training = False  # this module only: a frozen parent must not switch selected children to eval
+        return nn.functional.cross_entropy(model(x), y)
+
+
+class LastKUnlearner(Unlearner):
+    """Base of EU-k and CF-k: train only the last k layers of θ_o on D_r (recipe: :func:`last_k_recipe`), the rest
+    frozen bit-identically (:class:`FrozenPart`); EU-k first re-initialises them (``reinit``).
+
+    Subclasses set ``tag`` (the registered name: seeds and progress label) and ``reinit``. Notes recorded: the
+    selected module names, ``reinit_seed`` (EU-k only), the number of trained parameter entries.
+    """
+
+    needs_retain = True
+    smoke_params = {"k": 1, "use_original_recipe": False, "epochs": 1, "batch_size": 32, "lr": 0.05}
+    source = "Goel et al., 2022, arXiv:2201.06640"
+    tag: ClassVar[str]
+    reinit: ClassVar[bool]
+
+    def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
+                 context: UnlearnContext) -> UnlearnResult:
+        cfg = self.config
+        selected, frozen = select_last_k(model, retain, engine, cfg.k, cfg.layer_unit)
+        notes: dict = {}
+        if self.reinit:
+            seed = derive_seed(context.seed, f"{self.tag}-init")
+            reinitialise(selected, seed)
+            notes["reinit_seed"] = seed
+        with FrozenPart(model, selected, frozen) as part:
+            fit = engine.fit(model, retain, last_k_recipe(cfg, context), seed=derive_seed(context.seed, self.tag),
+                             loss_fn=part.loss_fn, params=part.selected_params, desc=self.tag)
+        return UnlearnResult(model, steps=fit.steps, seen_ids=fit.seen_ids, notes={
+            "samples": fit.samples, "layers": [n for n, _ in selected], **notes,
+            "trained_entries": int(sum(p.numel() for p in part.selected_params))})
+
+
 @METHODS.register("eu_k", config=EUkConfig)
-class EUk(Unlearner):
+class EUk(LastKUnlearner):
     """EU-k: re-initialise the last k layers of θ_o and train only them on D_r; all other layers stay frozen.
 
     Goel et al., "Towards Adversarial Evaluation of Machine Unlearning", 2022, arXiv:2201.06640. With θ = (θ_front,
@@ -61,7 +172,8 @@ class EUk(Unlearner):
     Hyperparameters: ``k`` (1), ``layer_unit`` (``weight_layer``), the recipe (θ_o's by default).
 
     Layers ("the last k"): modules that own parameters, in forward order, counted as in the reference
-    (convolutions and linear layers; the BatchNorm after a counted conv goes with it) — see ``_last_k``.
+    (convolutions and linear layers; the BatchNorm after a counted conv goes with it) — see
+    :func:`~unlearnkit.models.parts.last_k_modules`.
     The re-initialisation uses each module's ``reset_parameters()`` under ``derive_seed(seed, "eu_k-init")``
     (modules in forward order), so it is reproducible.
 
@@ -82,19 +194,5 @@ class EUk(Unlearner):
             ``reset_parameters``; the model calls no parametrised module.  DivergenceError: the loss became NaN/inf.
     """
 
-    needs_retain = True
-    smoke_params = {"k": 1, "use_original_recipe": False, "epochs": 1, "batch_size": 32, "lr": 0.05}
-    source = "Goel et al., 2022, arXiv:2201.06640"
-
-    def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
-                 context: UnlearnContext) -> UnlearnResult:
-        cfg = self.config
-        selected, frozen = select_last_k(model, retain, engine, cfg.k, cfg.layer_unit)
-        seed = derive_seed(context.seed, "eu_k-init")
-        reinitialise(selected, seed)
-        with FrozenPart(model, selected, frozen) as part:
-            fit = engine.fit(model, retain, last_k_recipe(cfg, context), seed=derive_seed(context.seed, "eu_k"),
-                             loss_fn=part.loss_fn, params=part.selected_params, desc="eu_k")
-        return UnlearnResult(model, steps=fit.steps, seen_ids=fit.seen_ids, notes={
-            "samples": fit.samples, "layers": [n for n, _ in selected], "reinit_seed": seed,
-            "trained_entries": int(sum(p.numel() for p in part.selected_params))})
+    tag = "eu_k"
+    reinit = True

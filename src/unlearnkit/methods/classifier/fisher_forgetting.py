@@ -14,7 +14,8 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.methods.classifier._param_tools import head_param_names, trainable_parameters
+from unlearnkit.methods.classifier._common import require_trainable
+from unlearnkit.models.parts import head_param_names, trainable_parameters
 from unlearnkit.registry import METHODS
 
 #: added to the Fisher before inverting it (reference code: ``1 / (grad2_acc + 1e-8)``)
@@ -85,9 +86,7 @@ def fisher_diagonal(
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
     was_training = model.training
     model.to(engine.device).eval()
-    named = trainable_parameters(model)
-    if not named:
-        raise MethodError("the model has no trainable parameters (every requires_grad is False)")
+    named = require_trainable(model)
     total = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
     path = "vmap" if vectorize else "loop"
     try:

@@ -13,7 +13,8 @@ from torch import nn
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine, make_optimizer
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.methods.classifier._model_parts import find_head, forward_with_features
+from unlearnkit.methods.classifier._common import freeze, optimizer_step
+from unlearnkit.models.parts import find_head, forward_with_features
 from unlearnkit.registry import METHODS
 
 
@@ -149,15 +150,9 @@ def train_vae(emb: torch.Tensor, cfg: LAFConfig, seed: int, engine: Engine) -> E
             noise = torch.randn((len(e), cfg.latent_dim), generator=gen).to(e.device)
             rec, mu, sigma = vae(e, noise)
             loss = vae_loss(rec, e, mu, sigma, cfg.kld_weight)
-            engine.check_finite(loss, step=step, desc="laf vae")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimizer_step(loss, opt, engine, step=step, desc="laf vae")
             step += 1
-    vae.eval()
-    for p in vae.parameters():
-        p.requires_grad_(False)
-    return vae
+    return freeze(vae)
 
 
 @METHODS.register("laf", config=LAFConfig)
@@ -201,10 +196,8 @@ class LAF(Unlearner):
         engine.setup()
         model.to(engine.device)
         _name, head = find_head(model, "laf")
-        teacher = copy.deepcopy(model).eval()
+        teacher = freeze(copy.deepcopy(model))
         t_head = find_head(teacher, "laf")[1]
-        for p in teacher.parameters():
-            p.requires_grad_(False)
         vae_r = train_vae(_embeddings(teacher, t_head, retain, engine), cfg, derive_seed(context.seed, "laf-vae-r"),
                           engine)
         vae_f = train_vae(_embeddings(teacher, t_head, forget, engine), cfg, derive_seed(context.seed, "laf-vae-f"),
@@ -234,10 +227,7 @@ class LAF(Unlearner):
                 rec_r = vae_r(e_r, noise(len(e_r)))[0]
                 rec_f = vae_f(e_f, noise(len(e_f)))[0]
                 loss = bounded_reconstruction_error(rec_r, e_r) - bounded_reconstruction_error(rec_f, e_f)
-                ue_losses.append(engine.check_finite(loss, step=step, desc="laf UE"))
-                opt_ue.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_ue.step()
+                ue_losses.append(optimizer_step(loss, opt_ue, engine, step=step, desc="laf UE"))
                 step += 1
 
                 e_r = forward_with_features(model, head, x_r)[1]
@@ -246,10 +236,7 @@ class LAF(Unlearner):
                     t_r = forward_with_features(teacher, t_head, x_r)[1]
                     t_f = forward_with_features(teacher, t_head, x_f)[1]
                 loss = alignment_loss(e_r, t_r, e_f, t_f, cfg.temperature)
-                ra_losses.append(engine.check_finite(loss, step=step, desc="laf RA"))
-                opt_ra.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_ra.step()
+                ra_losses.append(optimizer_step(loss, opt_ra, engine, step=step, desc="laf RA"))
                 step += 1
                 seen += [ids_f.numpy(), ids_r.numpy()]
             ue_epoch.append(float(np.mean(ue_losses)))

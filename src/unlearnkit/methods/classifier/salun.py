@@ -14,6 +14,7 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.methods.classifier._common import require_trainable
 from unlearnkit.methods.classifier.random_label import random_wrong_labels
 from unlearnkit.registry import METHODS
 
@@ -245,9 +246,7 @@ class SalUn(Unlearner):
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
         cfg = self.config
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise MethodError("SalUn: the model has no trainable parameters (every requires_grad is False)")
+        named = require_trainable(model, "SalUn")
         names, params = [n for n, _ in named], [p for _, p in named]
         grads = forget_gradients(model, forget, engine, cfg.saliency_batch_size, params)
         masks = top_fraction_mask([g.abs() for g in grads], cfg.mask_ratio)

@@ -10,9 +10,9 @@ from torch import nn
 
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
-from unlearnkit.errors import MethodError
-from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.methods.classifier.salun import SalUnConfig, salun_training_set
+from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
+from unlearnkit.methods.classifier._common import require_trainable
+from unlearnkit.methods.classifier.salun import SalUn, SalUnConfig, salun_training_set
 from unlearnkit.registry import METHODS
 
 
@@ -69,7 +69,7 @@ def soft_threshold_(params: list[torch.nn.Parameter], init: list[torch.Tensor], 
 
 
 @METHODS.register("salun_soft", config=SalUnSoftConfig)
-class SalUnSoft(Unlearner):
+class SalUnSoft(SalUn):
     """Soft-thresholding SalUn: random labelling on D_f ∪ D_r with a decaying ℓ1 proximal pull towards θ_o.
 
     Fan et al., ICLR 2024, arXiv:2310.12508 (the "soft-thresholding SalUn" variant; reference ``RL_proximal`` in
@@ -94,16 +94,12 @@ class SalUnSoft(Unlearner):
         MethodError: empty forget set; no trainable parameters.  DivergenceError: the loss became NaN/inf.
     """
 
-    needs_retain = False
-    smoke_params = {"epochs": 1, "batch_size": 32, "lr": 0.05}
-    source = "Fan et al., ICLR 2024, arXiv:2310.12508"
+    # needs_retain (False), smoke_params and source: inherited from SalUn (same paper, same smoke settings)
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
         cfg = self.config
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise MethodError("salun_soft: the model has no trainable parameters (every requires_grad is False)")
+        params = [p for _, p in require_trainable(model, "salun_soft")]
         init = [p.detach().clone() for p in params]
         n_params = sum(p.numel() for p in params)
         data = salun_training_set(forget, retain, labels=cfg.labels, use_retain=cfg.use_retain,

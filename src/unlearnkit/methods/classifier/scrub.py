@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine, make_optimizer
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.methods.classifier._common import freeze, optimizer_step
 from unlearnkit.registry import METHODS
 
 
@@ -80,6 +82,27 @@ def lr_at_epoch(base_lr: float, epoch: int, decay_epochs: tuple[int, ...], rate:
     return base_lr * rate ** int(np.sum(epoch > np.asarray(decay_epochs, dtype=np.int64))) if decay_epochs else base_lr
 
 
+def _distill_pass(student: nn.Module, teacher: nn.Module, data: SampleSet, opt: torch.optim.Optimizer,
+                  engine: Engine, loss_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], *,
+                  batch_size: int, generator: torch.Generator, step0: int, grad_clip: float | None,
+                  desc: str) -> tuple[int, list[np.ndarray]]:
+    """One shuffled pass over ``data``: a step on ``loss_of(student logits, teacher logits, labels)`` per batch.
+
+    Student in train mode; teacher logits under ``no_grad``. Returns ``(steps taken, id arrays of the batches)``.
+    """
+    student.train()
+    step = step0
+    seen: list[np.ndarray] = []
+    for x, y, ids in engine.batches(data, batch_size, shuffle=True, generator=generator):
+        with torch.no_grad():
+            t_logits = teacher(x)
+        loss = loss_of(student(x), t_logits, y)
+        optimizer_step(loss, opt, engine, step=step, desc=desc, clip=student, grad_clip=grad_clip)
+        seen.append(ids.numpy())
+        step += 1
+    return step - step0, seen
+
+
 def max_pass(student: nn.Module, teacher: nn.Module, forget: SampleSet, opt: torch.optim.Optimizer, engine: Engine,
              *, batch_size: int, temperature: float, generator: torch.Generator, step0: int = 0,
              grad_clip: float | None = None) -> tuple[int, list[np.ndarray]]:
@@ -94,22 +117,11 @@ def max_pass(student: nn.Module, teacher: nn.Module, forget: SampleSet, opt: tor
     Raises:
         DivergenceError: a loss is NaN/inf (before it updates the weights).
     """
-    student.train()
-    step = step0
-    seen: list[np.ndarray] = []
-    for x, _y, ids in engine.batches(forget, batch_size, shuffle=True, generator=generator):
-        with torch.no_grad():
-            t_logits = teacher(x)
-        loss = -distill_kl(student(x), t_logits, temperature)
-        engine.check_finite(loss, step=step, desc="scrub max-step")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), grad_clip)
-        opt.step()
-        seen.append(ids.numpy())
-        step += 1
-    return step - step0, seen
+    def loss_of(s_logits: torch.Tensor, t_logits: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        return -distill_kl(s_logits, t_logits, temperature)
+
+    return _distill_pass(student, teacher, forget, opt, engine, loss_of, batch_size=batch_size, generator=generator,
+                         step0=step0, grad_clip=grad_clip, desc="scrub max-step")
 
 
 def min_pass(student: nn.Module, teacher: nn.Module, retain: SampleSet, opt: torch.optim.Optimizer, engine: Engine,
@@ -123,23 +135,11 @@ def min_pass(student: nn.Module, teacher: nn.Module, retain: SampleSet, opt: tor
     Raises:
         DivergenceError: a loss is NaN/inf (before it updates the weights).
     """
-    student.train()
-    step = step0
-    seen: list[np.ndarray] = []
-    for x, y, ids in engine.batches(retain, batch_size, shuffle=True, generator=generator):
-        with torch.no_grad():
-            t_logits = teacher(x)
-        s_logits = student(x)
-        loss = gamma * nn.functional.cross_entropy(s_logits, y) + alpha * distill_kl(s_logits, t_logits, temperature)
-        engine.check_finite(loss, step=step, desc="scrub min-step")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), grad_clip)
-        opt.step()
-        seen.append(ids.numpy())
-        step += 1
-    return step - step0, seen
+    def loss_of(s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return gamma * nn.functional.cross_entropy(s_logits, y) + alpha * distill_kl(s_logits, t_logits, temperature)
+
+    return _distill_pass(student, teacher, retain, opt, engine, loss_of, batch_size=batch_size, generator=generator,
+                         step0=step0, grad_clip=grad_clip, desc="scrub min-step")
 
 
 @METHODS.register("scrub", config=SCRUBConfig)
@@ -178,9 +178,7 @@ class SCRUB(Unlearner):
         cfg: SCRUBConfig = self.config  # type: ignore[assignment]
         engine.setup()
         student = model.to(engine.device)
-        teacher = copy.deepcopy(student).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
+        teacher = freeze(copy.deepcopy(student))
         opt = make_optimizer(student.parameters(), cfg.recipe())
         gen_f = torch.Generator().manual_seed(derive_seed(context.seed, "scrub-forget-order"))
         gen_r = torch.Generator().manual_seed(derive_seed(context.seed, "scrub-retain-order"))

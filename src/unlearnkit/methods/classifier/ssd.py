@@ -13,10 +13,11 @@ from torch import nn
 
 from unlearnkit.config.schema import Frozen
 from unlearnkit.data.base import SampleSet
+from unlearnkit.engine.checkpoint import state_sha256
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, MethodError, NotFittedError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
-from unlearnkit.methods.classifier._param_tools import iter_sets, state_hash, trainable_parameters
+from unlearnkit.methods.classifier._common import iter_sets, require_trainable
 from unlearnkit.registry import METHODS
 
 ImportanceKind = Literal["fisher", "output_norm"]
@@ -33,8 +34,8 @@ class Importances:
             ``"output_norm"`` (LFSSD: mean over batches of |∇ mean_b ‖f(x_b)‖₂²|).
         batch_size: samples per batch used; the values depend on it (see :func:`compute_importances`).
         n_samples: samples read.  n_batches: batches averaged.
-        model_hash: :func:`state_hash` of the model they were computed on; a method given cached importances
-            refuses a model with another hash.
+        model_hash: :func:`~unlearnkit.engine.checkpoint.state_sha256` of the model they were computed on; a method
+            given cached importances refuses a model with another hash.
     """
 
     values: dict[str, torch.Tensor]
@@ -87,9 +88,7 @@ def compute_importances(
         raise MethodError("cannot compute importances on an empty set")
     was_training = model.training
     model.to(engine.device).eval()
-    named = trainable_parameters(model)
-    if not named:
-        raise MethodError("the model has no trainable parameters (every requires_grad is False)")
+    named = require_trainable(model)
     params = [p for _, p in named]
     acc = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     n_batches, n_samples, seen = 0, 0, []
@@ -111,7 +110,7 @@ def compute_importances(
     finally:
         model.train(was_training)
     values = {name: (a / n_batches).cpu() for (name, _), a in zip(named, acc)}
-    return Importances(values, kind, batch_size, n_samples, n_batches, state_hash(model),
+    return Importances(values, kind, batch_size, n_samples, n_batches, state_sha256(model),
                        np.unique(np.concatenate(seen)))
 
 
@@ -251,7 +250,7 @@ class SSD(Unlearner):
         cfg = self.config
         model.to(engine.device)
         if self.train_importance is not None:
-            current = state_hash(model)
+            current = state_sha256(model)
             if current != self.train_importance.model_hash:
                 raise NotFittedError(
                     f"the cached training-set importances belong to another model (hash "

@@ -12,6 +12,7 @@ from torch import nn
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine, make_optimizer
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.methods.classifier._common import optimizer_step
 from unlearnkit.registry import METHODS
 
 
@@ -174,12 +175,8 @@ class UNSIR(Unlearner):
                     xs.append(x.to(engine.device))
                     ys.append(y.to(engine.device))
                 loss = nn.functional.cross_entropy(model(torch.cat(xs)), torch.cat(ys))
-                engine.check_finite(loss, step=step, desc="unsir impair")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                opt.step()
+                optimizer_step(loss, opt, engine, step=step, desc="unsir impair", clip=model,
+                               grad_clip=recipe.grad_clip)
                 step += 1
         model.eval()
         return step
