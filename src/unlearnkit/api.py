@@ -93,9 +93,15 @@ def unlearn(model: nn.Module, task: Task, method: str = "finetune", *, seed: int
 
 
 def evaluate(model: nn.Module, task: Task, metrics: Sequence[str] = ("accuracy", "mia_efficacy"), *,
-             seed: int = 0, engine: Engine | None = None) -> dict[str, float]:
-    """Compute registered metrics of ``model`` on ``task``: ``{key: value}`` (accuracies in %)."""
-    ctx = EvalContext(model, task, engine or Engine(EngineConfig(progress=False)), seed=seed)
+             seed: int = 0, engine: Engine | None = None, original: nn.Module | None = None,
+             oracle: nn.Module | None = None) -> dict[str, float]:
+    """Compute registered metrics of ``model`` on ``task``: ``{key: value}`` (accuracies in %).
+
+    ``original`` (θ_o) and ``oracle`` (θ_r) are needed by metrics that compare models (``retrain_distance``,
+    ``representation``); those raise ConfigError when the reference they need is missing.
+    """
+    refs = {k: v for k, v in (("original_model", original), ("oracle_model", oracle)) if v is not None}
+    ctx = EvalContext(model, task, engine or Engine(EngineConfig(progress=False)), seed=seed, references=refs)
     out: dict[str, float] = {}
     for name in metrics:
         out.update(METRICS.build(name).compute(ctx).values)

@@ -191,17 +191,3 @@ def test_mia_random_member_sampling_gives_the_same_answer_on_a_clean_case():
     task = _mia_task(np.full(30, 0.1))
     m = MIAEfficacy(MIAEfficacyConfig(member_sampling="random"))
     assert m.compute(EvalContext(IDENTITY, task, ENGINE, seed=3)).values["mia_efficacy"] == 100.0
-
-
-@pytest.mark.skip(reason="C28 modified-entropy MIA feature (Mentr) is not implemented yet; golden values when it "
-                         "is: p=[0.7,0.2,0.1] label 0 -> 0.16217, label 2 -> 2.95974, one-hot input finite")
-def test_c28_modified_entropy_golden():  # pragma: no cover
-    pass
-
-
-@pytest.mark.skip(reason="C37 not implemented yet: the MIA-efficacy metric does not check its member/non-member/"
-                         "target pools for content duplicates (pools are disjoint by sample id only); golden input: "
-                         "10 of 100 non-members copy retain rows and 5 forget rows appear in retain -> report 10 + 5 "
-                         "collisions by content hash in the record")
-def test_c37_mia_pool_duplicates_are_reported():  # pragma: no cover
-    pass

@@ -283,9 +283,14 @@ class Runner:
         return tm
 
     # -- evaluation -----------------------------------------------------------------------------------------------
-    def evaluate(self, model: nn.Module, seed: int, per_sample_path: Path) -> dict[str, float]:
-        """All configured metrics on ``model``; saves per-sample arrays (logits, labels, ids, metric arrays) as npz."""
-        ctx = EvalContext(model, self.task, self.engine, seed=seed)
+    def evaluate(self, model: nn.Module, seed: int, per_sample_path: Path, *, original: TrainedModel,
+                 oracle: TrainedModel) -> dict[str, float]:
+        """All configured metrics on ``model``; saves per-sample arrays (logits, labels, ids, metric arrays) as npz.
+
+        θ_o and θ_r of the same seed are handed to metrics as ``references`` (``original_model``, ``oracle_model``).
+        """
+        ctx = EvalContext(model, self.task, self.engine, seed=seed,
+                          references={"original_model": original.model, "oracle_model": oracle.model})
         values: dict[str, float] = {}
         arrays: dict[str, np.ndarray] = {}
         for name in self.cfg.metrics:
@@ -344,7 +349,7 @@ class Runner:
                 continue
             original = self.original(seed)
             oracle = self.oracle(seed)
-            oracle_metrics = self._oracle_metrics(oracle, seed, results, oracle_done)
+            oracle_metrics = self._oracle_metrics(original, oracle, seed, results, oracle_done)
             new += 0 if oracle_done else 1
             for spec in todo:
                 row = self._run_method(spec, seed, original, oracle, oracle_metrics)
@@ -358,13 +363,15 @@ class Runner:
         rows = read_results(results)
         return RunOutcome(self.run_dir, rows, new, list(self.reused), list(self.trained))
 
-    def _oracle_metrics(self, oracle: TrainedModel, seed: int, results: Path, done: bool) -> dict[str, float]:
+    def _oracle_metrics(self, original: TrainedModel, oracle: TrainedModel, seed: int, results: Path,
+                        done: bool) -> dict[str, float]:
         if done:
             for r in reversed(read_results(results)):
                 if r["method"] == ORACLE_LABEL and r["seed"] == seed and r.get("status") == "ok":
                     return r["metrics"]
         row = self._base_row(ORACLE_LABEL, "retrain", {}, seed, True)
-        metrics = self.evaluate(oracle.model, seed, self.run_dir / "per_sample" / f"{ORACLE_LABEL}-seed{seed}.npz")
+        metrics = self.evaluate(oracle.model, seed, self.run_dir / "per_sample" / f"{ORACLE_LABEL}-seed{seed}.npz",
+                                original=original, oracle=oracle)
         metrics.update(unlearn_seconds=oracle.seconds, rte_ratio=1.0, avg_gap=0.0)
         row.update(status="ok", error=None, metrics=metrics, checkpoint_sha256=oracle.sha256,
                    cached_model=oracle.cached, lineage_key=oracle.key, finished_at=_now())
@@ -383,7 +390,8 @@ class Runner:
             res = method.unlearn(model, self.task.forget, self.task.retain, self.engine, ctx)
             if not all(torch.isfinite(p).all() for p in res.model.parameters()):
                 raise DivergenceError(f"{spec.label}: parameters became NaN/inf", step=res.steps, loss=float("nan"))
-            metrics = self.evaluate(res.model, seed, self.run_dir / "per_sample" / f"{spec.label}-seed{seed}.npz")
+            metrics = self.evaluate(res.model, seed, self.run_dir / "per_sample" / f"{spec.label}-seed{seed}.npz",
+                                    original=original, oracle=oracle)
             metrics["unlearn_seconds"] = res.seconds
             metrics["rte_ratio"] = res.seconds / oracle.seconds if oracle.seconds > 0 else float("nan")
             metrics["avg_gap"] = avg_gap(metrics, oracle_metrics)
