@@ -182,14 +182,26 @@ class Engine:
     @contextmanager
     def _progress(self, total: int, desc: str):
         if not self.config.progress:
-            yield lambda n=1, **kw: None
+            yield lambda n=1, info=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True) as prog:
             tid = prog.add_task(desc, total=total, info="")
-            yield lambda n=1, **kw: prog.update(tid, advance=n, **kw)
+            pending = [0, time.perf_counter()]
+
+            def advance(n: int = 1, info: Callable[[], str] | None = None) -> None:
+                # throttled to ~10 updates/s: a rich update per step costs as much as a tiny model's step
+                pending[0] += n
+                now = time.perf_counter()
+                if now - pending[1] >= 0.1:
+                    prog.update(tid, advance=pending[0], **({"info": info()} if info else {}))
+                    pending[0], pending[1] = 0, now
+
+            yield advance
+            if pending[0]:
+                prog.update(tid, advance=pending[0])
 
     # -- training -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -271,7 +283,7 @@ class Engine:
                     total += lv * len(y)
                     count += len(y)
                     step += 1
-                    advance(1, info=f"loss {lv:.4f}")
+                    advance(1, info=lambda: f"loss {lv:.4f}")
                 losses.append(total / max(count, 1))
                 samples += count
         seconds = time.perf_counter() - t0
