@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -398,9 +399,10 @@ class Runner:
             sha = state_sha256(res.model)
             if self.cfg.save_unlearned:
                 ck = self.run_dir / "checkpoints" / f"{spec.label}-seed{seed}"
-                if not ck.exists():
-                    save_checkpoint(ck, res.model, lineage_key=sha, meta={"method": spec.name, "seed": seed,
-                                                                            "original": original.key})
+                if ck.exists():  # left by an interrupted attempt whose row was never written: this run replaces it
+                    shutil.rmtree(ck)
+                save_checkpoint(ck, res.model, lineage_key=sha, meta={"method": spec.name, "seed": seed,
+                                                                        "original": original.key})
             row.update(status="ok", error=None, metrics=metrics, steps=res.steps, notes=res.notes,
                        checkpoint_sha256=sha)
         except DivergenceError as err:
