@@ -58,11 +58,19 @@ def run(
 
 
 @app.command()
-def report(run_dir: Path = typer.Argument(..., help="a run folder holding results.jsonl")) -> None:
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder holding results.jsonl"),
+    neurips: bool = typer.Option(False, "--neurips", help="also compute the NeurIPS-2023 score (needs ≥ 3 seeds; "
+                                 "~10 ms per forget example and method), cached in neurips.json"),
+    max_time_fraction: Optional[float] = typer.Option(None, help="NeurIPS time cap: score 0 when unlearning takes "
+                                                      "more than this fraction of retraining (off by default)"),
+) -> None:
     """Rebuild report.md and report.html of a run from its result files only."""
-    from unlearnkit.report import console_table, load_rows, summarize, write_reports
+    from unlearnkit.report import compute_neurips, console_table, load_rows, summarize, write_reports
 
     try:
+        if neurips:
+            compute_neurips(run_dir, max_time_fraction=max_time_fraction)
         md, html = write_reports(run_dir)
         out.print(console_table(summarize(load_rows(run_dir))))
     except UnlearnkitError as err:

@@ -27,6 +27,7 @@ from unlearnkit.errors import DataError
 from unlearnkit.report._common import cell, columns_for, label, seeds_cell
 from unlearnkit.report.html import to_html
 from unlearnkit.report.markdown import to_markdown
+from unlearnkit.report.neurips_section import compute_neurips, html_section, load_neurips, markdown_section
 from unlearnkit.report.summary import (
     CONFIG_FILE,
     RESULTS_FILE,
@@ -159,8 +160,13 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     meta = build_meta(d, rows, config_text=config_text, config=config, skipped_lines=skipped)
     summary = summarize(rows)
     md_path, html_path = d / MARKDOWN_FILE, d / HTML_FILE
-    _atomic_write(md_path, to_markdown(summary, meta))
-    _atomic_write(html_path, to_html(summary, rows, meta))
+    md, page = to_markdown(summary, meta), to_html(summary, rows, meta)
+    neurips = load_neurips(d)  # present only after `unlearnkit report RUN_DIR --neurips`
+    if neurips is not None:
+        md += markdown_section(neurips)
+        page = page.replace("</body>", html_section(neurips) + "</body>", 1)
+    _atomic_write(md_path, md)
+    _atomic_write(html_path, page)
     return md_path, html_path
 
 
@@ -191,6 +197,8 @@ def console_table(summary: Sequence[SummaryRow], title: str | None = None) -> Ta
 
 
 __all__ = [
+    "compute_neurips",
+    "load_neurips",
     "HTML_FILE",
     "MARKDOWN_FILE",
     "ReportWarning",
