@@ -304,3 +304,24 @@ def test_a_method_failing_with_any_exception_gets_an_error_row(tmp_path, keyerro
     rows = by_key(out.rows)
     assert rows[(keyerror_method, 0)]["status"] == "error" and "missing_buffer" in rows[(keyerror_method, 0)]["error"]
     assert rows[("finetune", 0)]["status"] == "ok"
+
+
+def test_runner_refuses_a_method_whose_needs_the_task_cannot_serve(tiny_task):
+    """Declared needs (retain set, labels, the complete D) are checked before any training, with what is missing."""
+    import dataclasses
+
+    from unlearnkit.bench.runner import check_requirements
+    from unlearnkit.errors import MethodError
+    from unlearnkit.methods import METHODS
+
+    no_retain = dataclasses.replace(tiny_task, retain=tiny_task.retain.take(np.zeros(0, dtype=np.int64)))
+    with pytest.raises(MethodError, match="needs a retain set"):
+        check_requirements(METHODS.get("finetune"), no_retain, label="finetune")
+    check_requirements(METHODS.get("grad_ascent"), no_retain, label="grad_ascent")  # GA reads only D_f
+    unlabeled = dataclasses.replace(tiny_task, scenario={**tiny_task.scenario, "labels_available": False})
+    with pytest.raises(MethodError, match="needs labels"):
+        check_requirements(METHODS.get("finetune"), unlabeled, label="finetune")
+    check_requirements(METHODS.get("lfssd"), unlabeled, label="lfssd")  # label-free
+    partial = dataclasses.replace(tiny_task, scenario={**tiny_task.scenario, "retain_is_complete": False})
+    with pytest.raises(MethodError, match="whole original training set"):
+        check_requirements(METHODS.get("ssd"), partial, label="ssd")
