@@ -134,6 +134,8 @@ def compare(
     cfg = ExperimentConfig(
         name=name, train=train or TrainConfig(), methods=[MethodSpec.model_validate(m) for m in methods],
         metrics=list(metrics), seeds=list(seeds), output_dir=output_dir,
-        engine=engine or EngineConfig(progress=False), scenario=ScenarioConfig(kind="ids", ids=[0]),
+        engine=engine or EngineConfig(progress=False),
+        # the task's real forget ids: part of the run's identity (a new request never resumes an old run's rows)
+        scenario=ScenarioConfig(kind="ids", ids=sorted(int(i) for i in task.forget.ids)),
     )
     return run_experiment(cfg, model_factory=model_factory, task=task, write_report=write_report)

@@ -22,7 +22,9 @@ DEFAULT_CONFIG = "digits_random10"
 
 
 def _fail(err: Exception) -> None:
-    err_console.print(f"[bold red]error:[/] {err}")
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}")
     raise typer.Exit(2)
 
 
@@ -44,6 +46,9 @@ def run(
     except UnlearnkitError as err:
         _fail(err)
         return
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished rows are saved; run the same command again to resume")
+        raise typer.Exit(130) from None
     out.print(console_table(summary))
     if outcome.new_rows == 0:
         out.print("nothing new to run: every (method, seed) row is already in results.jsonl "

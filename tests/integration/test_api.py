@@ -89,3 +89,18 @@ def test_compare_runs_the_whole_pipeline_on_user_data(task, tmp_path):
                       train=uk.TrainConfig(epochs=3, batch_size=16), seeds=[0], output_dir=str(tmp_path),
                       write_report=False)
     assert out2.run_dir != out.run_dir and out2.new_rows == 3
+
+
+def test_compare_with_a_new_forget_request_never_resumes_the_old_run(task, tmp_path):
+    """A second deletion request on the same data and model is a new run (it was silently served stale rows once)."""
+    kw = dict(methods=["finetune"], train=uk.TrainConfig(epochs=1, batch_size=16), seeds=[0],
+              output_dir=str(tmp_path), write_report=False)
+    first = uk.compare(lambda seed: Net(), task, **kw)
+    other = uk.make_task(PairDataset(120, 0), PairDataset(40, 1), forget_ids=[5, 6, 7, 8, 9, 10])
+    second = uk.compare(lambda seed: Net(), other, **kw)
+    assert second.run_dir != first.run_dir and second.new_rows == 2
+    assert {r["scenario"]["n_forget"] for r in second.rows} == {6}
+    import yaml
+
+    resolved = yaml.safe_load((second.run_dir / "config.resolved.yaml").read_text())
+    assert resolved["scenario"]["ids"] == [5, 6, 7, 8, 9, 10]

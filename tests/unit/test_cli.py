@@ -85,3 +85,22 @@ def test_run_a_tiny_config_writes_results(tmp_path):
     assert all(r["status"] == "ok" for r in rows)
     assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["train"]["lr"] == 0.05
     assert not (run_dir / "report.html").exists()  # --no-report
+
+
+def test_cli_errors_keep_bracketed_text_and_fail_before_creating_a_run_folder(tmp_path):
+    """Rich markup must not eat '[vision]' from install hints; bad input leaves no empty run folder behind."""
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    res = CliRunner().invoke(app, ["run", "cifar10_random10", "--set", f"data.root={tmp_path}/none",
+                                   "--set", f"output_dir={tmp_path}/runs"])
+    assert res.exit_code == 2 and "unlearnkit[vision]" in res.output
+    assert not (tmp_path / "runs").exists()
+    res = CliRunner().invoke(app, ["run", "--set", "engine.device=gpu", "--set", f"output_dir={tmp_path}/r2"])
+    assert res.exit_code == 2 and "engine.device must be" in res.output
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    res = CliRunner().invoke(app, ["run", "--set", "seeds=1", "--set", "methods=[retrain]",
+                                   "--set", f"output_dir={blocker}"])
+    assert res.exit_code == 2 and "cannot write the run folder" in res.output

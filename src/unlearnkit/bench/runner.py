@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
 import unlearnkit
@@ -315,7 +316,18 @@ class Runner:
                 "scenario": self.task.scenario, "versions": versions(), "started_at": _now()}
 
     def run(self) -> RunOutcome:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # everything that can fail on bad input fails before the run folder exists (no empty folders left behind)
+        _ = self.engine.device
+        _ = self.task
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / ".write-test").write_text("ok")
+            (self.run_dir / ".write-test").unlink()
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write the run folder {self.run_dir} ({err.strerror or err}); set output_dir to a writable "
+                "folder, e.g. --set output_dir=runs"
+            ) from err
         with _RunLock(self.run_dir / ".lock"):
             return self._run_locked()
 
@@ -360,7 +372,7 @@ class Runner:
                 msg = f"{spec.label} seed {seed}: {st}"
                 if st != "ok":
                     msg += f" — {row['error']}"
-                self.console.print(msg if st == "ok" else f"[red]{msg}[/]")
+                self.console.print(escape(msg), style=None if st == "ok" else "red")
         rows = read_results(results)
         return RunOutcome(self.run_dir, rows, new, list(self.reused), list(self.trained))
 

@@ -56,6 +56,15 @@ class EngineConfig(Frozen):
     progress: bool = Field(True, description="show rich progress bars")
     eval_batch_size: int = Field(512, ge=1)
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v.strip()):
+            raise ValueError(f"engine.device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {v!r}")
+        return v.strip()
+
 
 class DataConfig(Frozen):
     """Which data set, from where.

@@ -165,7 +165,7 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
         if got != want:
             raise CheckpointError(
                 f"{path}: SHA-256 mismatch (manifest {want[:12]}…, file {got[:12]}…): the checkpoint was modified or "
-                "is corrupt; delete it to retrain, or restore the original file"
+                f"is corrupt; delete the whole folder {directory} to retrain it, or restore the original file"
             )
     return manifest
 

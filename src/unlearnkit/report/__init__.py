@@ -124,6 +124,7 @@ def _atomic_write(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared like the other run files
         os.replace(tmp, path)
     except BaseException:
         try:
