@@ -16,6 +16,7 @@ import platform
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,17 +99,19 @@ def check_requirements(method: type, task: Task, *, label: str) -> None:
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
-    """Rows of a results.jsonl; a truncated (non-JSON) line from a crash is skipped."""
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    """Rows of a results.jsonl ([] if absent); a truncated line from a crash is skipped silently.
+
+    One parser for the whole package: :func:`unlearnkit.report.summary.read_results` (which warns; the runner only
+    needs the valid rows).
+    """
+    from unlearnkit.report.summary import ReportWarning
+    from unlearnkit.report.summary import read_results as parse
+
+    if not Path(path).is_file():
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)
+        rows, _ = parse(path)
     return rows
 
 
