@@ -12,6 +12,7 @@ results.jsonl, report.html) and writes the markdown table to ``<out>/<suite>.md`
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ def method_list(batch_size: int) -> list[dict]:
 
 def run_suite(suite: str, seeds: int, out: Path, cifar_root: str | None, output_dir: str) -> Path:
     base, sets, batch = SUITES[suite]
-    overrides = [f"{k}={v}" for k, v in sets.items()] + [f"seeds={seeds}", "engine.progress=false",
+    overrides = [f"{k}={json.dumps(v)}" for k, v in sets.items()] + [  # JSON is YAML: null, [3], 2500f"seeds={seeds}", "engine.progress=false",
                                                           f"output_dir={output_dir}"]
     if suite.startswith("cifar"):
         overrides.append(f"data.root={cifar_root}")
