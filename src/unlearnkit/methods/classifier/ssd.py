@@ -193,6 +193,12 @@ class SSD(Unlearner):
     Hyper-parameters: α (``selection_weighting``, 10), λ (``dampening_constant``, 1), batch size 128 — the reference
     code's ResNet-18 defaults. Importances depend on the batch size (see :func:`compute_importances`).
 
+    A bound to know: since D contains D_f, the forget batches alone contribute |batches(D_f)|/|batches(D)| of I_D, so
+    I_f/I_D ≤ |batches(D)|/|batches(D_f)| (≈ 1/forget fraction). With α = 10 nothing can be selected once D_f is
+    ~10 % of D (one CIFAR-10 class; measured in BENCHMARKS.md: 0 parameters selected); the paper's class experiments
+    forget ≤ 5 % (CIFAR-100 / CIFAR-20 classes). Lower α for larger forget fractions; ``notes["selected"]`` reports
+    how many entries were dampened.
+
     Caching I_D: I_D depends only on θ_o and D, not on the request. Compute it once with
     ``compute_importances(model, [retain, forget], engine, batch_size=cfg.batch_size)`` and use
     ``SSD(cfg).with_train_importance(imp)``; the copy refuses (``NotFittedError``) a model whose state hash differs
