@@ -39,14 +39,12 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     Unknown keys (``extra_forbidden``) list the allowed keys and the closest match.
     """
     lines = []
-    model = getattr(err, "title", "")
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown key '{loc}' in {where}")
         else:
             lines.append(f"{where}.{loc}: {e['msg']} (got {e.get('input')!r})")
-    del model
     return "; ".join(lines)
 
 

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from unlearnkit.config.schema import EngineConfig
-from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.data.scenarios import Task
 from unlearnkit.engine.loop import Engine
 from unlearnkit.metrics import AVG_GAP_KEYS, METRICS, EvalContext, avg_gap
 from unlearnkit.metrics.mia import MIAEfficacy, MIAEfficacyConfig, svc_mia_efficacy, true_label_confidence
+
+from golden_stubs import confidence_logits, stub_task
 
 ENGINE = Engine(EngineConfig(device="cpu", progress=False))
 
@@ -30,37 +31,8 @@ def hit_logits(labels: np.ndarray, n_correct: int, k: int) -> np.ndarray:
     return out
 
 
-def confidence_logits(labels: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """Two-class logits whose softmax gives probability ``conf`` to the true label: log p vs log(1 − p)."""
-    out = np.zeros((len(labels), 2), dtype=np.float64)
-    out[np.arange(len(labels)), labels] = np.log(conf)
-    out[np.arange(len(labels)), 1 - labels] = np.log1p(-conf)
-    return out.astype(np.float32)
 
 
-def stub_task(parts: dict[str, tuple[np.ndarray, np.ndarray]], k: int, kind: str = "random",
-              forgotten_classes: list[int] | None = None) -> Task:
-    """A task over one in-memory source; ``parts[name] = (logits (n, k), labels (n,))`` for forget/retain/test."""
-    xs, ys, sets, start = [], [], {}, 0
-    for name in ("forget", "retain", "test"):
-        x, y = parts[name]
-        pos = np.arange(start, start + len(y))
-        sets[name] = (pos, y)
-        xs.append(x)
-        ys.append(y)
-        start += len(y)
-    src = TensorSource(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys).astype(np.int64)))
-
-    def mk(name):
-        pos, y = sets[name]
-        return SampleSet(src, pos, pos, y, k, name)
-
-    forget, retain, test = mk("forget"), mk("retain"), mk("test")
-    train = forget.concat(retain, "train")
-    test_forgotten = None
-    if forgotten_classes is not None:
-        test_forgotten = test.take(np.isin(test.labels, forgotten_classes), "test_forgotten")
-    return Task("stub", train, forget, retain, test, k, {"kind": kind}, test_forgotten)
 
 
 IDENTITY = nn.Identity()

@@ -16,13 +16,14 @@ from torch import nn
 
 from unlearnkit.config.schema import EngineConfig
 from unlearnkit.data.base import SampleSet, TensorSource
-from unlearnkit.data.scenarios import Task
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.metrics import METRICS, EvalContext
 from unlearnkit.metrics.mia_family import (
     ATTACKS, MIAFamily, attack_scores, content_hashes, entropy, modified_entropy, roc_auc, tpr_at_fpr,
 )
+
+from golden_stubs import confidence_logits as conf_logits, stub_task
 
 ENGINE = Engine(EngineConfig(device="cpu", progress=False))
 IDENTITY = nn.Identity()
@@ -34,12 +35,6 @@ def brute_auc(m: np.ndarray, n: np.ndarray) -> float:
     return float(((m > n).sum() + 0.5 * (m == n).sum()) / (m.size * n.size))
 
 
-def conf_logits(labels: np.ndarray, conf: np.ndarray) -> np.ndarray:
-    """Two-class logits (float32) whose softmax gives probability ``conf`` (> 0.5 here) to the true label."""
-    out = np.zeros((len(labels), 2), dtype=np.float64)
-    out[np.arange(len(labels)), labels] = np.log(conf)
-    out[np.arange(len(labels)), 1 - labels] = np.log1p(-conf)
-    return out.astype(np.float32)
 
 
 def true_conf(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -48,26 +43,6 @@ def true_conf(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return p[np.arange(len(labels)), labels]
 
 
-def stub_task(parts: dict[str, tuple[np.ndarray, np.ndarray]], k: int = 2, kind: str = "random",
-              forgotten_classes: list[int] | None = None) -> Task:
-    xs, ys, sets, start = [], [], {}, 0
-    for name in ("forget", "retain", "test"):
-        x, y = parts[name]
-        sets[name] = (np.arange(start, start + len(y)), y)
-        xs.append(x)
-        ys.append(y)
-        start += len(y)
-    src = TensorSource(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys).astype(np.int64)))
-
-    def mk(name):
-        pos, y = sets[name]
-        return SampleSet(src, pos, pos, y, k, name)
-
-    forget, retain, test = mk("forget"), mk("retain"), mk("test")
-    test_forgotten = None
-    if forgotten_classes is not None:
-        test_forgotten = test.take(np.isin(test.labels, forgotten_classes), "test_forgotten")
-    return Task("stub", forget.concat(retain, "train"), forget, retain, test, k, {"kind": kind}, test_forgotten)
 
 
 # -- C28: modified entropy ---------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from unlearnkit.errors import ConfigError
 
 #: result-row label of the retrained oracle θ_r (reserved: no other method may use it)
 ORACLE_LABEL = "retrain"
@@ -144,8 +143,6 @@ class ComponentSpec(Frozen):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
 
-    _registry_attr: str = ""  # overridden
-
     @model_validator(mode="before")
     @classmethod
     def _split(cls, data: Any) -> Any:
@@ -272,14 +269,3 @@ class ExperimentConfig(Frozen):
     def oracle_recipe(self) -> TrainConfig:
         """The oracle's training recipe (``oracle`` if set, else ``train``)."""
         return self.oracle or self.train
-
-
-def raise_config_error(err: Exception, where: str) -> None:
-    """Re-raise a pydantic error as ConfigError with one line per problem."""
-    from pydantic import ValidationError
-
-    from unlearnkit.registry import format_validation_error
-
-    if isinstance(err, ValidationError):
-        raise ConfigError(format_validation_error(err, where)) from err
-    raise err
