@@ -17,15 +17,20 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# the test suite also exercises the optional extras (LLM, graph, service, Ray)
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/unlearnkit run
 
-test: install
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-test-all: install
+test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 clean:

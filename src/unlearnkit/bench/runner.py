@@ -30,15 +30,16 @@ from torch import nn
 
 import unlearnkit
 from unlearnkit.config.loader import config_hash, dump_yaml, stable_hash, to_plain
-from unlearnkit.config.schema import ExperimentConfig, MethodSpec, TrainConfig
+from unlearnkit.config.schema import ExperimentConfig, MethodSpec
 from unlearnkit.data.base import SampleSet, TensorSource
-from unlearnkit.data.scenarios import Task, build_task, ids_digest, load_data
+from unlearnkit.bench.tracks import TRACKS, Role, Track
+from unlearnkit.bench.tracks.classifier import check_requirements  # noqa: F401 - public re-export
+from unlearnkit.data.scenarios import Task, ids_digest
 from unlearnkit.engine.checkpoint import ModelCache, save_checkpoint, state_sha256
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
-from unlearnkit.metrics import METRICS, EvalContext, avg_gap
-from unlearnkit.models import build_model
+from unlearnkit.metrics import avg_gap
 
 SCHEMA = "unlearnkit.result/1"
 ORACLE_LABEL = "retrain"
@@ -79,23 +80,6 @@ def data_fingerprint(data: SampleSet) -> str:
         for i in np.unique(np.linspace(0, len(data) - 1, num=min(16, len(data))).astype(int)):
             h.update(torch.as_tensor(data[int(i)][0]).contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def check_requirements(method: type, task: Task, *, label: str) -> None:
-    """Refuse a method whose declared needs the task cannot serve (before any training).
-
-    Raises:
-        MethodError: the method needs a retain set and D_r is empty; or needs labels and the task has none.
-    """
-    if getattr(method, "needs_retain", False) and len(task.retain) == 0:
-        raise MethodError(f"method '{label}' needs a retain set (D_r) but this scenario leaves none; "
-                          "forget fewer samples or choose a method that uses only D_f (e.g. grad_ascent)")
-    if getattr(method, "needs_labels", True) and not task.scenario.get("labels_available", True):
-        raise MethodError(f"method '{label}' needs labels but this task is label-free; choose a label-free "
-                          "method (see `unlearnkit methods`)")
-    if getattr(method, "needs_full_train", False) and not task.scenario.get("retain_is_complete", True):
-        raise MethodError(f"method '{label}' needs the whole original training set D (e.g. SSD's importances "
-                          "I_D), but the retain set is only a sample of D_r; pass the complete retain set")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -178,7 +162,11 @@ class _RunLock:
 
 
 class Runner:
-    """Runs one :class:`ExperimentConfig`. Use :func:`run_experiment` unless you need the pieces."""
+    """Runs one :class:`ExperimentConfig`. Use :func:`run_experiment` unless you need the pieces.
+
+    The track (``cfg.track``: classifier, llm, graph, recsys) builds the task, trains θ_o / θ_r, applies methods and
+    evaluates; the runner caches models by lineage, resumes, and writes result rows, per-sample files and reports.
+    """
 
     def __init__(self, cfg: ExperimentConfig, *, console: Console | None = None,
                  model_factory: Callable[[int], nn.Module] | None = None, task: Task | None = None) -> None:
@@ -186,8 +174,16 @@ class Runner:
         self.console = console or Console(stderr=True)
         self.engine = Engine(cfg.engine)
         self.cache = ModelCache(Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache")
+        track_cls = TRACKS.get(cfg.track)
+        if cfg.track == "classifier":
+            self.track: Track = track_cls(cfg, None, self.engine, task=task, model_factory=model_factory)
+        else:
+            if task is not None or model_factory is not None:
+                raise ConfigError(f"a prebuilt task / model_factory is only supported by the classifier track, "
+                                  f"not '{cfg.track}'")
+            section = TRACKS.validate_config(cfg.track, getattr(cfg, cfg.track, None) or {})
+            self.track = track_cls(cfg, section, self.engine)
         self._task = task
-        self._user_factory = model_factory
         self.identity = self._identity(task, model_factory)
         self.run_dir = run_dir_for(cfg, self.identity)
         self.reused: list[str] = []
@@ -195,18 +191,15 @@ class Runner:
 
     # -- data and models ------------------------------------------------------------------------------------------
     @property
-    def task(self) -> Task:
+    def task(self) -> Any:
+        """The track's task (for classifiers a :class:`Task`), built once."""
         if self._task is None:
-            self._task = build_task(load_data(self.cfg.data), self.cfg.scenario)
+            self._task = self.track.build_task()
         return self._task
 
     def new_model(self, init_seed: int) -> nn.Module:
-        """A freshly initialised model (seeded) for the task's input shape and classes."""
-        if self._user_factory is not None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(init_seed)
-                return self._user_factory(init_seed)
-        return build_model(self.cfg.model, self.task.train.input_shape, self.task.num_classes, seed=init_seed)
+        """A freshly initialised model (seeded) for the task."""
+        return self.track.new_model(self.task, init_seed)
 
     @staticmethod
     def _identity(task: Task | None, factory: Callable[[int], nn.Module] | None) -> str:
@@ -220,17 +213,18 @@ class Runner:
             parts["model"] = stable_hash([repr(m), [(k, list(v.shape)) for k, v in m.state_dict().items()]])
         return stable_hash(parts) if parts else ""
 
-    def _lineage(self, role: str, recipe: TrainConfig, seed: int, ids: np.ndarray) -> str:
-        return stable_hash({
-            "role": role, "data": to_plain(self.cfg.data) if self._task is None else None,
-            "model": to_plain(self.cfg.model) if self._user_factory is None else None, "user": self.identity,
-            "recipe": to_plain(recipe), "seed": seed, "ids": ids_digest(ids), "code": CODE_VERSION,
-            "deterministic": self.cfg.engine.deterministic,
-        })
+    def _lineage(self, role: str, recipe: Any, seed: int, ids: np.ndarray) -> str:
+        parts = {
+            "role": role, **self.track.lineage(), "user": self.identity,
+            "recipe": to_plain(recipe) if recipe is not None else None, "seed": seed, "ids": ids_digest(ids),
+            "code": CODE_VERSION, "deterministic": self.cfg.engine.deterministic,
+        }
+        if self.cfg.track != "classifier":
+            parts["track"] = self.cfg.track
+        return stable_hash(parts)
 
-    def _train_or_load(self, role: str, data_ids: np.ndarray, recipe: TrainConfig, seed: int,
-                       train: Callable[[], tuple[nn.Module, float, np.ndarray]]) -> TrainedModel:
-        key = self._lineage(role, recipe, seed, data_ids)
+    def _train_or_load(self, role: Role, data_ids: np.ndarray, seed: int) -> TrainedModel:
+        key = self._lineage(role, self.track.recipe(role), seed, data_ids)
         label = f"{role} model (seed {seed}, key {key[:8]})"
         if self.cache.has(key):
             model = self.new_model(0)
@@ -243,7 +237,7 @@ class Runner:
             self.reused.append(role)
             return TrainedModel(model, key, float(manifest["meta"].get("seconds", 0.0)), True, ids, state_sha256(model))
         self.console.print(f"training {label} ...")
-        model, seconds, ids = train()
+        model, seconds, ids = self.track.train(self.task, role, seed)
         self.cache.save(key, model, meta={"seconds": seconds, "role": role, "seed": seed, "samples": int(len(ids))},
                         extras={"trained_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))})
         self.console.print(f"trained {label} in {seconds:.1f} s")
@@ -252,16 +246,7 @@ class Runner:
 
     def original(self, seed: int) -> TrainedModel:
         """θ_o for ``seed``: trained on D (init seed = seed), or loaded from the cache."""
-        task = self.task
-
-        def train() -> tuple[nn.Module, float, np.ndarray]:
-            model = self.new_model(seed)
-            self.engine.seed_everything(seed)
-            fit = self.engine.fit(model, task.train, self.cfg.train, seed=derive_seed(seed, "original-order"),
-                                  desc=f"original seed {seed}")
-            return model, fit.seconds, fit.seen_ids
-
-        return self._train_or_load("original", task.train.ids, self.cfg.train, seed, train)
+        return self._train_or_load("original", self.task.train_ids, seed)
 
     def oracle(self, seed: int) -> TrainedModel:
         """θ_r for ``seed``: a fresh init (``derive_seed(seed, "oracle-init")``) trained on D_r only, or cached.
@@ -270,17 +255,9 @@ class Runner:
             MethodError: the oracle's recorded training ids intersect D_f (it must never see the forget set).
         """
         task = self.task
-        retrain = METHODS.build("retrain", {})
-
-        def train() -> tuple[nn.Module, float, np.ndarray]:
-            ctx = UnlearnContext(seed=seed, train_recipe=self.cfg.oracle_recipe,
-                                 init_seed=derive_seed(seed, "oracle-init"), model_factory=self.new_model)
-            res = retrain.unlearn(self.new_model(0), task.forget, task.retain, self.engine, ctx)
-            return res.model, float(res.notes["train_seconds"]), res.seen_ids
-
-        tm = self._train_or_load("oracle", task.retain.ids, self.cfg.oracle_recipe, seed, train)
-        leaked = np.intersect1d(tm.trained_ids, task.forget.ids)
-        if len(leaked) or not np.array_equal(np.sort(tm.trained_ids), np.sort(task.retain.ids)):
+        tm = self._train_or_load("oracle", task.retain_ids, seed)
+        leaked = np.intersect1d(tm.trained_ids, task.forget_ids)
+        if len(leaked) or not np.array_equal(np.sort(tm.trained_ids), np.sort(task.retain_ids)):
             raise MethodError(
                 f"the oracle for seed {seed} was trained on ids other than D_r ({len(leaked)} forget ids among them); "
                 f"delete the cache entry {self.cache.path(tm.key)}"
@@ -294,18 +271,8 @@ class Runner:
 
         θ_o and θ_r of the same seed are handed to metrics as ``references`` (``original_model``, ``oracle_model``).
         """
-        ctx = EvalContext(model, self.task, self.engine, seed=seed,
-                          references={"original_model": original.model, "oracle_model": oracle.model})
-        values: dict[str, float] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for name in self.cfg.metrics:
-            out = METRICS.build(name).compute(ctx)
-            values.update(out.values)
-            arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
-        for split, pred in ctx.computed.items():
-            arrays[f"{split}.logits"] = pred.logits.numpy()
-            arrays[f"{split}.labels"] = pred.labels.numpy()
-            arrays[f"{split}.ids"] = pred.ids.numpy()
+        references = {"original_model": original.model, "oracle_model": oracle.model}
+        values, arrays = self.track.evaluate(self.task, model, seed, references, list(self.cfg.metrics))
         per_sample_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = per_sample_path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -356,7 +323,7 @@ class Runner:
         )
         specs = [m for m in cfg.methods if not (m.name == "retrain" and m.label == ORACLE_LABEL)]
         for m in specs:  # refuse up front, before any training
-            check_requirements(METHODS.get(m.name), task, label=m.label)
+            self.track.check_method(METHODS.get(m.name), m.label, task)
         new = 0
         for seed in cfg.seeds:
             todo = [m for m in specs if (m.label, seed) not in done]
@@ -388,7 +355,9 @@ class Runner:
         row = self._base_row(ORACLE_LABEL, "retrain", {}, seed, True)
         metrics = self.evaluate(oracle.model, seed, self.run_dir / "per_sample" / f"{ORACLE_LABEL}-seed{seed}.npz",
                                 original=original, oracle=oracle)
-        metrics.update(unlearn_seconds=oracle.seconds, rte_ratio=1.0, avg_gap=0.0)
+        metrics.update(unlearn_seconds=oracle.seconds, rte_ratio=1.0)
+        if self.track.gap_keys():
+            metrics["avg_gap"] = 0.0
         row.update(status="ok", error=None, metrics=metrics, checkpoint_sha256=oracle.sha256,
                    cached_model=oracle.cached, lineage_key=oracle.key, finished_at=_now())
         if not done:
@@ -399,18 +368,20 @@ class Runner:
                     oracle_metrics: dict[str, float]) -> dict[str, Any]:
         row = self._base_row(spec.label, spec.name, spec.params, seed, False)
         model = copy.deepcopy(original.model)
-        ctx = UnlearnContext(seed=seed, train_recipe=self.cfg.train, init_seed=derive_seed(seed, "oracle-init"),
-                             model_factory=self.new_model)
+        ctx = UnlearnContext(seed=seed, train_recipe=self.track.recipe("original"),
+                             init_seed=derive_seed(seed, "oracle-init"), model_factory=self.new_model)
         try:
             method = METHODS.build(spec.name, spec.params)
-            res = method.unlearn(model, self.task.forget, self.task.retain, self.engine, ctx)
+            res = self.track.unlearn(self.task, method, model, ctx)
             if not all(torch.isfinite(p).all() for p in res.model.parameters()):
                 raise DivergenceError(f"{spec.label}: parameters became NaN/inf", step=res.steps, loss=float("nan"))
             metrics = self.evaluate(res.model, seed, self.run_dir / "per_sample" / f"{spec.label}-seed{seed}.npz",
                                     original=original, oracle=oracle)
             metrics["unlearn_seconds"] = res.seconds
             metrics["rte_ratio"] = res.seconds / oracle.seconds if oracle.seconds > 0 else float("nan")
-            metrics["avg_gap"] = avg_gap(metrics, oracle_metrics)
+            gap_keys = self.track.gap_keys()
+            if gap_keys:
+                metrics["avg_gap"] = avg_gap(metrics, oracle_metrics, gap_keys)
             sha = state_sha256(res.model)
             if self.cfg.save_unlearned:
                 ck = self.run_dir / "checkpoints" / f"{spec.label}-seed{seed}"

@@ -204,6 +204,12 @@ class MethodSpec(ComponentSpec):
         return self
 
 
+#: experiment sections owned by non-classifier tracks
+TRACK_SECTIONS: tuple[str, ...] = ("llm", "graph", "recsys")
+#: top-level fields that only the classifier track reads
+CLASSIFIER_FIELDS: tuple[str, ...] = ("data", "model", "scenario", "train", "oracle")
+
+
 class ExperimentConfig(Frozen):
     """A whole experiment: data → model → θ_o → θ_r → methods × seeds → metrics → results files."""
 
@@ -222,6 +228,11 @@ class ExperimentConfig(Frozen):
     output_dir: str = "runs"
     cache_dir: str | None = Field(None, description="model cache; default: <output_dir>/cache")
     save_unlearned: bool = Field(True, description="save each unlearned model under <run>/checkpoints/")
+    track: str = Field("classifier", description="model family: classifier, llm, graph or recsys (`unlearnkit "
+                       "schema` lists each track's section)")
+    llm: dict[str, Any] | None = Field(None, description="settings of the llm track (data, model, training)")
+    graph: dict[str, Any] | None = Field(None, description="settings of the graph track")
+    recsys: dict[str, Any] | None = Field(None, description="settings of the recsys track")
 
     @field_validator("name")
     @classmethod
@@ -250,6 +261,44 @@ class ExperimentConfig(Frozen):
         if len(set(v)) != len(v):
             raise ValueError(f"metrics has duplicates: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _check_track(self) -> ExperimentConfig:
+        from unlearnkit.bench.tracks import TRACKS
+        from unlearnkit.methods import METHODS
+        from unlearnkit.metrics import METRICS
+
+        track = self.track
+        TRACKS.entry(track)
+        for sec in TRACK_SECTIONS:
+            if getattr(self, sec) is not None and sec != track:
+                raise ValueError(f"section '{sec}' is only used with track: {sec} (this experiment's track is "
+                                 f"'{track}'); remove it or set track: {sec}")
+        if track != "classifier":
+            used = sorted(self.model_fields_set & set(CLASSIFIER_FIELDS))
+            if used:
+                raise ValueError(f"{used} belong to the classifier track; track '{track}' takes its data, model, "
+                                 f"split and training settings from its '{track}:' section")
+            if track in TRACK_SECTIONS:  # tracks from plug-ins without a section of their own use their defaults
+                section = TRACKS.validate_config(track, getattr(self, track) or {})
+                object.__setattr__(self, track, section.model_dump(mode="json") if section is not None else {})
+            if "metrics" not in self.model_fields_set:
+                object.__setattr__(self, "metrics", list(TRACKS.get(track).default_metrics))
+        for m in self.methods:
+            if m.name == "retrain" and m.label == ORACLE_LABEL:
+                continue  # the oracle row: every track trains its own oracle
+            served = getattr(METHODS.get(m.name), "track", "classifier")
+            if served != track:
+                ok = sorted(n for n in METHODS.names() if getattr(METHODS.get(n), "track", "classifier") == track)
+                raise ValueError(f"method '{m.name}' is a {served} method; this experiment's track is '{track}' "
+                                 f"(its methods: {', '.join(ok) or 'none'})")
+        for name in self.metrics:
+            served = getattr(METRICS.get(name), "track", "classifier")
+            if served != track:
+                ok = sorted(n for n in METRICS.names() if getattr(METRICS.get(n), "track", "classifier") == track)
+                raise ValueError(f"metric '{name}' is a {served} metric; this experiment's track is '{track}' "
+                                 f"(its metrics: {', '.join(ok) or 'none'})")
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:

@@ -47,6 +47,21 @@ class Task:
     test_forgotten: SampleSet | None = None
 
     @property
+    def train_ids(self) -> np.ndarray:
+        """int64 ids of D."""
+        return self.train.ids
+
+    @property
+    def forget_ids(self) -> np.ndarray:
+        """int64 ids of D_f."""
+        return self.forget.ids
+
+    @property
+    def retain_ids(self) -> np.ndarray:
+        """int64 ids of D_r."""
+        return self.retain.ids
+
+    @property
     def eval_test(self) -> SampleSet:
         """The test set TA is computed on (remaining classes only in class scenarios)."""
         if self.test_forgotten is None:

@@ -99,6 +99,8 @@ class Unlearner(ABC):
     """
 
     kind: ClassVar[str] = "approximate"
+    #: the model family the method serves (``classifier``, ``llm``, ``graph``, ``recsys``); the config refuses others
+    track: ClassVar[str] = "classifier"
     needs_retain: ClassVar[bool] = False
     needs_labels: ClassVar[bool] = True
     #: the method reads the whole original training set D = D_f ∪ D_r (e.g. SSD's importances I_D); the runner

@@ -73,6 +73,8 @@ class Metric(ABC):
     #: keys this metric writes, with their meaning and direction (shown by ``unlearnkit metrics``)
     keys: ClassVar[dict[str, str]] = {}
     source: ClassVar[str] = ""
+    #: the model family the metric serves (``classifier``, ``llm``, ``graph``, ``recsys``); the config refuses others
+    track: ClassVar[str] = "classifier"
 
     @abstractmethod
     def compute(self, ctx: EvalContext) -> MetricOutput:
