@@ -151,3 +151,27 @@ def test_runner_drives_a_registered_track(toy_track, tmp_path):
     assert "avg_gap" not in rows[("toy_forget", 0)]["metrics"]  # the toy track declares no gap keys
     again = Runner(cfg, console=Console(file=io.StringIO())).run()
     assert again.new_rows == 0 and sorted(again.reused) == [] and again.trained == []
+
+
+# -- metric settings from the config --------------------------------------------------------------------------------
+def test_metric_params_are_validated_against_the_metric_config():
+    cfg = load_config(data={"metrics": ["accuracy", "mia"], "metric_params": {"mia": {"attacks": ["loss"]}}})
+    assert cfg.metric_params["mia"]["attacks"] == ["loss"]
+    assert cfg.metric_params["mia"]["nonmembers"] == "matched"  # defaults filled in: the resolved config is complete
+    with pytest.raises(ConfigError, match=r"unknown key.*atacks.*Allowed keys: attacks"):
+        load_config(data={"metrics": ["mia"], "metric_params": {"mia": {"atacks": ["loss"]}}})
+    with pytest.raises(ConfigError, match=r"metric_params has settings for 'mia', which is not in metrics"):
+        load_config(data={"metrics": ["accuracy"], "metric_params": {"mia": {}}})
+
+
+def test_metric_params_reach_the_metric_and_the_config_hash(tmp_path):
+    from unlearnkit.bench.tracks.classifier import ClassifierTrack
+    from unlearnkit.config.loader import config_hash
+    from unlearnkit.engine.loop import Engine
+
+    base = {"metrics": ["mia"], "output_dir": str(tmp_path)}
+    a = load_config(data=base)
+    b = load_config(data=base | {"metric_params": {"mia": {"attacks": ["entropy"]}}})
+    assert config_hash(a) != config_hash(b)  # a different evaluation is a different run folder, never stale rows
+    metric = ClassifierTrack(b, None, Engine(b.engine)).build_metric("mia")
+    assert tuple(metric.config.attacks) == ("entropy",)

@@ -223,6 +223,9 @@ class ExperimentConfig(Frozen):
     )
     methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="finetune")])
     metrics: list[str] = Field(default_factory=lambda: ["accuracy", "mia_efficacy"])
+    metric_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="settings of listed metrics, e.g. {lira: {shadow_models: 16}}; "
+        "validated against each metric's config (`unlearnkit metrics` lists them)")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     engine: EngineConfig = Field(default_factory=EngineConfig)
     output_dir: str = "runs"
@@ -298,6 +301,19 @@ class ExperimentConfig(Frozen):
                 ok = sorted(n for n in METRICS.names() if getattr(METRICS.get(n), "track", "classifier") == track)
                 raise ValueError(f"metric '{name}' is a {served} metric; this experiment's track is '{track}' "
                                  f"(its metrics: {', '.join(ok) or 'none'})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_metric_params(self) -> ExperimentConfig:
+        from unlearnkit.metrics import METRICS
+
+        checked = {}
+        for name, params in self.metric_params.items():
+            if name not in self.metrics:
+                raise ValueError(f"metric_params has settings for '{name}', which is not in metrics "
+                                 f"{self.metrics}; add it to metrics or remove its settings")
+            checked[name] = _validated_params(METRICS, name, params or {})
+        object.__setattr__(self, "metric_params", checked)
         return self
 
     @model_validator(mode="after")

@@ -129,6 +129,12 @@ class Track(ABC):
             (scalar values ``{key: float}``, per-sample arrays ``{key: ndarray}`` saved to ``per_sample/*.npz``).
         """
 
+    def build_metric(self, name: str) -> Any:
+        """A fresh instance of metric ``name`` with the experiment's ``metric_params[name]`` (validated)."""
+        from unlearnkit.metrics import METRICS
+
+        return METRICS.build(name, self.cfg.metric_params.get(name, {}))
+
     def gap_keys(self) -> tuple[str, ...]:
         """Metric keys averaged into ``avg_gap`` (|θ_u − θ_r| per key); empty = no avg_gap column."""
         return ()

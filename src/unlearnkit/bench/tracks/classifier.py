@@ -15,7 +15,7 @@ from unlearnkit.data.scenarios import Task, build_task, load_data
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, Unlearner, UnlearnResult, derive_seed
-from unlearnkit.metrics import AVG_GAP_KEYS, METRICS, EvalContext
+from unlearnkit.metrics import AVG_GAP_KEYS, EvalContext
 from unlearnkit.models import build_model
 
 
@@ -101,7 +101,7 @@ class ClassifierTrack(Track):
         values: dict[str, float] = {}
         arrays: dict[str, np.ndarray] = {}
         for name in metrics:
-            out = METRICS.build(name).compute(ctx)
+            out = self.build_metric(name).compute(ctx)
             values.update(out.values)
             arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
         for split, pred in ctx.computed.items():
