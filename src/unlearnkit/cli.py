@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -84,77 +84,129 @@ def report(
     out.print(f"wrote {md} and {html}")
 
 
-def _component_table(kind: str) -> Table:
+TRACK_ORDER = ("classifier", "llm", "graph", "recsys")
+
+
+def _sorted_entries(kind: str, track: str | None = None) -> list[tuple[str, Any]]:
+    """Registered (name, entry) pairs grouped by track (classifier, llm, graph, recsys, others), then by name."""
     from unlearnkit.methods import METHODS
     from unlearnkit.metrics import METRICS
 
     reg = METHODS if kind == "method" else METRICS
-    t = Table(title=f"registered {kind}s")
+    items = [(n, e) for n, e in reg.items() if track is None or getattr(e.obj, "track", "classifier") == track]
+
+    def key(item: tuple[str, Any]) -> tuple[int, str, str]:
+        t = getattr(item[1].obj, "track", "classifier")
+        return (TRACK_ORDER.index(t) if t in TRACK_ORDER else len(TRACK_ORDER), t, item[0])
+
+    return sorted(items, key=key)
+
+
+def _component_table(kind: str, track: str | None = None) -> Table:
+    t = Table(title=f"registered {kind}s" + (f" ({track})" if track else ""))
     t.add_column("name")
+    t.add_column("track")
     t.add_column("kind" if kind == "method" else "keys")
     t.add_column("source")
-    for name, e in reg.items():
+    for name, e in _sorted_entries(kind, track):
         obj = e.obj
+        tr = getattr(obj, "track", "classifier")
         if kind == "method":
-            t.add_row(name, getattr(obj, "kind", ""), getattr(obj, "source", ""))
+            t.add_row(name, tr, getattr(obj, "kind", ""), getattr(obj, "source", ""))
         else:
-            t.add_row(name, ", ".join(getattr(obj, "keys", {})), getattr(obj, "source", ""))
+            t.add_row(name, tr, ", ".join(getattr(obj, "keys", {})), getattr(obj, "source", ""))
     return t
 
 
 def markdown_list(kind: str) -> str:
     """A markdown table of the registered methods or metrics (the README's lists are generated from it)."""
-    from unlearnkit.methods import METHODS
-    from unlearnkit.metrics import METRICS
-
     if kind == "method":
-        lines = ["| method | kind | needs retain | needs labels | source |", "| --- | --- | --- | --- | --- |"]
-        for name, e in METHODS.items():
+        lines = ["| method | track | kind | needs retain | needs labels | source |",
+                 "| --- | --- | --- | --- | --- | --- |"]
+        for name, e in _sorted_entries("method"):
             o = e.obj
-            lines.append(f"| `{name}` | {o.kind} | {'yes' if o.needs_retain else 'no'} | "
-                         f"{'yes' if o.needs_labels else 'no'} | {o.source} |")
+            lines.append(f"| `{name}` | {getattr(o, 'track', 'classifier')} | {o.kind} | "
+                         f"{'yes' if o.needs_retain else 'no'} | {'yes' if o.needs_labels else 'no'} | {o.source} |")
     else:
-        lines = ["| metric | keys (direction) | source |", "| --- | --- | --- |"]
-        for name, e in METRICS.items():
+        lines = ["| metric | track | keys (direction) | source |", "| --- | --- | --- | --- |"]
+        for name, e in _sorted_entries("metric"):
             keys = "; ".join(f"`{k}`: {v}" for k, v in getattr(e.obj, "keys", {}).items())
-            lines.append(f"| `{name}` | {keys} | {getattr(e.obj, 'source', '')} |")
+            lines.append(f"| `{name}` | {getattr(e.obj, 'track', 'classifier')} | {keys} | "
+                         f"{getattr(e.obj, 'source', '')} |")
     return "\n".join(lines) + "\n"
+
+
+def _check_track(track: str | None) -> None:
+    if track is not None:
+        from unlearnkit.bench.tracks import TRACKS
+
+        TRACKS.entry(track)
 
 
 @app.command()
 def methods(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     markdown: bool = typer.Option(False, "--markdown", help="markdown table (as in the README)"),
+    track: Optional[str] = typer.Option(None, "--track", help="only this track's methods (classifier, llm, ...)"),
 ) -> None:
-    """List the registered unlearning methods with their kind and source."""
-    from unlearnkit.methods import METHODS
-
+    """List the registered unlearning methods with their track, kind and source."""
+    try:
+        _check_track(track)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
     if markdown:
         sys.stdout.write(markdown_list("method"))
         return
     if as_json:
-        out.print_json(json.dumps({n: {"kind": e.obj.kind, "source": e.obj.source,
+        out.print_json(json.dumps({n: {"track": getattr(e.obj, "track", "classifier"), "kind": e.obj.kind,
+                                       "source": e.obj.source,
                                        "defaults": e.config().model_dump(mode="json") if e.config else {}}
-                                   for n, e in METHODS.items()}))
+                                   for n, e in _sorted_entries("method", track)}))
         return
-    out.print(_component_table("method"))
+    out.print(_component_table("method", track))
 
 
 @app.command()
-def metrics(markdown: bool = typer.Option(False, "--markdown", help="markdown table (as in the README)")) -> None:
+def metrics(
+    markdown: bool = typer.Option(False, "--markdown", help="markdown table (as in the README)"),
+    track: Optional[str] = typer.Option(None, "--track", help="only this track's metrics (classifier, llm, ...)"),
+) -> None:
     """List the registered metrics, the keys they write and their sources."""
+    try:
+        _check_track(track)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
     if markdown:
         sys.stdout.write(markdown_list("metric"))
         return
-    out.print(_component_table("metric"))
+    out.print(_component_table("metric", track))
 
 
 @app.command()
-def schema() -> None:
-    """Print the JSON Schema of the experiment config."""
+def schema(
+    track: Optional[str] = typer.Option(None, "--track", help="print the schema of this track's section instead "
+                                                              "(llm:, graph:, recsys:)"),
+) -> None:
+    """Print the JSON Schema of the experiment config (or of one track's section)."""
     from unlearnkit.config import ExperimentConfig
 
-    sys.stdout.write(json.dumps(ExperimentConfig.model_json_schema(), indent=2) + "\n")
+    if track is None:
+        sys.stdout.write(json.dumps(ExperimentConfig.model_json_schema(), indent=2) + "\n")
+        return
+    from unlearnkit.bench.tracks import TRACKS
+
+    try:
+        entry = TRACKS.entry(track)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    if entry.config is None:
+        _fail(UnlearnkitError(f"track '{track}' has no section of its own; it uses the top-level data, model, "
+                              "scenario, train and oracle fields (`unlearnkit schema`)"))
+        return
+    sys.stdout.write(json.dumps(entry.config.model_json_schema(), indent=2) + "\n")
 
 
 def main() -> None:
