@@ -282,7 +282,7 @@ class Runner:
     # -- main loop ------------------------------------------------------------------------------------------------
     def _base_row(self, spec_label: str, name: str, params: dict[str, Any], seed: int, is_oracle: bool) -> dict:
         return {"schema": SCHEMA, "run": self.cfg.name, "config_sha256": config_hash(self.cfg), "method": spec_label,
-                "method_name": name, "params": params, "seed": seed, "is_oracle": is_oracle,
+                "method_name": name, "params": params, "seed": seed, "is_oracle": is_oracle, "track": self.cfg.track,
                 "scenario": self.task.scenario, "versions": versions(), "started_at": _now()}
 
     def run(self) -> RunOutcome:
