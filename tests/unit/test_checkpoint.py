@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_model
+from testkit import tiny_model
 
 from unlearnkit.engine.checkpoint import (
     EXTRAS_FILE,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from testkit import tiny_model
 from torch import nn
 
 from unlearnkit.config.schema import EngineConfig, TrainConfig

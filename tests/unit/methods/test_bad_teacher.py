@@ -64,7 +64,7 @@ def test_incompetent_teacher_is_random_and_seeded(trained_model):
 
 
 def test_incompetent_teacher_uses_the_model_factory(trained_model):
-    from conftest import tiny_model
+    from testkit import tiny_model
 
     seeds = []
 

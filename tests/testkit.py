@@ -1,0 +1,39 @@
+"""Helpers shared by test modules (import as ``from testkit import ...``; conftest.py holds only fixtures).
+
+A module name of its own: several test folders have a conftest.py, so ``from conftest import`` would resolve to
+whichever was imported last.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnkit.data.base import LoadedData, SampleSet, TensorSource
+
+
+def make_blobs(n_per_class: int = 40, n_classes: int = 3, dim: int = 8, seed: int = 0) -> LoadedData:
+    """Gaussian blobs: class c centred at 3·e_c; 75 % train, 25 % test (every 4th sample), ids 0..n−1."""
+    g = np.random.default_rng(seed)
+    xs, ys = [], []
+    for c in range(n_classes):
+        centre = np.zeros(dim, dtype=np.float32)
+        centre[c % dim] = 3.0
+        xs.append(centre + g.normal(size=(n_per_class, dim)).astype(np.float32))
+        ys.append(np.full(n_per_class, c))
+    x = torch.from_numpy(np.concatenate(xs))
+    y = torch.from_numpy(np.concatenate(ys).astype(np.int64))
+    n = len(y)
+    test_pos = np.arange(0, n, 4)
+    train_pos = np.setdiff1d(np.arange(n), test_pos)
+    src = TensorSource(x, y)
+    train = SampleSet(src, train_pos, train_pos, y.numpy()[train_pos], n_classes, "train")
+    test = SampleSet(src, test_pos, test_pos, y.numpy()[test_pos], n_classes, "test")
+    return LoadedData("blobs", train, test, n_classes, tuple(map(str, range(n_classes))))
+
+
+def tiny_model(seed: int = 0, dim: int = 8, n_classes: int = 3) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, n_classes))
