@@ -1,0 +1,225 @@
+"""Command line of the deletion service: ``unlearnkit serve``, ``unlearnkit delete``, ``unlearnkit ledger verify``.
+
+Registered on the main Typer app by :func:`register` (src/unlearnkit/cli.py). Nothing heavy is imported until a
+command runs. The bearer token is read here, and only here, from the environment (``UNLEARNKIT_TOKEN`` or the
+config's ``token_env``) or ``--token``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from unlearnkit.errors import ConfigError, UnlearnkitError
+
+err_console = Console(stderr=True)
+DEFAULT_URL = "http://127.0.0.1:8765"
+
+ledger_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Inspect the deletion ledger (hash-chained, append-only).")
+
+
+def _fail(err: Exception | str, code: int = 2) -> None:
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}")
+    raise typer.Exit(code)
+
+
+def parse_ids(text: str) -> list[int]:
+    """``"1,2, 3"`` or ``"1 2 3"`` → ``[1, 2, 3]``.
+
+    Raises:
+        ConfigError: an item that is not a non-negative integer.
+    """
+    items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
+    bad = [t for t in items if not t.isdigit()]
+    if not items or bad:
+        raise ConfigError(f"--ids must be non-negative integers separated by commas, e.g. --ids 12,40,977"
+                          f"{f'; not integers: {bad[:5]}' if bad else ''}")
+    return [int(t) for t in items]
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("unlearnkit.service")
+    if not logger.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(h)
+        logger.setLevel(logging.INFO)
+
+
+def serve(
+    config: str = typer.Argument(..., help="service YAML (e.g. the bundled service_digits)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. --set port=9000"),
+    host: Optional[str] = typer.Option(None, help="address to bind (default: the config's, 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default: the config's, 8765)"),
+) -> None:
+    """Run the deletion service: HTTP API + worker; resumes unfinished requests from the ledger first.
+
+    The bearer token comes from the environment variable named by the config's token_env (UNLEARNKIT_TOKEN).
+    """
+    from unlearnkit.service.config import load_service_config
+
+    overrides = list(set_) + ([f"host={host}"] if host else []) + ([f"port={port}"] if port is not None else [])
+    try:
+        cfg = load_service_config(config, overrides)
+        token = os.environ.get(cfg.token_env, "")
+        if not token.strip():
+            raise ConfigError(f"no bearer token: set the environment variable {cfg.token_env} to a secret, e.g. "
+                              f"export {cfg.token_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        from unlearnkit.service.deletion import DeletionService
+        from unlearnkit.service.http import create_app
+
+        _log_to_stderr()
+        service = DeletionService.from_config(cfg, console=err_console)
+        app = create_app(service, token)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    if not cfg.is_loopback:
+        err_console.print(f"[bold yellow]warning:[/] binding {cfg.host}: the API is reachable from other machines; "
+                          "put it behind TLS")
+    s = service.serving()
+    err_console.print(f"serving '{cfg.name}' model v{s.version} ({s.model_digest[:12]}…) on "
+                      f"http://{cfg.host}:{cfg.port}  ledger: {cfg.ledger_path}  pending: {service.pending_count}")
+    import uvicorn
+
+    # the worker thread (planning, ledger rows, audit) shares the GIL with the event loop: hand it over every 1 ms
+    # instead of Python's default 5 ms, so an accept never waits long behind a window's bookkeeping
+    sys.setswitchinterval(0.001)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+
+
+def delete(
+    ids: str = typer.Option(..., "--ids", help="sample ids to delete, e.g. 12,40,977"),
+    url: str = typer.Option(DEFAULT_URL, "--url", help="base URL of a running service"),
+    token: Optional[str] = typer.Option(None, "--token", envvar="UNLEARNKIT_TOKEN",
+                                        help="bearer token (default: $UNLEARNKIT_TOKEN)", show_default=False),
+    idempotency_key: Optional[str] = typer.Option(None, "--idempotency-key",
+                                                  help="reuse to retry safely (default: a fresh one)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="poll until the request is done or failed"),
+    timeout: float = typer.Option(600.0, help="seconds to wait for completion"),
+    local: Optional[str] = typer.Option(None, "--local", help="service CONFIG: submit directly to its store and "
+                                        "ledger and process it here (no server may be running on that store)"),
+    set_: list[str] = typer.Option([], "--set", help="with --local: override a config value"),
+) -> None:
+    """Submit a deletion request (over HTTP, or --local) and print its status as JSON (exit 1 if it failed)."""
+    try:
+        sample_ids = parse_ids(ids)
+        status = _delete_local(local, set_, sample_ids, idempotency_key) if local else \
+            _delete_http(url, token, sample_ids, idempotency_key or f"cli-{uuid.uuid4().hex}", wait, timeout)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    sys.stdout.write(json.dumps(status, indent=2) + "\n")
+    state = status.get("state")
+    err_console.print(f"request {status.get('request_id')}: {state}"
+                      + (f", deleted {len(status.get('deleted_ids') or [])} id(s)" if state == "done" else "")
+                      + (f", unknown {status.get('unknown_ids')}" if status.get("unknown_ids") else "")
+                      + (f", already deleted {status.get('already_deleted_ids')}"
+                         if status.get("already_deleted_ids") else "")
+                      + (f": {status.get('reason')}" if state == "failed" else ""))
+    if state == "failed":
+        raise typer.Exit(1)
+
+
+def _delete_local(config: str, overrides: list[str], ids: list[int], key: str | None) -> dict[str, Any]:
+    from unlearnkit.service.config import load_service_config
+    from unlearnkit.service.deletion import DeletionService
+
+    cfg = load_service_config(config, overrides)
+    service = DeletionService.from_config(cfg, console=err_console)
+    try:
+        receipt = service.submit(ids, key)
+        service.run_pending()
+        return service.status(receipt.request_id) or {}
+    finally:
+        service.close()
+
+
+def _delete_http(url: str, token: str | None, ids: list[int], key: str, wait: bool, timeout: float) -> dict[str, Any]:
+    import httpx
+
+    if not token:
+        raise ConfigError("no bearer token: set UNLEARNKIT_TOKEN or pass --token")
+    base = url.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        for attempt in range(3):  # the idempotency key makes a retry after a lost connection safe
+            try:
+                r = client.post("/v1/deletions", json={"sample_ids": ids, "idempotency_key": key}, headers=headers)
+                break
+            except httpx.TransportError as err:
+                if attempt == 2:
+                    raise ConfigError(f"cannot reach the service at {base} ({err}); is `unlearnkit serve` "
+                                      "running there?") from err
+                time.sleep(1.0)
+        if r.status_code != 202:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text
+            raise ConfigError(f"the service refused the request (HTTP {r.status_code}): {detail}")
+        rid = r.json()["request_id"]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = client.get(f"/v1/deletions/{rid}").json()
+            if not wait or status["state"] in ("done", "failed") or time.monotonic() > deadline:
+                return status
+            time.sleep(0.2)
+
+
+@ledger_app.command("verify")
+def verify(
+    target: str = typer.Argument(..., help="the ledger file (ledger.sqlite3) or a service CONFIG naming it"),
+    expected_head: Optional[str] = typer.Option(None, "--expected-head",
+                                                help="a row hash kept elsewhere that the chain must contain"),
+    set_: list[str] = typer.Option([], "--set", help="with a CONFIG: override a config value"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Recompute the ledger's hash chain; name the first broken row (exit 1 when broken)."""
+    from unlearnkit.service.ledger import verify_ledger
+
+    try:
+        path = Path(target)
+        if path.suffix in (".yaml", ".yml") or (not path.exists() and not path.suffix):
+            from unlearnkit.service.config import load_service_config
+
+            path = load_service_config(target, set_).ledger_path
+        report = verify_ledger(path, expected_head=expected_head)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    elif report.ok:
+        sys.stdout.write(f"ledger OK: {report.rows} rows, chain intact; head seq {report.head_seq} "
+                         f"hash {report.head_hash}\n")
+    else:
+        sys.stdout.write(f"ledger BROKEN at row seq {report.first_broken_seq}: {report.reason} "
+                         f"({report.rows} rows read)\n")
+    for w in report.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {w}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``delete`` and the ``ledger`` group to the main CLI."""
+    app.command("serve")(serve)
+    app.command("delete")(delete)
+    app.add_typer(ledger_app, name="ledger")
+
+
+__all__ = ["ledger_app", "parse_ids", "register"]

@@ -1,0 +1,127 @@
+"""Configuration of the deletion service (``unlearnkit serve CONFIG``).
+
+A YAML file validated by :class:`ServiceConfig` (unknown keys are errors, as everywhere in unlearnkit). The bearer
+token is never part of the config: the CLI reads it from the environment variable named by ``token_env``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from unlearnkit.config.schema import DataConfig, EngineConfig, Frozen, ModelSpec
+from unlearnkit.errors import ConfigError
+
+
+def _default_engine() -> EngineConfig:
+    return EngineConfig(device="cpu", progress=False)
+
+
+class ServiceConfig(Frozen):
+    """Settings of the deletion service: data, SISA ensemble, storage, HTTP binding, batching.
+
+    Units: ``batch_window_s`` in seconds; ``port`` a TCP port (0 = let the OS choose).
+    """
+
+    name: str = Field("service", description="a label for logs and the model endpoint")
+    data: DataConfig = Field(default_factory=DataConfig, description="the training data (sample ids are its ids); "
+                             "its test split is the non-member pool of the audit's membership check")
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mlp", params={"hidden": [64]}),
+                             description="architecture of each SISA constituent model")
+    sisa: dict[str, Any] = Field(default_factory=dict, description="SISAConfig fields (shards, slices, "
+                                 "aggregation, train, seed); validated against methods/exact/sisa.py's SISAConfig")
+    engine: EngineConfig = Field(default_factory=_default_engine)
+    store: str = Field("runs/service/store", description="folder of the SISA checkpoints and committed state")
+    ledger: str | None = Field(None, description="ledger SQLite file; None = <store>/ledger.sqlite3")
+    ledger_synchronous: Literal["full", "normal"] = Field(
+        "full", description="full: every append is fsynced (survives power loss); normal: survives a killed "
+                            "process only")
+    host: str = Field("127.0.0.1", description="address to bind; loopback by default (set 0.0.0.0 deliberately)")
+    port: int = Field(8765, ge=0, le=65535)
+    token_env: str = Field("UNLEARNKIT_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                           description="environment variable holding the bearer token (read by the CLI only)")
+    executor: str = Field("sequential", description="executor of shard retraining jobs: sequential, process, ray")
+    executor_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the executor")
+    executor_nice: int = Field(10, ge=0, le=19, description="process executor: niceness added to the worker "
+                               "processes, so retraining yields the CPU to the API (0 = same priority)")
+    batch_window_s: float = Field(0.2, ge=0, le=3600, description="after the first pending request arrives, wait "
+                                  "this long for more before planning a window (requests arriving during a retrain "
+                                  "wait for the next window anyway)")
+    max_ids_per_request: int = Field(10_000, ge=1, description="largest number of sample ids in one request")
+    audit_max_retained: int = Field(500, ge=0, description="retained (member) samples scored as the audit's "
+                                    "reference pool; 0 = skip the reference")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = v.strip()
+        if v != "localhost":
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError(f"host must be an IP address or 'localhost', got {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _check_sisa(self) -> ServiceConfig:
+        from unlearnkit.service.executors import EXECUTORS
+
+        cfg = sisa_config_from(self.sisa)
+        object.__setattr__(self, "sisa", cfg.model_dump(mode="json"))
+        try:
+            EXECUTORS.validate_config(self.executor, self.executor_params)
+        except ConfigError as err:
+            raise ValueError(f"executor: {err}") from None
+        return self
+
+    # -- derived ------------------------------------------------------------------------------------------------
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger file: ``ledger`` or ``<store>/ledger.sqlite3``."""
+        from unlearnkit.service.ledger import default_ledger_path
+
+        return Path(self.ledger) if self.ledger else default_ledger_path(self.store)
+
+    @property
+    def is_loopback(self) -> bool:
+        """True when ``host`` only accepts connections from this machine."""
+        return self.host == "localhost" or ipaddress.ip_address(self.host).is_loopback
+
+
+def sisa_config_from(params: dict[str, Any]) -> Any:
+    """Validate ``params`` as a SISAConfig (methods/exact/sisa.py).
+
+    Raises:
+        ValueError: invalid or unknown keys (pydantic turns it into a config error with the location).
+    """
+    from unlearnkit.methods.exact.sisa import SISAConfig
+
+    try:
+        return SISAConfig.model_validate(dict(params))
+    except ValidationError as err:
+        msgs = "; ".join(f"sisa.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{msgs}. Allowed keys: {', '.join(SISAConfig.model_fields)}") from None
+
+
+def load_service_config(path: str | Path, overrides: Iterable[str] = ()) -> ServiceConfig:
+    """Load a service YAML (``extends:`` and ``--set a.b=v`` work as for experiments); a bundled name also works.
+
+    Raises:
+        ConfigError: missing file, bad YAML, unknown key (names the allowed keys), bad value.
+    """
+    from unlearnkit.config.loader import apply_overrides, load_raw, parse_overrides, resolve_config_path, \
+        validation_message
+
+    p = resolve_config_path(path)
+    raw = apply_overrides(load_raw(p), parse_overrides(overrides))
+    try:
+        return ServiceConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(validation_message(err, ServiceConfig, str(p))) from err
+
+
+__all__ = ["ServiceConfig", "load_service_config", "sisa_config_from"]
