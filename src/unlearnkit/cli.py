@@ -209,6 +209,12 @@ def schema(
     sys.stdout.write(json.dumps(entry.config.model_json_schema(), indent=2) + "\n")
 
 
+# deletion service: serve, delete, ledger verify (service/cli.py; imports nothing heavy until a command runs)
+from unlearnkit.service.cli import register as _register_service  # noqa: E402
+
+_register_service(app)
+
+
 def main() -> None:
     app()
 
