@@ -3,6 +3,13 @@
 Each finished (method, seed) is appended to ``results.jsonl`` at once (flushed and fsynced); a rerun of the same
 config resumes by skipping finished rows. A method that fails gets a row with ``status: "error"`` (or ``"diverged"``)
 and its reason, and the run goes on.
+
+Scenarios with stages (``corrective``: one per identified fraction p; ``sequential``: one per deletion request) give
+one row per (method, seed, stage), identified by the stage's fields (``identified_fraction`` / ``request``). θ_o is
+trained once per seed and shared by all stages; every stage has its own oracle θ_r, trained on the stage's D_r and
+cached by its lineage (which includes the ids digest). In a sequential scenario the input of request i is the
+method's own output of request i − 1: held in memory, or on resume loaded from
+``checkpoints/<label>-seed<s>-req<i−1>/`` (recomputed from θ_o when that checkpoint is missing).
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ from unlearnkit.config.schema import ExperimentConfig, MethodSpec
 from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.bench.tracks import TRACKS, Role, Track
 from unlearnkit.bench.tracks.classifier import check_requirements  # noqa: F401 - public re-export
-from unlearnkit.data.scenarios import Task, ids_digest
-from unlearnkit.engine.checkpoint import ModelCache, save_checkpoint, state_sha256
+from unlearnkit.data.scenarios import Stage, Task, ids_digest
+from unlearnkit.engine.checkpoint import ModelCache, load_checkpoint, save_checkpoint, state_sha256
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
@@ -183,7 +190,8 @@ class Runner:
                                   f"not '{cfg.track}'")
             section = TRACKS.validate_config(cfg.track, getattr(cfg, cfg.track, None) or {})
             self.track = track_cls(cfg, section, self.engine)
-        self._task = task
+        self._task: Any = None
+        self._stages: list[Stage] | None = None
         self.identity = self._identity(task, model_factory)
         self.run_dir = run_dir_for(cfg, self.identity)
         self.reused: list[str] = []
@@ -196,6 +204,14 @@ class Runner:
         if self._task is None:
             self._task = self.track.build_task()
         return self._task
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The task's stages: one with an empty key for plain scenarios; one per p (corrective) or request
+        (sequential)."""
+        if self._stages is None:
+            self._stages = list(self.track.stages(self.task))
+        return self._stages
 
     def new_model(self, init_seed: int) -> nn.Module:
         """A freshly initialised model (seeded) for the task."""
@@ -223,7 +239,7 @@ class Runner:
             parts["track"] = self.cfg.track
         return stable_hash(parts)
 
-    def _train_or_load(self, role: Role, data_ids: np.ndarray, seed: int) -> TrainedModel:
+    def _train_or_load(self, role: Role, data_ids: np.ndarray, seed: int, task: Any = None) -> TrainedModel:
         key = self._lineage(role, self.track.recipe(role), seed, data_ids)
         label = f"{role} model (seed {seed}, key {key[:8]})"
         if self.cache.has(key):
@@ -237,7 +253,7 @@ class Runner:
             self.reused.append(role)
             return TrainedModel(model, key, float(manifest["meta"].get("seconds", 0.0)), True, ids, state_sha256(model))
         self.console.print(f"training {label} ...")
-        model, seconds, ids = self.track.train(self.task, role, seed)
+        model, seconds, ids = self.track.train(self.task if task is None else task, role, seed)
         self.cache.save(key, model, meta={"seconds": seconds, "role": role, "seed": seed, "samples": int(len(ids))},
                         extras={"trained_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))})
         self.console.print(f"trained {label} in {seconds:.1f} s")
@@ -248,31 +264,38 @@ class Runner:
         """θ_o for ``seed``: trained on D (init seed = seed), or loaded from the cache."""
         return self._train_or_load("original", self.task.train_ids, seed)
 
-    def oracle(self, seed: int) -> TrainedModel:
-        """θ_r for ``seed``: a fresh init (``derive_seed(seed, "oracle-init")``) trained on D_r only, or cached.
+    def oracle(self, seed: int, stage: Stage | None = None) -> TrainedModel:
+        """θ_r for ``seed`` (and ``stage``; default: the last stage, the only one of a plain scenario): a fresh init
+        (``derive_seed(seed, "oracle-init")``) trained on the stage's D_r only, or cached.
 
         Raises:
-            MethodError: the oracle's recorded training ids intersect D_f (it must never see the forget set).
+            MethodError: the oracle's recorded training ids are not the stage's D_r, or intersect the stage's
+                (cumulative) forget set: it must never see data removed so far.
         """
-        task = self.task
-        tm = self._train_or_load("oracle", task.retain_ids, seed)
-        leaked = np.intersect1d(tm.trained_ids, task.forget_ids)
+        stage = self.stages[-1] if stage is None else stage
+        task = stage.task
+        tm = self._train_or_load("oracle", task.retain_ids, seed, task=task)
+        leaked = np.intersect1d(tm.trained_ids, stage.evaluation.forget_ids)
         if len(leaked) or not np.array_equal(np.sort(tm.trained_ids), np.sort(task.retain_ids)):
+            where = f" ({stage.label})" if stage.key else ""
             raise MethodError(
-                f"the oracle for seed {seed} was trained on ids other than D_r ({len(leaked)} forget ids among them); "
-                f"delete the cache entry {self.cache.path(tm.key)}"
+                f"the oracle for seed {seed}{where} was trained on ids other than D_r ({len(leaked)} forget ids among "
+                f"them); delete the cache entry {self.cache.path(tm.key)}"
             )
         return tm
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, seed: int, per_sample_path: Path, *, original: TrainedModel,
-                 oracle: TrainedModel) -> dict[str, float]:
+                 oracle: TrainedModel, stage: Stage | None = None) -> dict[str, float]:
         """All configured metrics on ``model``; saves per-sample arrays (logits, labels, ids, metric arrays) as npz.
 
-        θ_o and θ_r of the same seed are handed to metrics as ``references`` (``original_model``, ``oracle_model``).
+        θ_o and θ_r of the same seed (and stage) are handed to metrics as ``references`` (``original_model``,
+        ``oracle_model``, plus the stage's own, e.g. the corrective manipulation); metrics see the stage's
+        evaluation task (sequential: the cumulative forget set).
         """
-        references = {"original_model": original.model, "oracle_model": oracle.model}
-        values, arrays = self.track.evaluate(self.task, model, seed, references, list(self.cfg.metrics))
+        stage = self.stages[-1] if stage is None else stage
+        references = {"original_model": original.model, "oracle_model": oracle.model, **stage.references}
+        values, arrays = self.track.evaluate(stage.evaluation, model, seed, references, list(self.cfg.metrics))
         per_sample_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = per_sample_path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -280,15 +303,29 @@ class Runner:
         return values
 
     # -- main loop ------------------------------------------------------------------------------------------------
-    def _base_row(self, spec_label: str, name: str, params: dict[str, Any], seed: int, is_oracle: bool) -> dict:
+    @staticmethod
+    def _tag(label: str, seed: int, stage: Stage) -> str:
+        """File stem of a row's per-sample file and checkpoint: ``<label>-seed<s>`` or ``<label>-seed<s>-<stage>``."""
+        return f"{label}-seed{seed}" + (f"-{stage.name}" if stage.name else "")
+
+    @staticmethod
+    def _row_id(method: str, seed: Any, fields: Any) -> tuple:
+        """Resume key of a row: (method, seed, stage fields) — the stage fields of a plain scenario are empty."""
+        from unlearnkit.report.summary import ROW_DIMENSIONS
+
+        return (method, seed, tuple((d, fields[d]) for d in ROW_DIMENSIONS if d in fields))
+
+    def _base_row(self, spec_label: str, name: str, params: dict[str, Any], seed: int, is_oracle: bool,
+                  stage: Stage | None = None) -> dict:
+        stage = self.stages[-1] if stage is None else stage
         return {"schema": SCHEMA, "run": self.cfg.name, "config_sha256": config_hash(self.cfg), "method": spec_label,
                 "method_name": name, "params": params, "seed": seed, "is_oracle": is_oracle, "track": self.cfg.track,
-                "scenario": self.task.scenario, "versions": versions(), "started_at": _now()}
+                **dict(stage.key), "scenario": stage.evaluation.scenario, "versions": versions(), "started_at": _now()}
 
     def run(self) -> RunOutcome:
         # everything that can fail on bad input fails before the run folder exists (no empty folders left behind)
         _ = self.engine.device
-        _ = self.task
+        _ = self.stages
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / ".write-test").write_text("ok")
@@ -314,69 +351,152 @@ class Runner:
         cfg = self.cfg
         self._write_config()
         results = self.run_dir / "results.jsonl"
-        done = {(r["method"], r["seed"]) for r in read_results(results) if r.get("status") in ("ok", "diverged")}
+        finished = {self._row_id(r["method"], r["seed"], r): r for r in read_results(results)
+                    if r.get("status") in ("ok", "diverged")}
         task = self.task
+        stages = self.stages
         s = task.scenario
+        staged = "" if len(stages) == 1 and not stages[0].key else \
+            f"; {len(stages)} stages ({', '.join(st.label for st in stages)})"
         self.console.print(
             f"[bold]{cfg.name}[/]: {task.name}, scenario {s['kind']} — |D_f|={s['n_forget']}, |D_r|={s['n_retain']}, "
-            f"|D_t|={s['n_test']}; {len(cfg.methods)} method(s) × {len(cfg.seeds)} seed(s) → {self.run_dir}"
+            f"|D_t|={s['n_test']}{staged}; {len(cfg.methods)} method(s) × {len(cfg.seeds)} seed(s) → {self.run_dir}"
         )
         specs = [m for m in cfg.methods if not (m.name == "retrain" and m.label == ORACLE_LABEL)]
         for m in specs:  # refuse up front, before any training
-            self.track.check_method(METHODS.get(m.name), m.label, task)
+            for st in stages:
+                self.track.check_method(METHODS.get(m.name), m.label, st.task)
         new = 0
         for seed in cfg.seeds:
-            todo = [m for m in specs if (m.label, seed) not in done]
-            oracle_done = (ORACLE_LABEL, seed) in done
-            if not todo and oracle_done:
+            def pending(st: Stage, seed: int = seed) -> tuple[list[MethodSpec], bool]:
+                todo = [m for m in specs if self._row_id(m.label, seed, st.key) not in finished]
+                return todo, self._row_id(ORACLE_LABEL, seed, st.key) in finished
+
+            if all(not pending(st)[0] and pending(st)[1] for st in stages):
                 continue
-            original = self.original(seed)
-            oracle = self.oracle(seed)
-            oracle_metrics = self._oracle_metrics(original, oracle, seed, results, oracle_done)
-            new += 0 if oracle_done else 1
-            for spec in todo:
-                row = self._run_method(spec, seed, original, oracle, oracle_metrics)
-                append_row(results, row)
-                new += 1
-                st = row["status"]
-                msg = f"{spec.label} seed {seed}: {st}"
-                if st != "ok":
-                    msg += f" — {row['error']}"
-                self.console.print(escape(msg), style=None if st == "ok" else "red")
+            original = self.original(seed)  # θ_o: one per seed, shared by every stage
+            outputs: dict[str, nn.Module | str] = {}  # label → its output of the previous stage (or why there is none)
+            for index, stage in enumerate(stages):
+                todo, oracle_done = pending(stage)
+                if not todo and oracle_done:
+                    outputs = {}
+                    continue
+                oracle = self.oracle(seed, stage)
+                oracle_metrics = self._oracle_metrics(original, oracle, seed, stage, results, finished)
+                new += 0 if oracle_done else 1
+                produced: dict[str, nn.Module | str] = {}
+                for spec in todo:
+                    def start(spec: MethodSpec = spec, index: int = index) -> nn.Module:
+                        return self._stage_input(spec, seed, index, original, outputs, finished)
+
+                    row, out = self._run_method(spec, seed, original, oracle, oracle_metrics, stage=stage,
+                                                start=start)
+                    produced[spec.label] = out
+                    append_row(results, row)
+                    new += 1
+                    st = row["status"]
+                    msg = f"{spec.label} seed {seed}{f' {stage.label}' if stage.key else ''}: {st}"
+                    if st != "ok":
+                        msg += f" — {row['error']}"
+                    self.console.print(escape(msg), style=None if st == "ok" else "red")
+                outputs = produced
         rows = read_results(results)
         return RunOutcome(self.run_dir, rows, new, list(self.reused), list(self.trained))
 
-    def _oracle_metrics(self, original: TrainedModel, oracle: TrainedModel, seed: int, results: Path,
-                        done: bool) -> dict[str, float]:
-        if done:
-            for r in reversed(read_results(results)):
-                if r["method"] == ORACLE_LABEL and r["seed"] == seed and r.get("status") == "ok":
-                    return r["metrics"]
-        row = self._base_row(ORACLE_LABEL, "retrain", {}, seed, True)
-        metrics = self.evaluate(oracle.model, seed, self.run_dir / "per_sample" / f"{ORACLE_LABEL}-seed{seed}.npz",
-                                original=original, oracle=oracle)
+    def _oracle_metrics(self, original: TrainedModel, oracle: TrainedModel, seed: int, stage: Stage, results: Path,
+                        finished: dict[tuple, dict[str, Any]]) -> dict[str, float]:
+        done = finished.get(self._row_id(ORACLE_LABEL, seed, stage.key))
+        if done is not None and done.get("status") == "ok":
+            return done["metrics"]
+        row = self._base_row(ORACLE_LABEL, "retrain", {}, seed, True, stage)
+        metrics = self.evaluate(oracle.model, seed,
+                                self.run_dir / "per_sample" / f"{self._tag(ORACLE_LABEL, seed, stage)}.npz",
+                                original=original, oracle=oracle, stage=stage)
         metrics.update(unlearn_seconds=oracle.seconds, rte_ratio=1.0)
         if self.track.gap_keys():
             metrics["avg_gap"] = 0.0
         row.update(status="ok", error=None, metrics=metrics, checkpoint_sha256=oracle.sha256,
                    cached_model=oracle.cached, lineage_key=oracle.key, finished_at=_now())
-        if not done:
+        if done is None:
             append_row(results, row)
         return metrics
 
-    def _run_method(self, spec: MethodSpec, seed: int, original: TrainedModel, oracle: TrainedModel,
-                    oracle_metrics: dict[str, float]) -> dict[str, Any]:
-        row = self._base_row(spec.label, spec.name, spec.params, seed, False)
+    def _context(self, seed: int, stage: Stage) -> UnlearnContext:
+        # chained stages (sequential requests) get their own randomness per request; the others the row's seed
+        return UnlearnContext(seed=derive_seed(seed, stage.name) if stage.chained else seed,
+                              train_recipe=self.track.recipe("original"), init_seed=derive_seed(seed, "oracle-init"),
+                              model_factory=self.new_model)
+
+    def _stage_input(self, spec: MethodSpec, seed: int, index: int, original: TrainedModel,
+                     outputs: dict[str, nn.Module | str], finished: dict[tuple, dict[str, Any]]) -> nn.Module:
+        """The model ``spec`` starts stage ``index`` from: θ_o, or (chained stages) its output of stage index − 1.
+
+        That output is taken from memory (this run), else from ``checkpoints/<label>-seed<s>-<prev>/`` (checked
+        against the previous row's ``checkpoint_sha256``), else recomputed from θ_o through stages 0 … index − 1.
+
+        Raises:
+            MethodError: the previous stage failed or diverged (nothing to continue from).
+        """
+        stage = self.stages[index]
+        if not stage.chained or index == 0:
+            return original.model
+        prev = self.stages[index - 1]
+        if spec.label in outputs:
+            got = outputs[spec.label]
+            if isinstance(got, str):
+                raise MethodError(f"{prev.label} of '{spec.label}' {got}; request {index} continues from its output, "
+                                  "so it is not run (fix the earlier request and rerun: it is retried)")
+            return got
+        row = finished.get(self._row_id(spec.label, seed, prev.key))
+        if row is None or row.get("status") != "ok":
+            raise MethodError(f"{prev.label} of '{spec.label}' has no successful row "
+                              f"({row.get('status') if row else 'missing'}); nothing to continue from")
+        ck = self.run_dir / "checkpoints" / self._tag(spec.label, seed, prev)
+        if ck.is_dir():
+            model = self.new_model(0)
+            try:
+                load_checkpoint(ck, model)
+            except CheckpointError as err:
+                self.console.print(escape(f"[{spec.label} seed {seed}] cannot use {ck}: {err}"), style="yellow")
+            else:
+                if state_sha256(model) == row.get("checkpoint_sha256"):
+                    return model
+                self.console.print(escape(f"[{spec.label} seed {seed}] {ck} does not hold the model of {prev.label}'s "
+                                          "row (different weights)"), style="yellow")
+        self.console.print(escape(f"[{spec.label} seed {seed}] the output of {prev.label} is not available "
+                                  f"({ck} missing or unusable): recomputing requests 0–{index - 1} from θ_o"),
+                           style="yellow")
         model = copy.deepcopy(original.model)
-        ctx = UnlearnContext(seed=seed, train_recipe=self.track.recipe("original"),
-                             init_seed=derive_seed(seed, "oracle-init"), model_factory=self.new_model)
+        for j in range(index):
+            st = self.stages[j]
+            res = self.track.unlearn(st.task, METHODS.build(spec.name, spec.params), model, self._context(seed, st))
+            model = res.model
+            want = (finished.get(self._row_id(spec.label, seed, st.key)) or {}).get("checkpoint_sha256")
+            if want and state_sha256(model) != want:
+                self.console.print(escape(f"[{spec.label} seed {seed}] the recomputed output of {st.label} differs "
+                                          "from the recorded one (non-deterministic method or changed code)"),
+                                   style="yellow")
+        return model
+
+    def _run_method(self, spec: MethodSpec, seed: int, original: TrainedModel, oracle: TrainedModel,
+                    oracle_metrics: dict[str, float], *, stage: Stage | None = None,
+                    start: Callable[[], nn.Module] | None = None) -> tuple[dict[str, Any], nn.Module | str]:
+        """One (method, seed, stage) row, and the unlearned model (or, when it failed, why) for a following stage.
+
+        ``start`` returns the model to unlearn from (default θ_o); it is copied, never modified.
+        """
+        stage = self.stages[-1] if stage is None else stage
+        row = self._base_row(spec.label, spec.name, spec.params, seed, False, stage)
+        tag = self._tag(spec.label, seed, stage)
+        out: nn.Module | str = "failed"
         try:
+            model = copy.deepcopy(start() if start is not None else original.model)
             method = METHODS.build(spec.name, spec.params)
-            res = self.track.unlearn(self.task, method, model, ctx)
+            res = self.track.unlearn(stage.task, method, model, self._context(seed, stage))
             if not all(torch.isfinite(p).all() for p in res.model.parameters()):
                 raise DivergenceError(f"{spec.label}: parameters became NaN/inf", step=res.steps, loss=float("nan"))
-            metrics = self.evaluate(res.model, seed, self.run_dir / "per_sample" / f"{spec.label}-seed{seed}.npz",
-                                    original=original, oracle=oracle)
+            metrics = self.evaluate(res.model, seed, self.run_dir / "per_sample" / f"{tag}.npz",
+                                    original=original, oracle=oracle, stage=stage)
             metrics["unlearn_seconds"] = res.seconds
             metrics["rte_ratio"] = res.seconds / oracle.seconds if oracle.seconds > 0 else float("nan")
             gap_keys = self.track.gap_keys()
@@ -384,21 +504,26 @@ class Runner:
                 metrics["avg_gap"] = avg_gap(metrics, oracle_metrics, gap_keys)
             sha = state_sha256(res.model)
             if self.cfg.save_unlearned:
-                ck = self.run_dir / "checkpoints" / f"{spec.label}-seed{seed}"
+                ck = self.run_dir / "checkpoints" / tag
                 if ck.exists():  # left by an interrupted attempt whose row was never written: this run replaces it
                     shutil.rmtree(ck)
-                save_checkpoint(ck, res.model, lineage_key=sha, meta={"method": spec.name, "seed": seed,
-                                                                        "original": original.key})
+                meta = {"method": spec.name, "seed": seed, "original": original.key}
+                if stage.key:
+                    meta["stage"] = dict(stage.key)
+                save_checkpoint(ck, res.model, lineage_key=sha, meta=meta)
             row.update(status="ok", error=None, metrics=metrics, steps=res.steps, notes=res.notes,
                        checkpoint_sha256=sha)
+            out = res.model
         except DivergenceError as err:
             row.update(status="diverged", error=f"DivergenceError: {err}", diverged_step=err.step, metrics={})
+            out = "diverged"
         except Exception as err:  # noqa: BLE001 - any failure of one method becomes its error row; the run goes on
             tb = traceback.format_exception(type(err), err, err.__traceback__)
             row.update(status="error", error=f"{type(err).__name__}: {err}", traceback="".join(tb[-3:]), metrics={})
+            out = "failed"
         row["finished_at"] = _now()
         row["original_sha256"] = original.sha256
-        return row
+        return row, out
 
 
 def run_experiment(cfg: ExperimentConfig, *, console: Console | None = None,

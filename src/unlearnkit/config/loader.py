@@ -185,12 +185,16 @@ def resolve_config_path(path: str | Path) -> Path:
     p = Path(path)
     if p.is_file():
         return p
-    for cand in (PACKAGE_CONFIGS / p.name, PACKAGE_CONFIGS / f"{p.name}.yaml"):
-        if cand.is_file():
-            return cand
+    # bundled configs, also in sub-folders: "llm/tofu_tiny", "configs/llm/tofu_tiny.yaml"
+    rel = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
+    for base in dict.fromkeys((rel, Path(p.name))):
+        for cand in (PACKAGE_CONFIGS / base, PACKAGE_CONFIGS / f"{base}.yaml"):
+            if cand.is_file():
+                return cand
+    names = sorted(x.relative_to(PACKAGE_CONFIGS).with_suffix("").as_posix() for x in PACKAGE_CONFIGS.rglob("*.yaml"))
     raise ConfigError(
         f"config file not found: {path}. Give a path to a YAML file, or a bundled config name "
-        f"({', '.join(sorted(x.stem for x in PACKAGE_CONFIGS.glob('*.yaml')))})"
+        f"({', '.join(names)})"
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 
 #: result-row label of the retrained oracle θ_r (reserved: no other method may use it)
@@ -90,6 +90,58 @@ class DataConfig(Frozen):
         return v
 
 
+#: the identified fractions p of Goel et al. (2024): share of the manipulated samples that is found and forgotten
+DEFAULT_IDENTIFIED_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+
+
+class RequestSpec(Frozen):
+    """One deletion request of a ``sequential`` scenario: exactly one of
+
+    - ``fraction`` (0 < f < 1, of |D|, the original training set) or ``count`` (n ≥ 1): samples drawn uniformly
+      among those not removed by earlier requests (nor named by an ``ids`` request of the sequence);
+    - ``classes``: every remaining training sample of these classes;
+    - ``ids``: these source-data-set sample ids.
+    """
+
+    fraction: float | None = None
+    count: int | None = None
+    classes: list[int] | None = None
+    ids: list[int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, float):
+            return {"fraction": data}
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"count": data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RequestSpec:
+        given = [f for f in ("fraction", "count", "classes", "ids") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a deletion request needs exactly one of 'fraction', 'count', 'classes' or 'ids', got "
+                             f"{given or 'none'}; e.g. {{fraction: 0.03}} or {{classes: [3]}}")
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise ValueError(f"request fraction must be strictly between 0 and 1 (of |D|), got {self.fraction}")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"request count must be ≥ 1, got {self.count}")
+        for f in ("classes", "ids"):
+            v = getattr(self, f)
+            if v is not None and not v:
+                raise ValueError(f"request '{f}' is empty; list at least one")
+            if v is not None and len(set(v)) != len(v):
+                raise ValueError(f"request '{f}' has duplicates: {v}")
+        return self
+
+
+#: ScenarioConfig fields added for the corrective and sequential kinds: left out of the serialised config when unset,
+#: so the resolved YAML and the config hash of every other scenario are what they were before these kinds existed
+_STAGED_FIELDS: tuple[str, ...] = ("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions",
+                                   "requests")
+
+
 class ScenarioConfig(Frozen):
     """How the forget set D_f is chosen (DESIGN §2).
 
@@ -98,25 +150,96 @@ class ScenarioConfig(Frozen):
       and separately on the forgotten classes.
     - ``subclass``: a fine class inside a super-class hierarchy (CIFAR-20/100); only for data sets that have one.
     - ``ids``: the given source-data-set sample ids (a deletion request).
+    - ``corrective`` (Goel et al., "Corrective Machine Unlearning", TMLR 2024, arXiv:2402.14015): ``fraction`` or
+      ``count`` training samples are manipulated — ``manipulation: poison`` pastes a ``trigger_size``² patch
+      (``trigger_value``, default: each patch pixel's maximum over the training inputs) and relabels them
+      ``target`` (default 0); ``manipulation: confusion`` swaps the labels of count/2 samples of each class of the
+      pair ``classes`` (default [3, 5], the reference's cat/dog). θ_o trains on the manipulated set; for every p in
+      ``identified_fractions`` (default 0.1, 0.25, 0.5, 1.0) D_f is the identified ⌈p·m⌉ of the m manipulated
+      samples (nested over p). One result row per p (``identified_fraction``).
+    - ``sequential``: deletion requests applied one after another, each to the previous request's unlearned model;
+      ``requests: k`` with ``fraction``/``count`` per request, or a list of :class:`RequestSpec`. Metrics after
+      every request on the cumulative forget set, against an oracle retrained without everything removed so far.
+      One result row per request (``request``: 0, 1, ...).
+
+    ``seed`` draws the forget set (random), the manipulated samples and the identified subsets (corrective), and the
+    random requests (sequential); it is independent of the training seeds.
     """
 
-    kind: Literal["random", "class", "subclass", "ids"] = "random"
-    fraction: float | None = None
-    count: int | None = None
-    classes: list[int] | None = None
+    kind: Literal["random", "class", "subclass", "ids", "corrective", "sequential"] = "random"
+    fraction: float | None = Field(None, description="random: share of D forgotten; corrective: share of D "
+                                   "manipulated; sequential with requests: k: share of D removed per request")
+    count: int | None = Field(None, description="as fraction, as a number of samples")
+    classes: list[int] | None = Field(None, description="class / subclass: forgotten classes; corrective confusion: "
+                                      "the confused pair [a, b]")
     ids: list[int] | None = None
     seed: int = Field(0, description="seed of the forget-set draw (independent of training seeds)")
+    manipulation: Literal["poison", "confusion"] | None = Field(
+        None, description="corrective: poison (trigger patch → target label) or confusion (label swaps in a pair)")
+    target: int | None = Field(None, ge=0, description="corrective poison: label of the poisoned samples (default 0)")
+    trigger_size: int | None = Field(None, ge=1, description="corrective poison: side of the square trigger patch in "
+                                     "pixels, bottom-right corner (default 3, the reference's patch_size)")
+    trigger_value: float | None = Field(None, description="corrective poison: the patch value (input units after "
+                                        "normalisation); default: per-pixel maximum of the training inputs")
+    identified_fractions: list[float] | None = Field(
+        None, description="corrective: shares p in (0, 1] of the manipulated samples identified and forgotten "
+        "(default [0.1, 0.25, 0.5, 1.0])")
+    requests: int | list[RequestSpec] | None = Field(
+        None, description="sequential: number of requests (each `fraction`/`count` of D) or a list of requests")
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _requests(cls, v: Any) -> Any:
+        """One readable message per bad request (instead of pydantic's two, one per branch of ``int | list``)."""
+        from pydantic import ValidationError
+
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for i, q in enumerate(v):
+            if isinstance(q, RequestSpec):
+                out.append(q)
+                continue
+            try:
+                out.append(RequestSpec.model_validate(q))
+            except ValidationError as err:
+                msgs = []
+                for e in err.errors():
+                    if e["type"] == "extra_forbidden":
+                        msgs.append(f"unknown key '{e['loc'][-1]}' (allowed: fraction, count, classes, ids)")
+                    else:
+                        msgs.append(str(e["msg"]).removeprefix("Value error, "))
+                raise ValueError(f"request {i} ({q!r}): {'; '.join(msgs)}") from None
+        return out
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_staged(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for f in _STAGED_FIELDS:
+                if f in data and data[f] is None:
+                    del data[f]
+        return data
+
+    def _not_used(self, fields: tuple[str, ...], why: str = "") -> None:
+        bad = [f for f in fields if getattr(self, f) is not None]
+        if bad:
+            raise ValueError(f"scenario {self.kind} does not use {bad}{why}; remove them or change 'kind'")
+
+    def _fraction_or_count(self, what: str) -> None:
+        if (self.fraction is None) == (self.count is None):
+            raise ValueError(f"scenario {self.kind} needs exactly one of 'fraction' (0 < f < 1) or 'count' (n ≥ 1) "
+                             f"{what}")
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise ValueError(f"scenario.fraction must be strictly between 0 and 1, got {self.fraction}")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"scenario.count must be ≥ 1, got {self.count}")
 
     @model_validator(mode="after")
     def _check(self) -> ScenarioConfig:
         k = self.kind
         if k == "random":
-            if (self.fraction is None) == (self.count is None):
-                raise ValueError("scenario random needs exactly one of 'fraction' (0 < f < 1) or 'count' (n ≥ 1)")
-            if self.fraction is not None and not 0 < self.fraction < 1:
-                raise ValueError(f"scenario.fraction must be strictly between 0 and 1, got {self.fraction}")
-            if self.count is not None and self.count < 1:
-                raise ValueError(f"scenario.count must be ≥ 1, got {self.count}")
+            self._fraction_or_count("")
         elif k in ("class", "subclass"):
             if not self.classes:
                 raise ValueError(f"scenario {k} needs 'classes' (a non-empty list of class indices); none given")
@@ -125,16 +248,92 @@ class ScenarioConfig(Frozen):
         elif k == "ids":
             if not self.ids:
                 raise ValueError("scenario ids needs 'ids' (a non-empty list of sample ids)")
+        elif k == "corrective":
+            self._check_corrective()
+        elif k == "sequential":
+            self._check_sequential()
+        if k in ("corrective", "sequential"):
+            return self
         extra = {
             "random": ("classes", "ids"),
             "class": ("fraction", "count", "ids"),
             "subclass": ("fraction", "count", "ids"),
             "ids": ("fraction", "count", "classes"),
         }[k]
-        bad = [f for f in extra if getattr(self, f) is not None]
-        if bad:
-            raise ValueError(f"scenario {k} does not use {bad}; remove them or change 'kind'")
+        self._not_used(extra + _STAGED_FIELDS)
         return self
+
+    def _check_corrective(self) -> None:
+        if self.manipulation is None:
+            raise ValueError("scenario corrective needs 'manipulation': poison (trigger patch → target label) or "
+                             "confusion (label swaps between two classes)")
+        self._fraction_or_count("of manipulated training samples")
+        self._not_used(("ids", "requests"))
+        if self.manipulation == "poison":
+            self._not_used(("classes",), " with manipulation poison (the target class is 'target')")
+            object.__setattr__(self, "target", 0 if self.target is None else self.target)
+            object.__setattr__(self, "trigger_size", 3 if self.trigger_size is None else self.trigger_size)
+        else:
+            self._not_used(("target", "trigger_size", "trigger_value"), " with manipulation confusion")
+            pair = [3, 5] if self.classes is None else list(self.classes)
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise ValueError(f"scenario corrective confusion needs 'classes': two distinct classes [a, b], got "
+                                 f"{self.classes}")
+            object.__setattr__(self, "classes", pair)
+        ps = list(DEFAULT_IDENTIFIED_FRACTIONS) if self.identified_fractions is None else list(self.identified_fractions)
+        if not ps:
+            raise ValueError("scenario corrective: identified_fractions is empty; give shares p in (0, 1], e.g. "
+                             "[0.1, 0.25, 0.5, 1.0]")
+        bad = [p for p in ps if not 0 < p <= 1]
+        if bad:
+            raise ValueError(f"scenario corrective: identified_fractions must lie in (0, 1] (shares of the "
+                             f"manipulated samples), got {bad}")
+        if len(set(ps)) != len(ps):
+            raise ValueError(f"scenario corrective: identified_fractions has duplicates: {ps}")
+        object.__setattr__(self, "identified_fractions", sorted(float(p) for p in ps))
+
+    def _check_sequential(self) -> None:
+        r = self.requests
+        self._not_used(("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions"))
+        if r is None:
+            raise ValueError("scenario sequential needs 'requests': a number k (with 'fraction' or 'count' removed "
+                             "per request) or a list of requests, e.g. [{fraction: 0.03}, {classes: [3]}]")
+        if isinstance(r, int):
+            if r < 1:
+                raise ValueError(f"scenario sequential: requests must be ≥ 1, got {r}")
+            self._fraction_or_count("removed per request (requests: k)")
+            self._not_used(("classes", "ids"), " with requests: k (give a list of requests for class or id requests)")
+            if self.fraction is not None and r * self.fraction >= 1:
+                raise ValueError(f"scenario sequential: {r} requests of {self.fraction} remove everything; lower "
+                                 "'fraction' or the number of requests")
+            return
+        if not r:
+            raise ValueError("scenario sequential: the list of requests is empty; give at least one")
+        self._not_used(("fraction", "count", "classes", "ids"), " with a list of requests (set them per request)")
+        seen_ids: set[int] = set()
+        seen_cls: set[int] = set()
+        for i, q in enumerate(r):
+            if q.ids is not None:
+                dup = seen_ids & set(q.ids)
+                if dup:
+                    raise ValueError(f"scenario sequential: request {i} repeats ids of an earlier request "
+                                     f"({sorted(dup)[:5]}); each sample can be deleted once")
+                seen_ids |= set(q.ids)
+            if q.classes is not None:
+                dup = seen_cls & set(q.classes)
+                if dup:
+                    raise ValueError(f"scenario sequential: request {i} repeats class(es) {sorted(dup)} of an "
+                                     "earlier request; every sample of a class is gone after its first request")
+                seen_cls |= set(q.classes)
+        total = sum(q.fraction for q in r if q.fraction is not None)
+        if total >= 1:
+            raise ValueError(f"scenario sequential: the requests' fractions sum to {total:g} ≥ 1; nothing would "
+                             "remain for D_r")
+
+    @property
+    def staged(self) -> bool:
+        """True for the kinds that produce several result rows per (method, seed): corrective, sequential."""
+        return self.kind in ("corrective", "sequential")
 
 
 class ComponentSpec(Frozen):
@@ -322,6 +521,10 @@ class ExperimentConfig(Frozen):
             raise ValueError("seeds is empty: give a count (3) or a list ([0, 1, 2])")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds has duplicates: {self.seeds}")
+        if "corrective" in self.metrics and self.scenario.kind != "corrective":
+            raise ValueError("metric 'corrective' measures the effect of a manipulated training set and needs "
+                             f"scenario kind: corrective (this scenario is '{self.scenario.kind}'); remove it from "
+                             "metrics or use a corrective scenario")
         labels = [m.label for m in self.methods]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:

@@ -2,12 +2,16 @@
 
 Invariants (checked by :func:`check_split`, violations raise ``DataError``):
 D_f ∩ D_r = ∅, D_f ∪ D_r = D (train), D_t ∩ D = ∅ (by sample identity), D_f non-empty, D_r non-empty.
+
+Most scenarios give one task. ``corrective`` and ``sequential`` give several **stages** (:func:`build_stages`): one
+per identified fraction p, or one per deletion request; the runner writes one result row per (method, seed, stage).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -144,3 +148,91 @@ def build_task(data: LoadedData, scenario: ScenarioConfig) -> Task:
     rec.update(n_train=n, n_forget=len(forget), n_retain=len(retain), n_test=len(data.test),
                forget_ids_sha256=ids_digest(forget.ids))
     return Task(data.name, train, forget, retain, data.test, data.num_classes, rec, test_forgotten)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One unlearning step of a scenario: a plain scenario has one stage with an empty ``key``.
+
+    Attributes:
+        key: the row fields that identify the stage (``{}``, ``{"identified_fraction": p}``, ``{"request": i}``);
+            part of the result row and of its identity (resume, reports): each field must be one of
+            ``unlearnkit.report.summary.ROW_DIMENSIONS``.
+        name: file-name tag (``""``, ``"p25"``, ``"req2"``): per_sample/<label>-seed<s>-<name>.npz,
+            checkpoints/<label>-seed<s>-<name>/.
+        task: what the method unlearns (its D_f and D_r); the oracle of the stage trains on ``task.retain`` only.
+        eval_task: what the metrics see (sequential: D_f = everything removed so far); None = ``task``.
+        chained: the method's input is its own output of the previous stage (sequential), not a copy of θ_o.
+        references: extra references handed to metrics (corrective: the manipulation).
+    """
+
+    key: Mapping[str, Any]
+    name: str
+    task: Task
+    eval_task: Task | None = None
+    chained: bool = False
+    references: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluation(self) -> Task:
+        """The task metrics are computed on."""
+        return self.eval_task if self.eval_task is not None else self.task
+
+    @property
+    def label(self) -> str:
+        """Human-readable stage (``""`` for a plain scenario), e.g. ``p=25 %`` or ``request 2``."""
+        if "identified_fraction" in self.key:
+            return f"p={100 * self.key['identified_fraction']:g} %"
+        if "request" in self.key:
+            return f"request {self.key['request']}"
+        return ", ".join(f"{k}={v}" for k, v in self.key.items())
+
+
+def single_stage(task: Any) -> list[Stage]:
+    """The stages of a plain scenario: one, with an empty key."""
+    return [Stage({}, "", task)]
+
+
+def build_stages(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, list[Stage]]:
+    """The task and its stages for ``scenario``.
+
+    Plain kinds: (:func:`build_task`, one stage). ``corrective``: the training set is manipulated
+    (:mod:`unlearnkit.data.corrective`, seeded by ``scenario.seed``); stage p forgets the identified ⌈p·m⌉ of the m
+    manipulated samples (nested over p), and the returned task is the stage of the largest p (D = the manipulated
+    training set that θ_o trains on). ``sequential``: stage i forgets request i (:mod:`unlearnkit.data.sequential`);
+    the returned task has D_f = all requests, D_r = what remains after the last.
+
+    Raises:
+        DataError: as :func:`build_task`, and the manipulation's / requests' own errors.
+    """
+    if scenario.kind == "corrective":
+        from unlearnkit.data.corrective import MANIPULATION_KEY, corrective_task, interclass_confusion, poison
+
+        if scenario.manipulation == "poison":
+            manip = poison(data, fraction=scenario.fraction, count=scenario.count, target=int(scenario.target or 0),
+                           trigger_size=int(scenario.trigger_size or 3), trigger_value=scenario.trigger_value,
+                           seed=scenario.seed)
+        else:
+            a, b = scenario.classes or (3, 5)
+            manip = interclass_confusion(data, fraction=scenario.fraction, count=scenario.count, classes=(a, b),
+                                         seed=scenario.seed)
+        stages = []
+        for p in scenario.identified_fractions or ():
+            task = corrective_task(manip, p, seed=scenario.seed)
+            stages.append(Stage({"identified_fraction": float(p)}, f"p{100 * p:g}", task,
+                                references={MANIPULATION_KEY: manip}))
+        last = stages[-1].task
+        base = replace(last, scenario={**last.scenario, "identified_fractions": list(scenario.identified_fractions
+                                                                                     or ())})
+        return base, stages
+    if scenario.kind == "sequential":
+        from unlearnkit.data.sequential import draw_requests, request_specs, request_tasks
+
+        requests = draw_requests(data.train, request_specs(scenario), seed=scenario.seed)
+        pairs = request_tasks(data, requests, record={"seed": scenario.seed})
+        stages = [Stage({"request": i}, f"req{i}", unl, ev, chained=True) for i, (unl, ev) in enumerate(pairs)]
+        last = pairs[-1][1]
+        base = replace(last, scenario={**last.scenario, "n_forget": len(last.forget)})
+        return base, stages
+    task = build_task(data, scenario)
+    return task, single_stage(task)

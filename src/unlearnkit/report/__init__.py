@@ -161,8 +161,10 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     meta = build_meta(d, rows, config_text=config_text, config=config, skipped_lines=skipped)
     summary = summarize(rows)
     md_path, html_path = d / MARKDOWN_FILE, d / HTML_FILE
-    md, page = to_markdown(summary, meta), to_html(summary, rows, meta)
     neurips = load_neurips(d)  # present only after `unlearnkit report RUN_DIR --neurips`
+    from unlearnkit.report.figures import evaluation_sections
+
+    md, page = to_markdown(summary, meta), to_html(summary, rows, meta, evaluation_sections(d, rows, summary, neurips))
     if neurips is not None:
         md += markdown_section(neurips)
         page = page.replace("</body>", html_section(neurips) + "</body>", 1)

@@ -46,8 +46,71 @@ CELL_NOTE = ("Cells are mean ± sample std (ddof = 1) over the successful seeds;
 SEEDS_DIRECTION = "successful seeds; `k/n` when n − k seeds failed (listed below the table)."
 
 
+# LLM track (metrics tofu / mia_text / muse): fractions in [0, 1] except PrivLeak (%)
+FQ = Column("forget_quality", "Forget quality", "", "TOFU forget quality: KS-test p-value between θ_u's and θ_r's "
+            "truth ratios on D_f. Higher is better (closer to θ_r; θ_r's own is 1.0).")
+MU = Column("model_utility", "Model utility", "", "TOFU model utility: harmonic mean of the 9 retain / real-authors / "
+            "world-facts numbers. Higher is better.")
+FROUGE = Column("forget.rouge", "Forget ROUGE-L", "", "ROUGE-L recall of greedy answers on D_f. Closer to the oracle "
+                "is better.")
+MIA_AUC = Column("mia.min_k.auc", "MIA AUC (Min-K%)", "", "AUC of the Min-K% attack, D_f vs never-trained holdout. "
+                 "Closer to the oracle (≈ 0.5) is better.")
+VERBMEM = Column("verbmem_f", "VerbMem", "", "MUSE VerbMem on D_f (ROUGE-L F1). Lower is better (oracle's level).")
+KNOW_F = Column("knowmem_f", "KnowMem D_f", "", "MUSE KnowMem on forget QA. Lower is better (oracle's level).")
+KNOW_R = Column("knowmem_r", "KnowMem D_r", "", "MUSE KnowMem on retain QA. Higher is better.")
+PRIVLEAK = Column("privleak", "PrivLeak", "%", "MUSE PrivLeak = (AUC_u − AUC_r)/AUC_r × 100. Closest to 0 is best.")
+
+
+# Graph track (metrics graph_utility / graph_forget_auroc / graph_mia / graph_oracle_distance): percentages
+G_TA = Column("test_acc", "Test acc.", "%", "node-classification accuracy on the test nodes (%). Higher is better; "
+              "ideally the oracle's.")
+G_TAUC = Column("test_auroc", "Test AUROC", "%", "link-prediction AUROC on the test edges (%). Higher is better.")
+G_FACC = Column("forget_acc", "Forget acc.", "%", "accuracy on the deleted nodes (%). Closer to the oracle is better.")
+G_FAUC = Column("forget_auroc", "Forget AUROC", "%", "AUROC separating deleted from retained edges (%). Closer to "
+                "the oracle is better.")
+G_MIA = Column("mi_member_prob", "MI member prob.", "%", "membership-inference probability that the deleted "
+               "elements are members (%). Closer to the oracle is better.")
+G_TV = Column("oracle_tv", "TV to oracle", "%", "total-variation distance of θ_u's and θ_r's output distributions "
+              "(%). Lower is better.")
+# Recommendation track (metrics rec_rank / rec_forget): fractions in [0, 1]; K from the run (keys recall@K ...)
+R_AUC = Column("forget_auc", "Forget AUC", "", "AUC of D_f interactions against unobserved items (0–1). Closer to "
+               "the oracle is better.")
+ROW_GAP = Column("avg_gap", "Avg. Gap", "", "mean over seeds of |metric − oracle's metric| averaged over the "
+                 "track's gap keys (units of those metrics). Lower is better; the oracle's is 0.")
+
+
+def _recsys_columns(keys: set[str]) -> list[Column]:
+    cols = []
+    for prefix, header, direction in (
+            ("recall@", "Recall", "Recall@K on retained test interactions (0–1). Higher is better."),
+            ("ndcg@", "NDCG", "NDCG@K on retained test interactions (0–1). Higher is better."),
+            ("forget_recall@", "Forget Recall", "Recall@K of the D_f interactions (0–1). Closer to the oracle is "
+                                                "better."),
+            ("forget_ndcg@", "Forget NDCG", "NDCG@K of the D_f interactions (0–1). Closer to the oracle is better.")):
+        for k in sorted(k for k in keys if k.startswith(prefix)):
+            cols.append(Column(k, f"{header}@{k[len(prefix):]}", "", direction))
+    return cols
+
+
 def columns_for(summary: Sequence[SummaryRow]) -> list[Column]:
-    """The metric columns of the summary table: UA RA TA MIA-Eff. Avg. Gap RTE, plus Forgotten-class TA if present."""
+    """The metric columns of the summary table, by the keys the rows carry.
+
+    Classifiers: UA RA TA MIA-Eff. Avg. Gap RTE, plus Forgotten-class TA if present. LLM: Forget quality, Model
+    utility, Forget ROUGE-L, MIA AUC (TOFU) and/or the MUSE numbers. Graph: test accuracy / AUROC, forget accuracy /
+    AUROC, MI member probability, TV to the oracle. Recommendation: Recall@K, NDCG@K and their forget-set versions.
+    Every track ends with Avg. Gap (when its rows have one) and RTE.
+    """
+    keys = set().union(*(s.mean for s in summary)) if summary else set()
+    gap = [ROW_GAP] if ROW_GAP.key in keys else []
+    if not keys & {UA.key, RA.key}:
+        llm = [c for c in (FQ, MU, FROUGE, MIA_AUC, VERBMEM, KNOW_F, KNOW_R, PRIVLEAK) if c.key in keys]
+        if llm:
+            return [*llm, *gap, RTE]
+        if keys & {G_FAUC.key, G_MIA.key, G_TAUC.key, G_TV.key}:
+            return [*(c for c in (G_TA, G_TAUC, G_FACC, G_FAUC, G_MIA, G_TV) if c.key in keys), *gap, RTE]
+        rec = _recsys_columns(keys)
+        if rec:
+            return [*rec, *(c for c in (R_AUC,) if c.key in keys), *gap, RTE]
     cols = [UA, RA, TA, MIA, GAP, RTE]
     if any(FTA.key in s.mean for s in summary):
         cols.insert(3, FTA)
@@ -128,6 +191,14 @@ def scenario_text(scenario: Mapping[str, Any] | None) -> str:
             return f"{kind}: forget {'classes' if len(sc['classes']) > 1 else 'class'} {classes}{tail}"
         elif kind == "ids" and sc.get("ids") is not None:
             return f"ids: {len(sc['ids'])} given sample ids{tail}"
+        elif kind == "corrective" and sc.get("identified_fractions"):
+            ps = [float(p) for p in sc["identified_fractions"]]
+            what = f"{sc.get('manipulated', '?')} training samples manipulated ({sc.get('manipulation', '?')})"
+            return (f"corrective: {what}; identified and forgotten p = {', '.join(_pct(p) for p in ps)} of them "
+                    f"(table: p = {_pct(max(ps))}; curves: every p)")
+        elif kind == "sequential" and sc.get("n_requests") is not None:
+            return (f"sequential: {sc['n_requests']} deletion requests applied one after another (table: after the "
+                    "last one; curves: after every request)")
     except (TypeError, ValueError):
         pass
     rest = ", ".join(

@@ -283,4 +283,102 @@ def hbar_svg(
     return "\n".join(out)
 
 
-__all__ = ["Bar", "PALETTE", "Point", "color_for", "hbar_svg", "nice_domain", "nice_step", "scatter_svg"]
+@dataclass(frozen=True)
+class Series:
+    """A polyline of a line chart: ``xs``/``ys`` finite floats of equal length, drawn with markers unless
+    ``markers`` is False; ``dashed`` for reference curves (the oracle, chance)."""
+
+    label: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    color: str = PALETTE[0]
+    dashed: bool = False
+    markers: bool = True
+
+
+def line_svg(
+    series: Sequence[Series],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    x_bounds: tuple[float | None, float | None] = (None, None),
+    y_bounds: tuple[float | None, float | None] = (None, None),
+    diagonal: bool = False,
+    width: int = 680,
+    height: int = 400,
+) -> str:
+    """Line chart with one polyline (+ circle markers with a tooltip) per series and a legend on the right.
+
+    ``diagonal`` draws the dashed y = x chance line (ROC curves). Non-finite points are dropped; an empty chart
+    still has axes. Bounds clip the axis padding as in :func:`nice_domain`.
+    """
+    legend_w = 170
+    ml, mr, mt, mb = 62, 24 + legend_w, 34, 56
+    pw, ph = width - ml - mr, height - mt - mb
+    pts = [[(x, y) for x, y in zip(s.xs, s.ys) if math.isfinite(x) and math.isfinite(y)] for s in series]
+    xs = [x for p in pts for x, _ in p] + ([0.0, 1.0] if diagonal else [])
+    ys = [y for p in pts for _, y in p] + ([0.0, 1.0] if diagonal else [])
+    x0, x1, xt = nice_domain(xs, lo_bound=x_bounds[0], hi_bound=x_bounds[1])
+    y0, y1, yt = nice_domain(ys, lo_bound=y_bounds[0], hi_bound=y_bounds[1])
+
+    def sx(v: float) -> float:
+        return ml + (v - x0) / (x1 - x0) * pw
+
+    def sy(v: float) -> float:
+        return mt + ph - (v - y0) / (y1 - y0) * ph
+
+    out = [
+        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="plot-bg"/>',
+    ]
+    xstep = xt[1] - xt[0] if len(xt) > 1 else 1.0
+    ystep = yt[1] - yt[0] if len(yt) > 1 else 1.0
+    for t in xt:
+        X = _f(sx(t))
+        out.append(f'<line x1="{X}" y1="{mt}" x2="{X}" y2="{mt + ph}" class="grid"/>')
+        out.append(f'<text x="{X}" y="{mt + ph + 18}" class="tick" text-anchor="middle">{_tick_label(t, xstep)}</text>')
+    for t in yt:
+        Y = _f(sy(t))
+        out.append(f'<line x1="{ml}" y1="{Y}" x2="{ml + pw}" y2="{Y}" class="grid"/>')
+        out.append(f'<text x="{ml - 8}" y="{Y}" dy="0.32em" class="tick" text-anchor="end">'
+                   f"{_tick_label(t, ystep)}</text>")
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
+    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 12}" class="axis-label" text-anchor="middle">'
+               f"{escape(x_label)}</text>")
+    out.append(f'<text transform="translate(16 {mt + ph / 2:.1f}) rotate(-90)" class="axis-label" '
+               f'text-anchor="middle">{escape(y_label)}</text>')
+    out.append(f'<text x="{ml}" y="{mt - 12}" class="chart-title">{escape(title)}</text>')
+    if diagonal:
+        a, b = max(x0, y0), min(x1, y1)
+        if b > a:
+            out.append(f'<line x1="{_f(sx(a))}" y1="{_f(sy(a))}" x2="{_f(sx(b))}" y2="{_f(sy(b))}" '
+                       'class="oracle-guide"/>')
+    for s, p in zip(series, pts):
+        if not p:
+            continue
+        d = " ".join(f"{_f(sx(x))},{_f(sy(y))}" for x, y in p)
+        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        out.append(f'<g class="series"><polyline points="{d}" fill="none" stroke="{s.color}" stroke-width="2"'
+                   f"{dash}><title>{escape(s.label)}</title></polyline>")
+        if s.markers:
+            for x, y in p:
+                tip = f"{s.label}: {x_label} {x:.4g}, {y_label} {y:.4g}"
+                out.append(f'<circle cx="{_f(sx(x))}" cy="{_f(sy(y))}" r="3.5" fill="{s.color}">'
+                           f"<title>{escape(tip)}</title></circle>")
+        out.append("</g>")
+    lx = width - legend_w + 6
+    for i, s in enumerate(series):
+        y = mt + 8 + i * 18
+        dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+        out.append(f'<g class="legend"><line x1="{lx}" y1="{y}" x2="{lx + 22}" y2="{y}" stroke="{s.color}" '
+                   f'stroke-width="2"{dash}/><text x="{lx + 28}" y="{y}" dy="0.32em" class="point-label">'
+                   f"{escape(_short(s.label, 22))}</text></g>")
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+__all__ = ["Bar", "PALETTE", "Point", "Series", "color_for", "hbar_svg", "line_svg", "nice_domain", "nice_step",
+           "scatter_svg"]

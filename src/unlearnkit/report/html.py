@@ -275,7 +275,8 @@ def _methods_table(summary: Sequence[SummaryRow]) -> str:
     return "\n".join(out)
 
 
-def to_html(summary: Sequence[SummaryRow], rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+def to_html(summary: Sequence[SummaryRow], rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any],
+            extra_sections: str = "") -> str:
     """Render the run as ONE self-contained, offline HTML page (inline CSS and SVG, no script, no URL).
 
     Args:
@@ -283,6 +284,8 @@ def to_html(summary: Sequence[SummaryRow], rows: Sequence[Mapping[str, Any]], me
         rows: the result rows in file order (as :func:`unlearnkit.report.load_rows` returns them, retries included;
             rows replaced by a later retry are shown struck through).
         meta: as for :func:`unlearnkit.report.to_markdown`, plus optional ``config_text`` (the resolved YAML).
+        extra_sections: trusted HTML (built by :mod:`unlearnkit.report.figures`, every value escaped there) placed
+            after the main charts: sequential / corrective curves, MIA ROC, ε histogram, CKA bars.
 
     Returns:
         The HTML text: header, summary table (mean ± std, 2 decimals), failures, a forget-vs-utility scatter
@@ -324,6 +327,7 @@ def to_html(summary: Sequence[SummaryRow], rows: Sequence[Mapping[str, Any]], me
         "<h2>Run-time</h2>",
         _time_bars(summary, colors),
         "</section>",
+        extra_sections,
         '<section id="per-seed"><h2>Every result row</h2>',
         _per_seed_table(rows, with_fta),
         "</section>",

@@ -39,7 +39,8 @@ def compute_neurips(run_dir: str | Path, *, max_time_fraction: float | None = No
     scores: dict[str, Any] = {}
     for m in methods:
         try:
-            scores[m] = neurips_score_from_run(d, m, max_time_fraction=max_time_fraction).to_dict()
+            res = neurips_score_from_run(d, m, max_time_fraction=max_time_fraction)
+            scores[m] = {**res.to_dict(), "epsilons": [float(e) for e in res.epsilons]}  # for the ε histogram
         except UnlearnkitError as err:
             scores[m] = {"error": str(err)}
     data = {"results_sha256": _results_digest(d), "max_time_fraction": max_time_fraction, "methods": scores}

@@ -164,8 +164,13 @@ def load_rows(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return rows
 
 
+#: extra row dimensions of scenarios that produce several rows per (method, seed): corrective (identified fraction
+#: p) and sequential (request index); part of the row identity so a retry replaces only its own point
+ROW_DIMENSIONS: tuple[str, ...] = ("identified_fraction", "request")
+
+
 def _row_key(row: Mapping[str, Any]) -> tuple[bool, str, str]:
-    seed = json.dumps(row.get("seed"), sort_keys=True, default=str)
+    seed = json.dumps([row.get("seed")] + [row[d] for d in ROW_DIMENSIONS if d in row], sort_keys=True, default=str)
     return bool(row.get("is_oracle", False)), str(row.get("method")), seed
 
 
@@ -242,15 +247,32 @@ def avg_gap_of_means(summary_row: SummaryRow, oracle_row: SummaryRow | None) -> 
     return math.fsum(diffs) / len(diffs) if diffs else float("nan")
 
 
+def final_stage_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a staged run's last stage (largest ``identified_fraction``, last ``request``); others unchanged.
+
+    Corrective and sequential runs have one row per (method, seed, stage); the summary table shows the final state
+    (p = the largest identified fraction, after the last request) and the report's curves show every stage.
+    """
+    out = [dict(r) for r in rows]
+    for d in ROW_DIMENSIONS:
+        vals = [as_number(r[d]) for r in out if d in r]
+        vals = [v for v in vals if math.isfinite(v)]
+        if vals:
+            last = max(vals)
+            out = [r for r in out if d not in r or as_number(r[d]) == last]
+    return out
+
+
 def summarize(rows: Iterable[Mapping[str, Any]]) -> list[SummaryRow]:
     """Aggregate result rows per method: the oracle first, then methods in order of first appearance.
 
-    Rows are first reduced with :func:`latest_rows` (last row per (method, seed) wins). Means and stds are over the
+    Rows are first reduced with :func:`latest_rows` (last row per (method, seed) wins) and, in runs with stages
+    (corrective p, sequential requests), to the last stage (:func:`final_stage_rows`). Means and stds are over the
     ok seeds and ignore non-finite or non-numeric values (counted in ``SummaryRow.n``). ``gap_of_means`` is filled
     with :func:`avg_gap_of_means` against the oracle row (NaN if the run has no ok oracle).
     """
     groups: dict[tuple[bool, str], list[dict[str, Any]]] = {}
-    for row in latest_rows(rows):
+    for row in final_stage_rows(latest_rows(rows)):
         groups.setdefault((bool(row.get("is_oracle", False)), str(row["method"])), []).append(row)
 
     out: list[SummaryRow] = []
@@ -322,6 +344,7 @@ __all__ = [
     "ReportWarning",
     "SummaryRow",
     "avg_gap_of_means",
+    "final_stage_rows",
     "latest_rows",
     "load_rows",
     "read_results",

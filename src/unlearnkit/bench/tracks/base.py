@@ -5,6 +5,7 @@ a model. The runner (``bench/runner.py``) owns everything generic — run folder
 resume, result rows, per-sample files, reports — and asks the track for the rest::
 
     task = track.build_task()                               # raises ConfigError / DataError before any training
+    stages = track.stages(task)                             # one, or one per corrective p / sequential request
     model, seconds, ids = track.train(task, "original", seed)   # or "oracle": D_r only, fresh init
     result = track.unlearn(task, method, copy_of_original, ctx)
     values, arrays = track.evaluate(task, model, seed, references)
@@ -27,6 +28,7 @@ from unlearnkit.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     from unlearnkit.config.schema import ExperimentConfig, Frozen
+    from unlearnkit.data.scenarios import Stage
     from unlearnkit.engine.loop import Engine
     from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
 
@@ -109,6 +111,16 @@ class Track(ABC):
             (model, training seconds, int64 ids the model was trained on). The runner checks that the oracle's ids
             are exactly D_r.
         """
+
+    def stages(self, task: TrackTask) -> list[Stage]:
+        """The unlearning stages of ``task`` (one row per (method, seed, stage)); default: one stage, empty key.
+
+        The classifier track returns one stage per identified fraction p (``corrective``) or per deletion request
+        (``sequential``); see :class:`unlearnkit.data.scenarios.Stage`.
+        """
+        from unlearnkit.data.scenarios import single_stage
+
+        return single_stage(task)
 
     def check_method(self, method: type[Unlearner], label: str, task: TrackTask) -> None:
         """Raise ``ConfigError`` if ``method`` cannot serve ``task`` (default: nothing to check)."""

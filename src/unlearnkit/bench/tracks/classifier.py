@@ -11,7 +11,8 @@ from torch import nn
 
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
 from unlearnkit.config.schema import ExperimentConfig
-from unlearnkit.data.scenarios import Task, build_task, load_data
+from unlearnkit.data.base import LoadedData
+from unlearnkit.data.scenarios import Stage, Task, build_stages, load_data, single_stage
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, Unlearner, UnlearnResult, derive_seed
@@ -54,20 +55,42 @@ class ClassifierTrack(Track):
         super().__init__(cfg, section, engine)
         self._task = task
         self._user_factory = model_factory
+        self._built: tuple[Task, list[Stage]] | None = None
 
     def lineage(self) -> dict[str, Any]:
         from unlearnkit.config.loader import to_plain
 
-        return {"data": to_plain(self.cfg.data) if self._task is None else None,
-                "model": to_plain(self.cfg.model) if self._user_factory is None else None}
+        out = {"data": to_plain(self.cfg.data) if self._task is None else None,
+               "model": to_plain(self.cfg.model) if self._user_factory is None else None}
+        sc = self.cfg.scenario
+        if sc.kind == "corrective":  # θ_o / θ_r train on manipulated inputs and labels under the same sample ids
+            out["manipulation"] = {f: getattr(sc, f) for f in ("manipulation", "fraction", "count", "target",
+                                                               "classes", "trigger_size", "trigger_value", "seed")}
+        return out
 
     def recipe(self, role: Role) -> Any:
         return self.cfg.train if role == "original" else self.cfg.oracle_recipe
 
     def build_task(self) -> Task:
-        if self._task is None:
-            self._task = build_task(load_data(self.cfg.data), self.cfg.scenario)
-        return self._task
+        """The task (for corrective / sequential scenarios: the last stage's, see :func:`build_stages`).
+
+        A prebuilt task (user data) is used as is for the plain kinds; for ``corrective`` and ``sequential`` its
+        train and test sets are the data the scenario manipulates or deletes from (its own D_f is not used).
+        """
+        if self._built is None:
+            if self._task is not None and not self.cfg.scenario.staged:
+                self._built = (self._task, single_stage(self._task))
+            else:
+                data = load_data(self.cfg.data) if self._task is None else LoadedData(
+                    self._task.name, self._task.train, self._task.test, self._task.num_classes,
+                    tuple(str(c) for c in range(self._task.num_classes)))
+                self._built = build_stages(data, self.cfg.scenario)
+        return self._built[0]
+
+    def stages(self, task: Task) -> list[Stage]:
+        self.build_task()
+        assert self._built is not None
+        return list(self._built[1])
 
     def new_model(self, task: Task, init_seed: int) -> nn.Module:
         if self._user_factory is not None:
