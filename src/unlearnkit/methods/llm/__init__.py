@@ -1,0 +1,19 @@
+"""LLM unlearning methods (``track = "llm"``): ga, grad_diff, npo, simnpo, idk_po, dpo, idk_dpo, rmu.
+
+Call them with an :class:`LLMContext` carrying the tokenizer and the prompt format::
+
+    method = METHODS.build("npo", {"beta": 0.1, "epochs": 5, "lr": 1e-4})
+    result = method.unlearn(model, task.forget, task.retain, engine, LLMContext(seed=0, tokenizer=tok, fmt="qa"))
+"""
+
+from unlearnkit.methods.llm.base import (
+    LLMContext,
+    LLMOptimConfig,
+    LLMUnlearner,
+    RetainRegConfig,
+    retain_pairing,
+    shard_positions,
+)
+from unlearnkit.methods.llm import ga, grad_diff, idk, npo, original, rmu, simnpo  # noqa: F401  (registration)
+
+__all__ = ["LLMContext", "LLMOptimConfig", "LLMUnlearner", "RetainRegConfig", "retain_pairing", "shard_positions"]

@@ -1,0 +1,307 @@
+"""Shared machinery of the LLM unlearners: the context that carries the tokenizer and prompt format, the optimisation
+config, the reference model policy, forget/retain pairing and the retain regularisers (NLL, KL).
+
+How a method gets what it needs:
+    ``method.unlearn(model, forget: QASet, retain: QASet, engine, LLMContext(seed=..., tokenizer=tok, fmt="qa"))``.
+
+Reference model θ_ref = θ_o (NPO, DPO, KL-on-retain, RMU's frozen activations):
+    - with LoRA adapters (a peft model) it is the adapter-disabled base, computed under ``model.disable_adapter()``:
+      no second copy of the weights (KNOWN_FAULTS C10 / C53);
+    - without adapters, methods that only need sequence log-probs of fixed data (NPO, DPO) compute them once before
+      the first step with the model itself (= θ_o at that time): no copy either;
+    - KL-on-retain without adapters needs θ_o's full next-token distributions on freshly drawn retain batches and
+      keeps a frozen copy (eval mode, requires_grad False): extra memory = 1 × the model's parameter bytes, recorded
+      in ``notes["reference_extra_bytes"]`` and logged before training.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.config.schema import Frozen
+from unlearnkit.data.text.qa import QASet
+from unlearnkit.errors import DataError, MethodError
+from unlearnkit.llm.lm import (
+    LMFitResult,
+    LMTrainConfig,
+    _to,
+    encode_pairs,
+    eval_mode,
+    forward_logits,
+    mean_token_nll,
+    optimize,
+    sequence_logprobs,
+    token_logprobs_from_logits,
+)
+from unlearnkit.llm.tokenize import IGNORE_INDEX, Encoded, collate, pad_id_of
+from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
+from unlearnkit.models.llm import is_peft_model, parameter_bytes
+
+log = logging.getLogger("unlearnkit")
+
+
+@dataclass(frozen=True)
+class LLMContext(UnlearnContext):
+    """:class:`UnlearnContext` plus what LLM methods need.
+
+    Attributes:
+        tokenizer: the model's tokenizer (pad id, EOS).
+        fmt: prompt format of the QA items (``qa`` | ``chat`` | ``raw``; see ``unlearnkit.llm.tokenize``).
+        max_len: tokens per example (truncation), None = no limit.
+    """
+
+    tokenizer: Any = None
+    fmt: str = "qa"
+    max_len: int | None = 512
+
+
+class LLMOptimConfig(Frozen):
+    """Optimisation fields shared by LLM unlearners (units: lr per step, epochs = passes over D_f).
+
+    Defaults follow open-unlearning's TOFU unlearning setup (``configs/trainer/finetune.yaml``: AdamW, lr 1e-5,
+    10 epochs, 8 per device × 4 accumulation, weight decay 0; linear decay) with a 10 % warm-up (TOFU warms up for
+    one of its epochs). ``effective_batch`` if declared must equal batch_size × grad_accum (KNOWN_FAULTS C16).
+    Each forget example is paired with one retain example drawn as a function of (seed, epoch, global index).
+    """
+
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(8, ge=1, description="forget examples per micro-batch")
+    grad_accum: int = Field(4, ge=1)
+    effective_batch: int | None = Field(None, ge=1)
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    gradient_checkpointing: bool = False
+
+    def recipe(self, max_len: int | None) -> LMTrainConfig:
+        """This config as an :class:`LMTrainConfig` (validates effective_batch)."""
+        return LMTrainConfig(epochs=self.epochs, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                             effective_batch=self.effective_batch, lr=self.lr, optimizer=self.optimizer,
+                             weight_decay=self.weight_decay, scheduler=self.scheduler, warmup_ratio=self.warmup_ratio,
+                             grad_clip=self.grad_clip, max_len=max_len,
+                             gradient_checkpointing=self.gradient_checkpointing)
+
+
+class RetainRegConfig(LLMOptimConfig):
+    """Forget loss weight γ and a retain regulariser: ``retain_loss`` none | nll (NLL on D_r answers, "GradDiff") |
+    kl (KL(θ_o ‖ θ) of next-token distributions on D_r answer tokens), weighted by α = ``retain_weight``."""
+
+    retain_loss: Literal["none", "nll", "kl"] = "none"
+    retain_weight: float = Field(1.0, ge=0, description="α, weight of the retain term")
+    forget_weight: float = Field(1.0, gt=0, description="γ, weight of the forget term")
+
+
+def retain_pairing(n_retain: int, seed: int, epoch: int, global_positions: np.ndarray) -> np.ndarray:
+    """Retain index paired with each forget example, a pure function of (seed, epoch, global position in the epoch).
+
+    Independent of the process rank and of how the epoch is split into micro-batches, so two ranks never draw the same
+    sequence by accident and results do not change with the number of processes at equal effective batch
+    (KNOWN_FAULTS C02, C15). Within an epoch the first ``n_retain`` positions get distinct retain items.
+
+    Returns:
+        int64 array like ``global_positions`` with values in ``[0, n_retain)``.
+    """
+    perm = np.random.default_rng([seed, epoch, 0x5E7A1]).permutation(n_retain)
+    return perm[np.asarray(global_positions) % n_retain].astype(np.int64)
+
+
+def shard_positions(n: int, rank: int, world_size: int) -> np.ndarray:
+    """Global positions handled by ``rank`` of ``world_size`` (strided: disjoint, covering ``range(n)``)."""
+    return np.arange(rank, n, world_size, dtype=np.int64)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks of an HF decoder-only LM (with or without peft adapters).
+
+    Raises:
+        MethodError: the model has no ``.model.layers``-style block list.
+    """
+    m = model.get_base_model() if is_peft_model(model) else model
+    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers"):
+        obj: Any = m
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    raise MethodError(f"cannot find the transformer blocks of {type(m).__name__} (looked for model.layers, ...)")
+
+
+@contextmanager
+def reference_mode(model: nn.Module):
+    """Inside: ``model`` computes θ_ref = the adapter-disabled base (peft models), under eval mode and no grad."""
+    ctx = model.disable_adapter() if is_peft_model(model) else nullcontext()
+    with ctx, eval_mode(model):
+        yield
+
+
+class LLMUnlearner(Unlearner):
+    """Base of LLM unlearners: validation, encoding, reference handling and the shared loop.
+
+    Subclasses implement :meth:`forget_loss` (sum over a micro-batch of per-example forget losses) and may set
+    ``required_fields`` (QA fields every forget item must have; checked before any forward pass, C13).
+    """
+
+    track: ClassVar[str] = "llm"
+    needs_labels: ClassVar[bool] = False
+    required_fields: ClassVar[tuple[str, ...]] = ()
+    smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 2, "grad_accum": 1, "lr": 1e-3}
+
+    def __init__(self, config: Frozen) -> None:
+        super().__init__(config)
+        rl = getattr(config, "retain_loss", "none")
+        self.needs_retain = rl != "none"  # instance-level: depends on the config
+
+    # -- validation -------------------------------------------------------------------------------------------------
+    def fields_needed(self) -> tuple[str, ...]:
+        """QA fields every forget item must carry for this configuration."""
+        return self.required_fields
+
+    def check_data(self, forget: QASet, retain: QASet | None = None) -> None:
+        """Schema check before any forward pass (KNOWN_FAULTS C13).
+
+        Raises:
+            DataError: a required field is missing (names the method, the field and the data set / file).
+            MethodError: a retain regulariser is configured and D_r is empty.
+        """
+        name = type(self).__name__
+        if not isinstance(forget, QASet):
+            raise DataError(f"{name} needs the forget set as a QASet (unlearnkit.data.text), got {type(forget).__name__}")
+        for f in self.fields_needed():
+            forget.require(f, who=f"method {name}")
+        if self.needs_retain and (retain is None or len(retain) == 0):
+            raise MethodError(f"{name} with retain_loss={self.config.retain_loss!r} needs a non-empty retain set")
+
+    @staticmethod
+    def context_of(context: UnlearnContext) -> LLMContext:
+        if not isinstance(context, LLMContext) or context.tokenizer is None:
+            raise MethodError("LLM methods need an LLMContext with the tokenizer "
+                              "(unlearnkit.methods.llm.LLMContext(seed=..., tokenizer=tok, fmt='qa'))")
+        return context
+
+    # -- hooks for subclasses ---------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, forget: QASet, ctx: LLMContext, engine: Any) -> dict[str, Any]:
+        """Encode D_f and compute fixed reference quantities; returns a state dict for :meth:`forget_loss`."""
+        return {"forget": encode_pairs(ctx.tokenizer, forget.pairs(), ctx.fmt, ctx.max_len)}
+
+    def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- the loop ---------------------------------------------------------------------------------------------------
+    def _unlearn(self, model: nn.Module, forget: QASet, retain: QASet, engine: Any,
+                 context: UnlearnContext) -> UnlearnResult:
+        ctx = self.context_of(context)
+        self.check_data(forget, retain)
+        cfg = self.config
+        recipe = cfg.recipe(ctx.max_len)  # type: ignore[attr-defined]
+        model.to(engine.device)
+        pad = pad_id_of(ctx.tokenizer)
+        state = self.prepare(model, forget, ctx, engine)
+        notes: dict[str, Any] = {"reference": "none", "reference_extra_bytes": 0}
+        rl = getattr(cfg, "retain_loss", "none")
+        alpha = float(getattr(cfg, "retain_weight", 0.0))
+        gamma = float(getattr(cfg, "forget_weight", 1.0))
+        r_enc: list[Encoded] = []
+        ref_model: nn.Module | None = None
+        if rl != "none":
+            r_enc = encode_pairs(ctx.tokenizer, retain.pairs(), ctx.fmt, ctx.max_len)
+            if rl == "kl":
+                if is_peft_model(model):
+                    notes["reference"] = "adapter-disabled base (no copy)"
+                else:
+                    ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+                    notes["reference"] = "frozen copy of θ_o"
+                    notes["reference_extra_bytes"] = parameter_bytes(ref_model)
+                    log.info("KL reference: frozen copy of θ_o, +%.1f MB", notes["reference_extra_bytes"] / 2**20)
+        notes.update(state.pop("_notes", {}))
+        used_retain: set[int] = set()
+        seed = context.seed
+        n_r = len(retain)
+        dev = engine.device
+
+        def micro(pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
+            loss = gamma * self.forget_loss(model, state, pos, engine)
+            if rl != "none":
+                ridx = retain_pairing(n_r, seed, epoch, gpos)
+                used_retain.update(ridx.tolist())
+                rb = _to(collate([r_enc[i] for i in ridx], pad), dev)
+                if rl == "nll":
+                    loss = loss + alpha * mean_token_nll(model, rb).sum()
+                else:
+                    loss = loss + alpha * kl_on_retain(model, ref_model, rb).sum()
+            return loss
+
+        fit: LMFitResult = optimize(model, n_items=len(forget), micro_loss=micro, recipe=recipe, engine=engine,
+                                    seed=seed, ids=forget.ids, lengths=[len(e) for e in state["forget"]],
+                                    params=self.trainable(model), desc=type(self).__name__)
+        self.finish(model, state)
+        seen = fit.seen_ids
+        if used_retain:
+            seen = np.union1d(seen, retain.ids[sorted(used_retain)])
+        notes.update({"effective_batch": fit.effective_batch, "epochs": fit.epochs, "losses": fit.losses,
+                      "step_losses": fit.step_losses,
+                      "retain_loss": rl})
+        return UnlearnResult(model, steps=fit.steps, notes=notes, seen_ids=seen)
+
+    def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]] | None:
+        """Named parameters to optimise (default: all with requires_grad)."""
+        return None
+
+    def finish(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Undo temporary changes to the model (hooks, requires_grad flags)."""
+
+
+def kl_on_retain(model: nn.Module, ref_model: nn.Module | None, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-example mean over labelled positions of KL(p_ref ‖ p_θ) of next-token distributions, float32 (b,).
+
+    ``ref_model`` None: the reference is ``model`` with adapters disabled (peft). The direction and the log-space
+    computation follow open-unlearning's ``compute_kl_divergence`` (KL(ref ‖ current)); unlike it, the average runs
+    over answer tokens only, never over prompt or padding positions.
+    """
+    with torch.no_grad():
+        if ref_model is None:
+            with reference_mode(model):
+                ref = forward_logits(model, batch)
+        else:
+            ref = forward_logits(ref_model, batch)
+    cur = forward_logits(model, batch)
+    mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
+    lp_c = torch.log_softmax(cur[:, :-1].float(), -1)
+    lp_r = torch.log_softmax(ref[:, :-1].float(), -1)
+    kl = (lp_r.exp() * (lp_r - lp_c)).sum(-1)
+    return (kl * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+
+def reference_logprobs(model: nn.Module, enc: list[Encoded], pad: int, engine: Any,
+                       batch_size: int = 16) -> torch.Tensor:
+    """Σ log π_ref(answer | prompt) for each encoded example, float32 (n,), computed once with θ_ref
+    (adapter-disabled base for peft models, else the model as it is now = θ_o)."""
+    out = torch.zeros(len(enc))
+    order = np.argsort([len(e) for e in enc], kind="stable")
+    with reference_mode(model):
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            b = _to(collate([enc[j] for j in idx], pad), engine.device)
+            lp, _ = sequence_logprobs(model, b)
+            out[torch.as_tensor(idx)] = lp.float().cpu()
+    return out
+
+
+__all__ = ["LLMContext", "LLMOptimConfig", "RetainRegConfig", "LLMUnlearner", "retain_pairing", "shard_positions",
+           "decoder_layers", "reference_mode", "kl_on_retain", "reference_logprobs", "token_logprobs_from_logits",
+           "Callable"]

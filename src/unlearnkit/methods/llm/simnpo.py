@@ -1,0 +1,54 @@
+"""SimNPO (Fan et al. 2024, "Simplicity prevails: rethinking negative preference optimization for LLM unlearning",
+arXiv:2410.07163, Eq. 4): NPO without a reference model, with length normalisation and a reward margin γ:
+
+    L_SimNPO(θ) = −(2/β) · E_{D_f}[ log σ( −(β/|y|) · log π_θ(y|x) − γ ) ]
+
+|y| = number of answer tokens (incl. EOS). Defaults from open-unlearning ``configs/trainer/SimNPO.yaml``: β = 4.5,
+margin 0 (its ``delta`` = γ/β), forget weight 0.125, retain NLL with weight 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from unlearnkit.llm.lm import _to, sequence_logprobs
+from unlearnkit.llm.tokenize import collate, pad_id_of
+from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
+from unlearnkit.registry import METHODS
+
+
+def simnpo_loss(logp: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """Per-example SimNPO loss −(2/β)·log σ(−(β/|y|)·log π_θ − γ) = (2/β)·softplus((β/|y|)·log π_θ + γ), (b,)."""
+    return (2.0 / beta) * F.softplus(beta * logp / n_tokens.clamp_min(1).to(logp.dtype) + gamma)
+
+
+class SimNPOConfig(RetainRegConfig):
+    """SimNPO: β, margin γ, forget weight and retain regulariser (open-unlearning defaults)."""
+
+    beta: float = Field(4.5, gt=0)
+    gamma: float = Field(0.0, ge=0, description="reward margin γ of arXiv:2410.07163 Eq. 4")
+    forget_weight: float = Field(0.125, gt=0)
+    retain_loss: Literal["none", "nll", "kl"] = "nll"
+
+
+@METHODS.register("simnpo", config=SimNPOConfig)
+class SimNPO(LLMUnlearner):
+    """Simple NPO: length-normalised, reference-free (arXiv:2410.07163)."""
+
+    source = "Fan et al. 2024, arXiv:2410.07163, Eq. 4"
+
+    def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
+        state = super().prepare(model, forget, ctx, engine)
+        state["pad"] = pad_id_of(ctx.tokenizer)
+        return state
+
+    def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
+        batch = _to(collate([state["forget"][i] for i in pos], state["pad"]), engine.device)
+        lp, n = sequence_logprobs(model, batch)
+        return simnpo_loss(lp, n, self.config.beta, self.config.gamma).sum()

@@ -1,0 +1,179 @@
+"""The evaluation context of LLM-track metrics (``tofu``, ``muse``, ``mia_text``, ``extraction``).
+
+:class:`LLMEvalContext` holds one model under evaluation, its tokenizer, the :class:`~unlearnkit.data.text.TextTask`
+and the settings of the track's ``eval:`` section, and computes model outputs once per (model, split) so that metrics
+share them. Statistics of *reference* models (θ_r's forget-set truth ratios for forget quality, θ_r's Min-K% AUC for
+PrivLeak) are cached across evaluations in a dict owned by the track and keyed by the SHA-256 of the reference
+model's weights (:func:`unlearnkit.engine.checkpoint.state_sha256`), never by a path or a name, so a changed
+checkpoint can never be answered from a stale entry (KNOWN_FAULTS C05).
+
+Metrics never train and never read files (DESIGN §4); every model call runs in eval mode without gradients (the
+``unlearnkit.llm.lm`` functions restore the training flag, C21).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from unlearnkit.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class LLMEvalSettings:
+    """How LLM metrics evaluate (from the track's ``eval:`` section).
+
+    Attributes:
+        fmt: prompt format (``qa``, ``chat``, ``raw``) of :mod:`unlearnkit.llm.tokenize`.
+        batch_size: evaluation batch (sequences per forward pass).
+        max_items: at most this many items per evaluation split (the first ones, in set order); None = all.
+        max_new_tokens: greedy tokens generated per TOFU answer.
+        truth_ratio_variant: ``tofu`` (default), ``arith_prob`` or ``normalised`` (C03).
+        mink_k: fraction k of the Min-K% / Min-K%++ attacks (Shi et al. default 0.2).
+        mia_reference: model used by the ``ref`` attack: ``oracle`` (θ_r), ``original`` (θ_o) or ``none``.
+        knowmem_rouge: MUSE KnowMem ROUGE-L kind (``f1`` as MUSE's eval.py, or ``recall``).
+        verbmem_max_new_tokens, knowmem_max_new_tokens: MUSE generation lengths (128 and 32 in MUSE).
+        privleak_k: Min-K% fraction of PrivLeak (MUSE: 0.4).
+    """
+
+    fmt: str = "qa"
+    batch_size: int = 16
+    max_items: int | None = None
+    max_new_tokens: int = 32
+    truth_ratio_variant: str = "tofu"
+    mink_k: float = 0.2
+    mia_reference: str = "oracle"
+    knowmem_rouge: str = "f1"
+    verbmem_max_new_tokens: int = 128
+    knowmem_max_new_tokens: int = 32
+    privleak_k: float = 0.4
+
+
+class LLMEvalContext:
+    """One language model under evaluation on one :class:`TextTask`.
+
+    Args:
+        model: the causal LM (θ_u, θ_o or θ_r).  tokenizer: its tokenizer (pad token set).
+        task: the text task (``eval_sets``, ``extras``).  engine: the run's engine (device).
+        seed: the run seed.  references: ``original_model`` (θ_o) and ``oracle_model`` (θ_r), when available.
+        settings: :class:`LLMEvalSettings`.
+        ref_cache: dict shared across evaluations for reference-model statistics (keyed by weight SHA-256).
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, task: Any, engine: Any = None, *, seed: int = 0,
+                 references: dict[str, nn.Module] | None = None, settings: LLMEvalSettings | None = None,
+                 ref_cache: dict[tuple, Any] | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.engine = engine
+        self.seed = seed
+        self.references = references or {}
+        self.settings = settings or LLMEvalSettings()
+        self.ref_cache = ref_cache if ref_cache is not None else {}
+        self._cache: dict[tuple, Any] = {}
+        self._sha: dict[int, str] = {}
+
+    # -- identity -------------------------------------------------------------------------------------------------
+    def model_sha(self, model: nn.Module) -> str:
+        """SHA-256 of ``model``'s weights (computed once per context)."""
+        from unlearnkit.engine.checkpoint import state_sha256
+
+        if id(model) not in self._sha:
+            self._sha[id(model)] = state_sha256(model)
+        return self._sha[id(model)]
+
+    def reference(self, name: str, who: str) -> nn.Module:
+        """``references[name]`` or a ConfigError saying how to provide it (C07: never a silent None)."""
+        m = self.references.get(name)
+        if m is None:
+            what = {"oracle_model": "the retain model θ_r (trained on D_r only)",
+                    "original_model": "the original model θ_o (trained on D)"}.get(name, name)
+            raise ConfigError(f"{who} needs {what}, which was not supplied (references['{name}']); run it through the "
+                              "runner (`unlearnkit run`), which trains θ_o and θ_r and passes both, or pass "
+                              f"references={{'{name}': model}}")
+        return m
+
+    def for_reference(self, model: nn.Module, key: str, fn: Callable[[LLMEvalContext], Any]) -> Any:
+        """``fn`` evaluated on a context of ``model`` (same task/settings), cached by (weights SHA-256, key)."""
+        ck = (self.model_sha(model), key)
+        if ck not in self.ref_cache:
+            sub = LLMEvalContext(model, self.tokenizer, self.task, self.engine, seed=self.seed,
+                                 references=self.references, settings=self.settings, ref_cache=self.ref_cache)
+            sub._sha = self._sha
+            self.ref_cache[ck] = fn(sub)
+        return self.ref_cache[ck]
+
+    def cached(self, key: tuple, fn: Callable[[], Any]) -> Any:
+        """``fn()`` once per context (the model does not change during one evaluation)."""
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    # -- data -------------------------------------------------------------------------------------------------------
+    def eval_set(self, name: str) -> Any:
+        """Evaluation split ``name`` of the task, cut to ``max_items`` (first items in set order).
+
+        Raises:
+            DataError: the task has no such split, or it is empty.
+        """
+        sets = getattr(self.task, "eval_sets", {})
+        if name not in sets:
+            raise DataError(f"evaluation split '{name}' is not in task '{getattr(self.task, 'name', '?')}' "
+                            f"(it has: {', '.join(sorted(sets)) or 'none'})")
+        qs = sets[name]
+        if len(qs) == 0:
+            raise DataError(f"evaluation split '{name}' is empty")
+        n = self.settings.max_items
+        if n is not None and len(qs) > n:
+            qs = qs.select_ids(qs.ids[:n])
+        return qs
+
+    # -- model outputs (cached) -------------------------------------------------------------------------------------
+    def _lm(self):
+        try:
+            from unlearnkit.llm import lm
+        except ImportError as err:  # pragma: no cover - part of the package; transformers needed
+            raise ConfigError("LLM metrics need transformers: pip install 'unlearnkit[llm]'") from err
+        return lm
+
+    def mean_logprobs(self, pairs: list[tuple[str, str]], tag: tuple) -> np.ndarray:
+        """Length-normalised answer log-probs, float64 (n,) (nats per token, answer tokens incl. EOS)."""
+        from unlearnkit.metrics.tofu import mean_logprob
+
+        def run() -> np.ndarray:
+            s, t = self._lm().answer_logprobs(self.model, self.tokenizer, pairs, fmt=self.settings.fmt,
+                                              batch_size=self.settings.batch_size, engine=self.engine)
+            return mean_logprob(s, t)
+
+        return self.cached(("mlp",) + tag, run)
+
+    def generations(self, prompts: list[str], tag: tuple, *, fmt: str | None = None,
+                    max_new_tokens: int | None = None) -> list[str]:
+        """Greedy continuations (left padding, per-row slicing: C58) of ``prompts``."""
+        def run() -> list[str]:
+            return list(self._lm().generate(self.model, self.tokenizer, prompts, fmt=fmt or self.settings.fmt,
+                                            max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+                                            batch_size=self.settings.batch_size, engine=self.engine))
+
+        return self.cached(("gen",) + tag, run)
+
+    def token_scores(self, pairs: list[tuple[str, str]], tag: tuple, *, fmt: str | None = None) -> list[Any]:
+        """Per-answer-token scores (log p, arg-max, μ, σ) of ``pairs`` (``TokenScores`` of :mod:`unlearnkit.llm.lm`)."""
+        def run() -> list[Any]:
+            return list(self._lm().score_tokens(self.model, self.tokenizer, pairs, fmt=fmt or self.settings.fmt,
+                                                batch_size=self.settings.batch_size, engine=self.engine, stats=True))
+
+        return self.cached(("tok",) + tag, run)
+
+    def text_token_scores(self, texts: list[str], tag: tuple) -> list[Any]:
+        """Per-token scores of raw texts (every token after BOS)."""
+        def run() -> list[Any]:
+            return list(self._lm().token_scores(self.model, self.tokenizer, texts,
+                                                batch_size=self.settings.batch_size, engine=self.engine))
+
+        return self.cached(("txt",) + tag, run)

@@ -1,0 +1,223 @@
+"""Membership-inference attacks on text (language models): LOSS, zlib, Min-K%, Min-K%++, reference-model ratio.
+
+Every score is oriented **higher = more member-like** (the model behaves as if it trained on the text), so the AUC of
+"members vs non-members" is above 0.5 when membership leaks; AUC and TPR at low FPR reuse
+:func:`unlearnkit.metrics.mia_family.roc_auc` / :func:`~unlearnkit.metrics.mia_family.tpr_at_fpr`.
+
+Inputs are per-token log-probabilities ln p(x_t | x_<t) (natural log, float64, one array per text, the first token
+excluded because it has no context) and, for Min-K%++, the mean μ_t and standard deviation σ_t of ln p(z | x_<t) under
+the model's own next-token distribution.
+
+* ``loss`` (Yeom et al. 2018): mean token log-prob = −(average NLL) [nats/token].
+* ``zlib`` (Carlini et al., USENIX Security 2021, arXiv:2012.07805): −NLL / zlib-compressed length in bytes of the
+  UTF-8 text (the reference code of Min-K% and MUSE: ``PPL/zlib = loss / len(zlib.compress(text))``) [nats/token/byte].
+* ``min_k`` (Shi et al., "Detecting Pretraining Data from LLMs", ICLR 2024, arXiv:2310.16789): mean of the k % lowest
+  token log-probs; at least one token is used (the reference code's ``int(T·k)`` is 0 for short texts and averages an
+  empty selection to NaN: KNOWN_FAULTS C23 (a), golden −2.0).
+* ``min_k_pp`` (Zhang et al., "Min-K%++", arXiv:2404.02936, Eq. 4): per position z_t = (ln p(x_t) − μ_t) / σ_t, then
+  the mean of the k % lowest z_t (at least one). Golden (C23 (b)): p = [0.5, 0.25, 0.25] → μ = −1.0397, σ = 0.3466,
+  token 0 → +1.000, token 1 → −1.000. Where σ_t = 0 (all tokens equally likely) z_t = 0 (the numerator is 0 too).
+* ``ref`` (Carlini et al. 2021, "comparing to other language models"; MUSE's ``PPL/ref``): −NLL_target / NLL_ref,
+  the ratio of average NLLs of the target and a reference model [unitless].
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from unlearnkit.errors import DataError
+from unlearnkit.metrics.mia_family import roc_auc, tpr_at_fpr
+
+TEXT_ATTACKS: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_pp", "ref")
+SIGMA_EPS = 1e-12
+
+
+def _tokens(lp: Any, what: str = "token log-probs") -> np.ndarray:
+    a = np.asarray(lp, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise DataError(f"{what} are empty: a text needs at least 2 tokens (the first token has no prediction)")
+    if not np.isfinite(a).all():
+        raise DataError(f"{what} contain NaN/inf; the model's outputs are not finite (diverged?)")
+    return a
+
+
+def n_lowest(n_tokens: int, k: float) -> int:
+    """How many tokens Min-K% averages: max(1, ⌊n·k⌋) (never an empty selection, C23)."""
+    if not 0.0 < k <= 1.0:
+        raise DataError(f"Min-K% fraction k must be in (0, 1], got {k}")
+    return max(1, int(n_tokens * k))
+
+
+def loss_score(token_lp: Any) -> float:
+    """LOSS attack: mean token log-prob (= −average NLL, nats/token); higher = member."""
+    return float(_tokens(token_lp).mean())
+
+
+def zlib_score(token_lp: Any, text: str) -> float:
+    """zlib attack: −NLL / len(zlib.compress(text.encode("utf-8"))); higher = member."""
+    nll = -float(_tokens(token_lp).mean())
+    return -nll / len(zlib.compress(text.encode("utf-8")))
+
+
+def min_k_score(token_lp: Any, k: float = 0.2) -> float:
+    """Min-K%: mean of the max(1, ⌊T·k⌋) lowest token log-probs; higher = member. C23 (a): [−0.1, −2.0, −0.5], k = 0.2
+    → −2.0."""
+    a = _tokens(token_lp)
+    return float(np.sort(a)[: n_lowest(len(a), k)].mean())
+
+
+def next_token_stats(logits: Any) -> tuple[np.ndarray, np.ndarray]:
+    """μ_t = Σ_z p(z) ln p(z) and σ_t = sqrt(Σ_z p(z) (ln p(z))² − μ_t²) of each row's softmax (float64 (T,) each).
+
+    Args:
+        logits: float (T, V) next-token logits (any scale; log_softmax is applied in float64).
+    """
+    import torch
+
+    lg = torch.as_tensor(logits).double()
+    if lg.ndim != 2:
+        raise DataError(f"logits must be (T, V), got shape {tuple(lg.shape)}")
+    logp = torch.log_softmax(lg, dim=-1)
+    p = logp.exp()
+    plogp = torch.where(p > 0, p * logp, torch.zeros_like(p))
+    mu = plogp.sum(-1)
+    second = torch.where(p > 0, p * logp * logp, torch.zeros_like(p)).sum(-1)
+    sigma = (second - mu * mu).clamp_min(0.0).sqrt()
+    return mu.numpy(), sigma.numpy()
+
+
+def min_k_pp_tokens(token_lp: Any, mu: Any, sigma: Any) -> np.ndarray:
+    """Per-token Min-K%++ z_t = (ln p(x_t) − μ_t) / σ_t, float64 (T,); 0 where σ_t ≈ 0."""
+    a = _tokens(token_lp)
+    m = np.asarray(mu, dtype=np.float64).reshape(-1)
+    s = np.asarray(sigma, dtype=np.float64).reshape(-1)
+    if not (len(m) == len(s) == len(a)):
+        raise DataError(f"Min-K%++ needs μ and σ per token: {len(a)} tokens, {len(m)} μ, {len(s)} σ")
+    ok = s > SIGMA_EPS
+    return np.where(ok, (a - m) / np.where(ok, s, 1.0), 0.0)
+
+
+def min_k_pp_score(token_lp: Any, mu: Any, sigma: Any, k: float = 0.2) -> float:
+    """Min-K%++: mean of the max(1, ⌊T·k⌋) lowest z_t; higher = member."""
+    z = min_k_pp_tokens(token_lp, mu, sigma)
+    return float(np.sort(z)[: n_lowest(len(z), k)].mean())
+
+
+def ref_score(token_lp: Any, ref_token_lp: Any) -> float:
+    """Reference-model attack: −NLL_target / NLL_ref (MUSE ``PPL/ref``); higher = member.
+
+    Raises:
+        DataError: the reference's NLL is 0 (a reference that predicts the text perfectly calibrates nothing).
+    """
+    nll = -float(_tokens(token_lp).mean())
+    nll_ref = -float(_tokens(ref_token_lp, "reference token log-probs").mean())
+    if nll_ref <= 0:
+        raise DataError("the reference model's NLL on a text is 0; the ratio attack is undefined for it")
+    return -nll / nll_ref
+
+
+def text_scores(token_lps: Sequence[np.ndarray], texts: Sequence[str], *, k: float = 0.2,
+                mus: Sequence[np.ndarray] | None = None, sigmas: Sequence[np.ndarray] | None = None,
+                ref_token_lps: Sequence[np.ndarray] | None = None, attacks: Sequence[str] = TEXT_ATTACKS
+                ) -> dict[str, np.ndarray]:
+    """All requested attacks on each text, ``{attack: float64 (n,)}``; attacks whose inputs are absent (μ/σ for
+    ``min_k_pp``, reference log-probs for ``ref``) are skipped.
+
+    Raises:
+        DataError: unknown attack, or lists of different lengths.
+    """
+    bad = [a for a in attacks if a not in TEXT_ATTACKS]
+    if bad:
+        raise DataError(f"unknown text MIA attack(s) {bad}; valid: {', '.join(TEXT_ATTACKS)}")
+    n = len(token_lps)
+    if len(texts) != n:
+        raise DataError(f"{n} token log-prob arrays but {len(texts)} texts")
+    out: dict[str, np.ndarray] = {}
+    for a in attacks:
+        if a == "loss":
+            out[a] = np.array([loss_score(x) for x in token_lps])
+        elif a == "zlib":
+            out[a] = np.array([zlib_score(x, t) for x, t in zip(token_lps, texts)])
+        elif a == "min_k":
+            out[a] = np.array([min_k_score(x, k) for x in token_lps])
+        elif a == "min_k_pp" and mus is not None and sigmas is not None:
+            out[a] = np.array([min_k_pp_score(x, m, s, k) for x, m, s in zip(token_lps, mus, sigmas)])
+        elif a == "ref" and ref_token_lps is not None:
+            out[a] = np.array([ref_score(x, r) for x, r in zip(token_lps, ref_token_lps)])
+    return {a: v.astype(np.float64) for a, v in out.items()}
+
+
+def mia_summary(member: dict[str, np.ndarray], nonmember: dict[str, np.ndarray], prefix: str = "mia"
+                ) -> dict[str, float]:
+    """AUC and TPR at 1 % / 0.1 % FPR of each attack present in both pools.
+
+    Keys ``{prefix}.{attack}.auc`` and ``{prefix}.{attack}.tpr@1%`` / ``tpr@0.1%``; a TPR at an FPR below 1/n_nonmember
+    is not resolvable and is NaN (as in :class:`unlearnkit.metrics.mia_family.MIAFamily`). AUC 0.5 = no leak.
+    """
+    out: dict[str, float] = {}
+    for a in member:
+        if a not in nonmember:
+            continue
+        m, n = member[a], nonmember[a]
+        out[f"{prefix}.{a}.auc"] = roc_auc(m, n)
+        for label, inv in (("1%", 100), ("0.1%", 1000)):
+            out[f"{prefix}.{a}.tpr@{label}"] = tpr_at_fpr(m, n, 1.0 / inv) if len(n) >= inv else math.nan
+    return out
+
+
+# -- the registered metric ---------------------------------------------------------------------------------------------
+def _pool_scores(ctx: Any, split: str, ref_model: Any | None) -> dict[str, np.ndarray]:
+    qs = ctx.eval_set(split)
+    pairs = qs.pairs("answer")
+    toks = ctx.token_scores(pairs, (split, "answer"))
+    ref = None
+    if ref_model is not None:
+        ref_toks = ctx.for_reference(ref_model, f"mia_text.{split}.{len(qs)}",
+                                     lambda c: c.token_scores(pairs, (split, "answer")))
+        ref = [t.logp for t in ref_toks]
+    return text_scores([t.logp for t in toks], list(qs.answers), k=ctx.settings.mink_k,
+                       mus=[t.mu for t in toks], sigmas=[t.sigma for t in toks], ref_token_lps=ref)
+
+
+def _register() -> None:
+    from unlearnkit.metrics.base import Metric, MetricOutput
+    from unlearnkit.registry import METRICS
+
+    @METRICS.register("mia_text")
+    class TextMIA(Metric):
+        """Text MIAs on answer tokens: D_f (members of θ_o) vs the holdout (never trained on); AUC 0.5 = no leak.
+
+        Scores each QA item's answer tokens given the question. ``ref`` uses the model named by the track's
+        ``eval.mia_reference`` (θ_r by default: the ratio calibrates away what a model that never saw D_f knows).
+        """
+
+        track = "llm"
+        source = "Yeom 2018; Carlini et al. 2021 (zlib, ref); Shi et al. 2024 (Min-K%); Zhang et al. 2024 (Min-K%++)"
+        keys = {
+            "mia.<attack>.auc": "ROC AUC forget (member) vs holdout (non-member); θ_r ≈ 0.5, higher = leaks D_f",
+            "mia.<attack>.tpr@1%": "TPR at 1 % FPR (NaN when the holdout has < 100 items)",
+            "mia.<attack>.tpr@0.1%": "TPR at 0.1 % FPR (NaN when the holdout has < 1000 items)",
+        }
+
+        def compute(self, ctx: Any) -> MetricOutput:
+            sets = getattr(ctx.task, "eval_sets", {})
+            if "holdout" not in sets or len(sets["holdout"]) == 0:
+                raise DataError("mia_text needs a holdout set of never-trained items (non-members); set "
+                                "llm.data.holdout_persons > 0 (the track then keeps those persons out of D)")
+            which = ctx.settings.mia_reference
+            ref_model = None
+            if which != "none":
+                ref_model = ctx.reference(f"{which}_model", "the 'ref' text MIA")
+            member = _pool_scores(ctx, "forget", ref_model)
+            non = _pool_scores(ctx, "holdout", ref_model)
+            per = {f"mia.{a}.forget": v for a, v in member.items()}
+            per.update({f"mia.{a}.holdout": v for a, v in non.items()})
+            return MetricOutput(mia_summary(member, non, prefix="mia"), per)
+
+
+_register()

@@ -1,0 +1,162 @@
+"""MUSE metrics (Shi et al., "MUSE: Machine Unlearning Six-Way Evaluation for Language Models", arXiv:2407.06460).
+
+Pure functions (no model) following the reference code (swj0419/muse_bench ``eval.py`` and jaechan-repo/muse_bench
+``knowmem/get_rouge_qa.py``, ``privleak/get_ppl_utils.py``):
+
+* **VerbMem** (C1, lower = less verbatim memorisation of D_f): greedy continuation of each forget-set prompt
+  (``max_new_tokens`` 128), ROUGE-L **F1** against the true continuation, ``rouge-score`` **without** stemming (C22),
+  mean over prompts. Reported as a fraction in [0, 1] (MUSE prints ×100).
+* **KnowMem** (C2 on forget QA: lower = less knowledge of D_f; C4 utility on retain QA: higher = better): few-shot
+  prompt "Question: {q}\\nAnswer: {a}\\n\\n" per in-context example, then "Question: {q}\\nAnswer: "; greedy answer
+  (``max_new_tokens`` 32) cut at the first "\\n\\n", "\\nQuestion" or "Question:"; ROUGE-L without stemming. MUSE's
+  ``eval.py`` aggregates ``mean_rougeL`` = F1 (default here, ``knowmem_rouge: f1``); ``recall`` is available.
+* **PrivLeak** (C3, closest to 0 is best): (AUC(θ_u) − AUC(θ_r)) / AUC(θ_r) × 100 [%], AUC of the Min-K% (k = 0.4,
+  MUSE's ``forget_holdout_Min-40%``) attack separating D_f (members) from the holdout (non-members). Positive =
+  under-unlearning (θ_u still separates D_f from unseen text more than θ_r), negative = over-unlearning. Golden:
+  AUC_u 0.75, AUC_r 0.5 → +50.0; AUC_u 0.25, AUC_r 0.5 → −50.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from unlearnkit.errors import DataError
+
+#: MUSE's defaults (reference eval.py)
+VERBMEM_MAX_NEW_TOKENS = 128
+KNOWMEM_MAX_NEW_TOKENS = 32
+PRIVLEAK_K = 0.4
+MUSE_ROUGE_STEMMER = False
+KNOWMEM_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion", "Question:")
+
+
+def privleak(auc_unlearned: float, auc_oracle: float) -> float:
+    """PrivLeak in percent: (AUC_u − AUC_r) / AUC_r × 100.
+
+    Raises:
+        DataError: AUC_r is 0 or an AUC is outside [0, 1].
+    """
+    for name, v in (("AUC_unlearned", auc_unlearned), ("AUC_oracle", auc_oracle)):
+        if not 0.0 <= v <= 1.0:
+            raise DataError(f"{name} must be in [0, 1], got {v}")
+    if auc_oracle == 0:
+        raise DataError("PrivLeak divides by the oracle's AUC, which is 0; the oracle's attack is inverted — check "
+                        "which pool is labelled member")
+    return (auc_unlearned - auc_oracle) / auc_oracle * 100.0
+
+
+def knowmem_prompt(question: str, icl: Sequence[tuple[str, str]] = ()) -> str:
+    """MUSE's few-shot QA prompt: each (q, a) example as "Question: q\\nAnswer: a\\n\\n", then the question."""
+    head = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in icl)
+    return head + f"Question: {question}\nAnswer: "
+
+
+def cut_answer(text: str, stops: Sequence[str] = KNOWMEM_STOPS) -> str:
+    """The generated answer up to the first stop string (MUSE's ``get_prefix_before_words_occur``)."""
+    for s in stops:
+        text = text.split(s)[0]
+    return text
+
+
+def verbmem_scores(gts: Sequence[str], generations: Sequence[str]):
+    """ROUGE-L F1 without stemming of each continuation, float64 (n,)."""
+    from unlearnkit.metrics.tofu import rouge_l
+
+    if len(gts) == 0:
+        raise DataError("VerbMem needs at least one forget-set prompt")
+    return rouge_l(gts, generations, stemmer=MUSE_ROUGE_STEMMER, kind="f1")
+
+
+def knowmem_scores(answers: Sequence[str], generations: Sequence[str], kind: str = "f1"):
+    """ROUGE-L (``f1`` default, or ``recall``) without stemming of each cut answer, float64 (n,)."""
+    from unlearnkit.metrics.tofu import rouge_l
+
+    if len(answers) == 0:
+        raise DataError("KnowMem needs at least one QA pair")
+    return rouge_l(answers, [cut_answer(g) for g in generations], stemmer=MUSE_ROUGE_STEMMER, kind=kind)
+
+
+# -- the registered metric ---------------------------------------------------------------------------------------------
+def _privleak_auc(ctx: Any, texts: dict[str, list[str]], k: float) -> tuple[float, dict[str, Any]]:
+    from unlearnkit.metrics.mia_text import min_k_score
+    from unlearnkit.metrics.mia_family import roc_auc
+
+    scores = {}
+    for pool in ("forget", "holdout"):
+        toks = ctx.text_token_scores(texts[pool], ("privleak", pool))
+        scores[pool] = np.array([min_k_score(t.logp, k) for t in toks], dtype=np.float64)
+    return roc_auc(scores["forget"], scores["holdout"]), scores
+
+
+def _register() -> None:
+    from unlearnkit.metrics.base import Metric, MetricOutput
+    from unlearnkit.registry import METRICS
+
+    @METRICS.register("muse")
+    class MUSEMetric(Metric):
+        """MUSE (Shi et al. 2024, arXiv:2407.06460): VerbMem, KnowMem (forget / retain), PrivLeak.
+
+        Needs a MUSE task (``llm.data.source: muse``) and ``references['oracle_model']`` for PrivLeak.
+        """
+
+        track = "llm"
+        source = "Shi et al., MUSE, arXiv:2407.06460 (reference code swj0419/muse_bench)"
+        keys = {
+            "verbmem_f": "ROUGE-L F1 (unstemmed) of continuations of D_f prompts (lower = less verbatim memory)",
+            "knowmem_f": "ROUGE-L (unstemmed) of answers to D_f questions, few-shot (lower = forgotten)",
+            "knowmem_r": "ROUGE-L (unstemmed) of answers to D_r questions, few-shot (higher = utility kept)",
+            "privleak": "(AUC_u − AUC_r)/AUC_r × 100 of Min-40% on D_f vs holdout (≈ 0 best; > 0 under-, < 0 over-"
+                        "unlearning)",
+            "privleak.auc": "that AUC of the evaluated model",
+            "privleak.auc_oracle": "θ_r's AUC (the denominator; PrivLeak is NaN only when it is 0)",
+        }
+
+        def compute(self, ctx: Any) -> MetricOutput:
+            st = ctx.settings
+            extras = getattr(ctx.task, "extras", {}) or {}
+            need = [k for k in ("verbmem", "privleak", "knowmem_forget_icl", "knowmem_retain_icl") if k not in extras]
+            if need:
+                raise DataError(f"the muse metric needs a MUSE task (llm.data.source: muse); task "
+                                f"'{getattr(ctx.task, 'name', '?')}' lacks {', '.join(need)}")
+            n = st.max_items
+            values: dict[str, float] = {}
+            per: dict[str, Any] = {}
+            vm = list(extras["verbmem"])[:n] if n else list(extras["verbmem"])
+            if not vm:
+                raise DataError("MUSE verbmem set is empty")
+            prompts = [d["prompt"] for d in vm]
+            gts = [d["gt"] for d in vm]
+            gens = ctx.generations(prompts, ("verbmem",), fmt="raw", max_new_tokens=st.verbmem_max_new_tokens)
+            s = verbmem_scores(gts, gens)
+            values["verbmem_f"] = float(s.mean())
+            per["verbmem.rouge_f1"] = s
+            per["verbmem.generation"] = np.array(gens, dtype=str)
+            for tag, split in (("f", "knowmem_forget"), ("r", "knowmem_retain")):
+                qs = ctx.eval_set(split)
+                icl = [(it.question, it.answer) for it in extras[f"{split}_icl"]]
+                kp = [knowmem_prompt(q, icl) for q in qs.questions]
+                g = ctx.generations(kp, (split,), fmt="raw", max_new_tokens=st.knowmem_max_new_tokens)
+                sc = knowmem_scores(list(qs.answers), g, kind=st.knowmem_rouge)
+                values[f"knowmem_{tag}"] = float(sc.mean())
+                per[f"{split}.rouge"] = sc
+                per[f"{split}.generation"] = np.array([cut_answer(x) for x in g], dtype=str)
+            pl = extras["privleak"]
+            texts = {p: (list(pl[p])[:n] if n else list(pl[p])) for p in ("forget", "holdout")}
+            auc, scores = _privleak_auc(ctx, texts, st.privleak_k)
+            oracle = ctx.reference("oracle_model", "MUSE PrivLeak")
+            auc_r = ctx.for_reference(oracle, f"muse.privleak.{st.privleak_k}.{n}",
+                                      lambda c: _privleak_auc(c, texts, st.privleak_k)[0])
+            # AUC_r = 0 (θ_r ranks every holdout text above every forget text: only with tiny pools) leaves the
+            # relative change undefined: NaN on this one key, with both AUCs recorded
+            values["privleak"] = privleak(auc, auc_r) if auc_r > 0 else float("nan")
+            values["privleak.auc"] = auc
+            values["privleak.auc_oracle"] = auc_r
+            per["privleak.forget"] = scores["forget"]
+            per["privleak.holdout"] = scores["holdout"]
+            return MetricOutput(values, per)
+
+
+_register()
