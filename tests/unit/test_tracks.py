@@ -175,3 +175,28 @@ def test_metric_params_reach_the_metric_and_the_config_hash(tmp_path):
     assert config_hash(a) != config_hash(b)  # a different evaluation is a different run folder, never stale rows
     metric = ClassifierTrack(b, None, Engine(b.engine)).build_metric("mia")
     assert tuple(metric.config.attacks) == ("entropy",)
+
+
+def test_resolved_config_shows_only_what_the_track_reads():
+    from unlearnkit.config.loader import dump_yaml, to_plain
+
+    clf = to_plain(load_config(data={"methods": ["finetune"]}))
+    # a classifier run serialises (and hashes) as before tracks existed: no track keys
+    assert not {"track", "llm", "graph", "recsys", "metric_params"} & set(clf)
+    rec = load_config(data={"track": "recsys", "methods": ["reverse_bpr"]})
+    plain = to_plain(rec)
+    assert plain["track"] == "recsys" and "recsys" in plain
+    assert not {"data", "model", "scenario", "train", "oracle", "llm", "graph"} & set(plain)
+    assert load_config(data=plain) == rec  # the resolved config loads back to the same config
+    assert "digits" not in dump_yaml(rec)
+
+
+def test_report_header_names_the_track_data_and_model():
+    from unlearnkit.report import build_meta
+    from unlearnkit.report._common import meta_lines
+
+    cfg = load_config(data={"track": "recsys", "methods": ["reverse_bpr"]})
+    from unlearnkit.config.loader import to_plain
+
+    lines = dict(meta_lines(build_meta("x", [], config=to_plain(cfg))))
+    assert lines["track"] == "recsys" and lines["data"].startswith("synthetic") and lines["model"] == "mf"

@@ -533,6 +533,27 @@ class ExperimentConfig(Frozen):
             )
         return self
 
+    @model_serializer(mode="wrap")
+    def _drop_unused(self, handler: Any) -> Any:
+        """Serialise only what the run uses: a classifier run without track settings serialises (and hashes) as
+        before tracks existed; another track's run leaves out the classifier-only fields (data, model, scenario,
+        train, oracle), which it never reads, so config.resolved.yaml does not show digits/mlp defaults."""
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        if self.track == "classifier":
+            if data.get("track") == "classifier":
+                del data["track"]
+            for sec in TRACK_SECTIONS:
+                if data.get(sec) is None:
+                    data.pop(sec, None)
+        else:
+            for f in (*CLASSIFIER_FIELDS, *(x for x in TRACK_SECTIONS if x != self.track)):
+                data.pop(f, None)
+        if not data.get("metric_params"):
+            data.pop("metric_params", None)
+        return data
+
     @property
     def oracle_recipe(self) -> TrainConfig:
         """The oracle's training recipe (``oracle`` if set, else ``train``)."""

@@ -71,8 +71,11 @@ def _read_config(run_dir: Path) -> tuple[str | None, dict[str, Any]]:
 def _name_of(spec: Any) -> str | None:
     if isinstance(spec, str):
         return spec
-    if isinstance(spec, Mapping) and spec.get("name"):
-        return str(spec["name"])
+    if isinstance(spec, Mapping):
+        for key in ("name", "source", "arch", "kind"):  # classifier specs have a name; track sections vary
+            if spec.get(key):
+                extra = spec.get("forget_split") or spec.get("path")
+                return f"{spec[key]} ({extra})" if extra and key != "name" else str(spec[key])
     return None
 
 
@@ -103,13 +106,17 @@ def build_meta(
     if row_sc:
         scenario.update(row_sc)
     versions = next((r["versions"] for r in reversed(rows) if isinstance(r.get("versions"), Mapping)), None)
+    track = str(config.get("track") or next((r["track"] for r in rows if r.get("track")), None) or "classifier")
+    # classifier runs keep data/model at the top level; other tracks in their section (llm:, graph:, recsys:)
+    section = config.get(track) if track != "classifier" and isinstance(config.get(track), Mapping) else config
     return {
         "run": run,
         "config_sha256": config_sha,
         "config_hashes": list(dict.fromkeys(hashes)),
         "scenario": scenario or None,
-        "data": _name_of(config.get("data")),
-        "model": _name_of(config.get("model")),
+        "track": track,
+        "data": _name_of(section.get("data")),
+        "model": _name_of(section.get("model")),
         "versions": dict(versions) if versions else None,
         "config_text": config_text,
         "skipped_lines": skipped_lines,
@@ -184,8 +191,10 @@ def console_table(summary: Sequence[SummaryRow], title: str | None = None) -> Ta
     from rich.text import Text
 
     cols = columns_for(summary)
-    table = Table(title=title, caption="mean ± std over seeds; UA, MIA-Eff.: closer to oracle is better; "
-                  "RA, TA: higher; Avg. Gap, RTE: lower")
+    classifier = any(c.key == "unlearn_acc" for c in cols)
+    caption = ("mean ± std over seeds; UA, MIA-Eff.: closer to oracle is better; RA, TA: higher; Avg. Gap, RTE: lower"
+               if classifier else "mean ± std over seeds; the column meanings and directions are in report.md")
+    table = Table(title=title, caption=caption)
     # min widths keep every number whole on an 80-column terminal: cells wrap at spaces ("mean ±" / "std")
     # instead of being cut to "100…".
     table.add_column("Method", min_width=8, overflow="fold")

@@ -218,6 +218,8 @@ def meta_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
             f"rows come from {len(meta['config_hashes'])} different configs "
             f"({', '.join(x[:8] for x in meta['config_hashes'])}); compare with care",
         ))
+    if meta.get("track") and meta["track"] != "classifier":
+        out.append(("track", str(meta["track"])))
     if meta.get("data"):
         out.append(("data", str(meta["data"])))
     if meta.get("model"):
