@@ -279,3 +279,17 @@ def test_device_auto_and_missing_cuda():
         assert Engine(EngineConfig(device="auto")).device.type == "cpu"
         with pytest.raises(ConfigError, match="CUDA is not available"):
             _ = Engine(EngineConfig(device="cuda")).device
+
+
+def test_progress_is_silent_when_stderr_is_not_a_terminal(capfd):
+    """A log file or pipe must not collect one line per progress refresh (seen with many short loops)."""
+    from unlearnkit.config.schema import EngineConfig
+    from unlearnkit.engine.loop import Engine
+
+    eng = Engine(EngineConfig(device="cpu", progress=True))
+    for _ in range(20):
+        with eng.progress(5, "loop") as advance:
+            for _ in range(5):
+                advance()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

@@ -180,14 +180,23 @@ class Engine:
             yield x, y, ids
 
     @contextmanager
-    def _progress(self, total: int, desc: str):
-        if not self.config.progress:
+    def progress(self, total: int, desc: str):
+        """A progress bar of ``total`` steps on stderr; yields ``advance(n=1, info=None)``.
+
+        No bar (a no-op ``advance``) when ``config.progress`` is false or stderr is not a terminal (a log file or a
+        pipe would collect one line per refresh). Updates are throttled to about 10 per second.
+        """
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if not self.config.progress or not console.is_terminal:
             yield lambda n=1, info=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True) as prog:
+                      TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+                      console=console) as prog:
             tid = prog.add_task(desc, total=total, info="")
             pending = [0, time.perf_counter()]
 
@@ -202,6 +211,8 @@ class Engine:
             yield advance
             if pending[0]:
                 prog.update(tid, advance=pending[0])
+
+    _progress = progress  # former private name, kept for callers outside the engine
 
     # -- training -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -264,7 +275,7 @@ class Engine:
         step = 0
         samples = 0
         t0 = time.perf_counter()
-        with self._progress(recipe.epochs * steps_per_epoch, desc) as advance:
+        with self.progress(recipe.epochs * steps_per_epoch, desc) as advance:
             for epoch in range(recipe.epochs):
                 total, count = 0.0, 0
                 for x, y, ids in self.batches(data, recipe.batch_size, shuffle=True, generator=gen):

@@ -452,7 +452,7 @@ def train_bpr(model: Recommender, data, recipe: RecTrainConfig, engine, *, seed:
     step = 0
     losses: list[float] = []
     t0 = time.perf_counter()
-    with engine._progress(recipe.epochs * steps_per_epoch, desc) as advance:
+    with engine.progress(recipe.epochs * steps_per_epoch, desc) as advance:
         for epoch in range(recipe.epochs):
             perm = rng.permutation(n)
             negs = sampler.sample(users[perm], rng)

@@ -58,7 +58,7 @@ class RecGradAscent(RecsysUnlearner):
         seen: list[np.ndarray] = []
         model.train()
         last = float("nan")
-        with engine._progress(steps, "rec_grad_ascent") as advance:
+        with engine.progress(steps, "rec_grad_ascent") as advance:
             for step in range(steps):
                 u, i, j, ids = fs.next(min(c.batch_size, len(forget)), dev)
                 s_pos, s_neg = model.bpr_terms(u, i, j)[:2]

@@ -78,7 +78,7 @@ class ReverseBPR(RecsysUnlearner):
         seen: list[np.ndarray] = []
         model.train()
         last = float("nan")
-        with engine._progress(steps, "reverse_bpr") as advance:
+        with engine.progress(steps, "reverse_bpr") as advance:
             for step in range(steps):
                 u, i, j, ids = fs.next(min(c.batch_size, len(forget)), dev)
                 s_pos, s_neg, reg = model.bpr_terms(u, i, j)
