@@ -48,6 +48,43 @@ def format_validation_error(err: ValidationError, where: str) -> str:
     return "; ".join(lines)
 
 
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names of the (nested) pydantic model at ``loc`` below ``model``; None when it is not a model."""
+    import typing
+
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        stack, nested = [field.annotation], None
+        while stack:  # Optional[X], X | None, Annotated[...]: the first BaseModel among the arguments
+            t = stack.pop(0)
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                nested = t
+                break
+            stack.extend(typing.get_args(t))
+        if nested is None:
+            return None
+        model = nested
+    return list(model.model_fields)
+
+
+def _allowed_keys_hint(err: ValidationError, config: type[BaseModel], kind: str, name: str) -> str:
+    """". Allowed keys[ under a.b]: ..." for each place that got an unknown key (nothing for bad values only)."""
+    hints = []
+    for loc in dict.fromkeys(tuple(e["loc"][:-1]) for e in err.errors() if e["type"] == "extra_forbidden"):
+        keys = _fields_at(config, loc)
+        where = ".".join(map(str, loc))
+        if keys is None:
+            continue
+        if not keys:
+            hints.append(f"{kind} '{name}' takes no parameters; remove them" if not where
+                         else f"'{where}' takes no keys; remove them")
+        else:
+            hints.append(f"Allowed keys{f' under {where}' if where else ''}: {', '.join(keys)}")
+    return "".join(f". {h}" for h in hints)
+
+
 def suggest(name: str, choices: list[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
@@ -120,10 +157,8 @@ class Registry(Generic[T]):
         try:
             return entry.config.model_validate(dict(params or {}))
         except ValidationError as err:
-            allowed = ", ".join(entry.config.model_fields)
-            raise ConfigError(
-                f"{format_validation_error(err, f'{self.kind} {name}')}. Allowed keys: {allowed}"
-            ) from err
+            hint = _allowed_keys_hint(err, entry.config, self.kind, name)
+            raise ConfigError(format_validation_error(err, f"{self.kind} {name}") + hint) from err
 
     def build(self, name: str, params: Mapping[str, Any] | BaseModel | None = None) -> Any:
         """Instantiate ``name`` with its validated config: ``obj(config)`` (or ``obj()`` without a config)."""

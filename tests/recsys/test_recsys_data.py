@@ -174,3 +174,12 @@ def test_bad_scenarios_raise_data_errors():
         build_recsys_task(d, None, RecsysScenarioConfig(kind="ids", ids=[int(d.ids[te[0]])]))
     with pytest.raises(ValueError, match="exactly one"):
         RecsysScenarioConfig(kind="users", fraction=0.1, count=2)
+
+
+def test_ids_scenario_names_the_extra_key_and_the_extends_fix():
+    """`kind: ids` under a parent that sets fraction (extends merges it in): the error names the key and `null`."""
+    with pytest.raises(ValueError, match=r"only 'ids', but fraction is also set.*fraction: null"):
+        RecsysScenarioConfig(kind="ids", ids=[1, 2], fraction=0.05)
+    with pytest.raises(ValueError, match="non-empty list"):
+        RecsysScenarioConfig(kind="ids", ids=[])
+    assert RecsysScenarioConfig(kind="ids", ids=[1, 2]).ids == [1, 2]

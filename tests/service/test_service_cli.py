@@ -103,3 +103,20 @@ def test_service_config_defaults_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="sisa.shardz"):
         load_service_config("service_digits", ["sisa.shardz=3"])
     assert not load_service_config("service_digits", ["host=0.0.0.0"]).is_loopback
+
+
+def test_serve_refuses_a_busy_port_before_fitting(tmp_path, monkeypatch):
+    """A port already listened on is a one-line config error (exit 2) before the store is created or fitted, not
+    uvicorn's 'address already in use' (exit 3) after the first fit."""
+    import socket
+
+    monkeypatch.setenv("UNLEARNKIT_TOKEN", TOKEN)
+    store = tmp_path / "store"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = runner.invoke(app, ["serve", "service_digits", "--set", f"store={store}", "--port", str(port), *FAST])
+    assert r.exit_code == 2, r.output
+    assert f"127.0.0.1:{port}" in r.output and "--port" in r.output
+    assert not (store / "state.json").exists()

@@ -213,3 +213,18 @@ def test_bad_files_raise_ledger_error(tmp_path):
         Ledger(junk)
     with pytest.raises(LedgerError, match="synchronous"):
         Ledger(tmp_path / "x.sqlite3", synchronous="off")  # type: ignore[arg-type]
+
+
+def test_sqlite_file_without_ledger_tables_says_how_to_fix(tmp_path):
+    """An empty file or another SQLite database (e.g. a copy without its -wal file) names the fix, not just the
+    sqlite error."""
+    empty = tmp_path / "empty.sqlite3"
+    empty.write_bytes(b"")
+    other = tmp_path / "other.sqlite3"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE t (a)")
+    db.commit()
+    db.close()
+    for f in (empty, other):
+        with pytest.raises(LedgerError, match=r"not a readable unlearnkit ledger .*ledger\.sqlite3-wal"):
+            verify_ledger(f)

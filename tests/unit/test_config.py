@@ -161,6 +161,17 @@ def test_extends_missing_parent_and_bad_type(tmp_path):
         load_config(tmp_path / "y.yaml")
 
 
+def test_extends_a_bundled_config_by_name(tmp_path):
+    """`extends: recsys_synthetic` works like `unlearnkit run recsys_synthetic`; a local file of that name wins."""
+    write(tmp_path / "x.yaml", "extends: recsys_synthetic\nseeds: 1\n")
+    cfg = load_config(tmp_path / "x.yaml")
+    assert cfg.track == "recsys" and cfg.name == "recsys_synthetic" and len(cfg.seeds) == 1
+    write(tmp_path / "z.yaml", "extends: llm/tofu_tiny\n")
+    assert load_config(tmp_path / "z.yaml").track == "llm"
+    write(tmp_path / "recsys_synthetic", "name: local\n")
+    assert load_config(tmp_path / "x.yaml").name == "local"
+
+
 def test_deep_merge_does_not_mutate_inputs():
     base = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
     over = {"a": {"c": [3]}, "e": 2}

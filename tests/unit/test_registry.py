@@ -87,6 +87,21 @@ def test_unknown_param_names_allowed_keys():
     assert "Allowed keys: alpha, steps" in msg
 
 
+def test_config_without_fields_says_it_takes_no_parameters():
+    """A config class with no fields (e.g. the sequential executor's) must not print an empty 'Allowed keys: '."""
+
+    class _Empty(Frozen):
+        pass
+
+    reg = Registry("executor")
+    reg.register("sequential", config=_Empty)(type("Seq", (), {}))
+    with pytest.raises(ConfigError) as exc:
+        reg.validate_config("sequential", {"max_workers": 2})
+    msg = str(exc.value)
+    assert "unknown key 'max_workers'" in msg
+    assert "takes no parameters" in msg and "Allowed keys" not in msg
+
+
 def test_bad_param_value_names_the_field_and_value():
     reg = _registry()
     with pytest.raises(ConfigError) as exc:
@@ -122,3 +137,27 @@ def test_global_registries_hold_the_foundation_components():
 
     assert {"retrain", "finetune", "grad_ascent"} <= set(METHODS.names())
     assert {"accuracy", "mia_efficacy"} <= set(METRICS.names())
+
+
+def test_allowed_keys_are_those_of_the_nested_section_and_absent_for_bad_values():
+    """An unknown nested key lists the keys of its own section; a bad value does not list any keys (the key is
+    allowed, its value is not)."""
+
+    class _Data(Frozen):
+        root: str = "."
+        name: str = "cora"
+
+    class _Track(Frozen):
+        data: _Data = _Data()
+        epochs: int = Field(1, ge=1)
+
+    reg = Registry("track")
+    reg.register("graph", config=_Track)(type("G", (), {}))
+    with pytest.raises(ConfigError) as exc:
+        reg.validate_config("graph", {"data": {"bogus": 1}})
+    msg = str(exc.value)
+    assert "unknown key 'data.bogus'" in msg and "Allowed keys under data: root, name" in msg
+    assert "epochs" not in msg
+    with pytest.raises(ConfigError) as exc:
+        reg.validate_config("graph", {"epochs": 0})
+    assert "epochs" in str(exc.value) and "Allowed keys" not in str(exc.value)

@@ -45,3 +45,27 @@ def test_llm_columns():
          "unlearn_seconds": 1.0}
     assert headers(summarize(rows(m, m))) == ["Forget quality", "Model utility", "Forget ROUGE-L",
                                               "MIA AUC (Min-K%)", "RTE (s)"]
+
+
+def _track_row(method: str, track: str, oracle: bool) -> dict:
+    return {"cached_model": False, "checkpoint_sha256": None, "config_sha256": "0" * 64, "error": None,
+            "finished_at": "2026-01-01T00:00:00Z", "is_oracle": oracle, "lineage_key": "x", "method": method,
+            "method_name": method, "metrics": {"forget_quality": 1.0, "model_utility": 0.5, "unlearn_seconds": 1.0},
+            "params": {}, "run": "r", "scenario": "forget10", "schema": "unlearnkit.result/1", "seed": 0, "started_at":
+            "2026-01-01T00:00:00Z", "status": "ok", "track": track, "versions": {}}
+
+
+def test_neurips_on_a_non_classifier_run_is_a_clear_error(tmp_path):
+    """`unlearnkit report RUN --neurips` on an LLM run: exit 2 with a one-line reason, no neurips.json written."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from unlearnkit.cli import app
+
+    rows = [_track_row("retrain", "llm", True), _track_row("ga", "llm", False)]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    r = CliRunner().invoke(app, ["report", str(tmp_path), "--neurips"])
+    assert r.exit_code == 2, r.output
+    assert "classifier" in r.output and "llm" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "neurips.json").exists()

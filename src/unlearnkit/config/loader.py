@@ -83,8 +83,33 @@ def load_raw(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'extends' must be a path or a list of paths, got {parents!r}")
     merged: dict[str, Any] = {}
     for p in parents:
-        merged = deep_merge(merged, load_raw(path.parent / p, (*_stack, path)))
+        merged = deep_merge(merged, load_raw(_resolve_parent(path, p), (*_stack, path)))
     return deep_merge(merged, data)
+
+
+def _resolve_parent(child: Path, parent: str) -> Path:
+    """An ``extends:`` entry: a path relative to the extending file, or else a bundled config name.
+
+    Raises:
+        ConfigError: neither exists (names both places it looked).
+    """
+    local = child.parent / parent
+    if local.is_file():
+        return local
+    try:
+        bundled = resolve_config_path(parent)
+    except ConfigError:
+        bundled = None
+    if bundled is not None and bundled.resolve().is_relative_to(PACKAGE_CONFIGS.resolve()):
+        return bundled
+    raise ConfigError(
+        f"{child}: extends {parent!r}: not found as {local} (paths are relative to the extending file) "
+        f"nor as a bundled config name; fix the path or use a bundled name ({', '.join(_bundled_names())})"
+    )
+
+
+def _bundled_names() -> list[str]:
+    return sorted(x.relative_to(PACKAGE_CONFIGS).with_suffix("").as_posix() for x in PACKAGE_CONFIGS.rglob("*.yaml"))
 
 
 def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
@@ -191,10 +216,9 @@ def resolve_config_path(path: str | Path) -> Path:
         for cand in (PACKAGE_CONFIGS / base, PACKAGE_CONFIGS / f"{base}.yaml"):
             if cand.is_file():
                 return cand
-    names = sorted(x.relative_to(PACKAGE_CONFIGS).with_suffix("").as_posix() for x in PACKAGE_CONFIGS.rglob("*.yaml"))
     raise ConfigError(
         f"config file not found: {path}. Give a path to a YAML file, or a bundled config name "
-        f"({', '.join(names)})"
+        f"({', '.join(_bundled_names())})"
     )
 
 

@@ -120,8 +120,12 @@ class RecsysScenarioConfig(Frozen):
     def _check(self) -> RecsysScenarioConfig:
         given = [n for n in ("fraction", "count", "ids") if getattr(self, n) is not None]
         if self.kind == "ids":
-            if not self.ids or given != ["ids"]:
-                raise ValueError("scenario ids needs 'ids' (a non-empty list of interaction ids) and nothing else")
+            if not self.ids:
+                raise ValueError("scenario ids needs 'ids': a non-empty list of interaction ids")
+            if given != ["ids"]:
+                extra = [n for n in given if n != "ids"]
+                raise ValueError(f"scenario ids takes only 'ids', but {', '.join(extra)} is also set; remove it "
+                                 f"(inherited through extends: set {extra[0]}: null)")
         elif self.kind == "random":
             if sorted(given) not in (["fraction"], ["count"]):
                 raise ValueError("scenario random needs exactly one of 'fraction' (0 < f < 1) or 'count' (n ≥ 1)")

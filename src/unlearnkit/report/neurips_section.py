@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.errors import UnlearnkitError
+from unlearnkit.errors import ConfigError, UnlearnkitError
 
 NEURIPS_FILE = "neurips.json"
 
@@ -27,13 +27,22 @@ def compute_neurips(run_dir: str | Path, *, max_time_fraction: float | None = No
     """Score every non-oracle method of a run and write ``neurips.json``; returns its content.
 
     A method that cannot be scored (fewer than 3 seeds, a failed seed, …) gets ``{"error": message}`` instead.
+
+    Raises:
+        ConfigError: the run is not a classifier run (llm / graph / recsys rows): the score needs per-example
+            confidences of classifiers.
     """
     from unlearnkit.metrics.neurips import neurips_score_from_run
     from unlearnkit.report.summary import latest_rows, load_rows
 
     d = Path(run_dir)
+    rows = latest_rows(load_rows(d))
+    tracks = sorted({str(r.get("track") or "classifier") for r in rows})
+    if tracks and tracks != ["classifier"]:
+        raise ConfigError(f"--neurips: the NeurIPS-2023 score is defined for classifiers (per-example confidences "
+                          f"of image models), but {d} is a {'/'.join(tracks)} run; drop --neurips for this run")
     methods: list[str] = []
-    for r in latest_rows(load_rows(d)):
+    for r in rows:
         if not r.get("is_oracle") and r["method"] not in methods:
             methods.append(r["method"])
     scores: dict[str, Any] = {}

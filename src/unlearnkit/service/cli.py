@@ -78,6 +78,7 @@ def serve(
         if not token.strip():
             raise ConfigError(f"no bearer token: set the environment variable {cfg.token_env} to a secret, e.g. "
                               f"export {cfg.token_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        _check_port_free(cfg.host, cfg.port)
         from unlearnkit.service.deletion import DeletionService
         from unlearnkit.service.http import create_app
 
@@ -99,6 +100,31 @@ def serve(
     # instead of Python's default 5 ms, so an accept never waits long behind a window's bookkeeping
     sys.setswitchinterval(0.001)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the (minutes-long) first fit when ``host:port`` cannot be bound, instead of uvicorn exiting 3.
+
+    Binds with SO_REUSEADDR, as uvicorn does, so a port in TIME_WAIT is not reported; a race with another process
+    binding in between is still possible (uvicorn then reports it).
+
+    Raises:
+        ConfigError: the address is in use or cannot be bound here.
+    """
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise ConfigError(f"cannot resolve host {host!r} ({err}); set host: to a local address, e.g. 127.0.0.1")
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as err:
+            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror or err}); another process (another "
+                              "unlearnkit serve?) holds it: stop it or pick a free port with --port") from None
 
 
 def delete(

@@ -407,7 +407,10 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
             cur = db.execute("SELECT seq, time, request_id, event, idem_key, payload, prev_hash, row_hash FROM events "
                              "ORDER BY seq")
         except sqlite3.DatabaseError as err:
-            raise LedgerError(f"{path} is not a readable unlearnkit ledger: {err}") from err
+            raise LedgerError(
+                f"{path} is not a readable unlearnkit ledger ({err}); give the ledger.sqlite3 of a service store "
+                "(a copy taken while the service runs needs its ledger.sqlite3-wal file too, or use sqlite3's .backup)"
+            ) from err
         warnings = []
         missing = [t for t in APPEND_ONLY_TRIGGERS if t not in triggers]
         if missing:
