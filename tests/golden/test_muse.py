@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from unlearnkit.errors import DataError
-from unlearnkit.metrics.muse import cut_answer, knowmem_prompt, knowmem_scores, privleak, verbmem_scores
+from unlearnkit.metrics.muse import (
+    cut_answer,
+    knowmem_prompt,
+    knowmem_scores,
+    privleak,
+    verbmem_reference,
+    verbmem_scores,
+)
 
 
 def test_privleak_sign_and_scale():
-    assert privleak(0.75, 0.5) == pytest.approx(50.0)    # under-unlearning: positive
-    assert privleak(0.25, 0.5) == pytest.approx(-50.0)   # over-unlearning: negative
+    # MUSE orientation (AUC = P(holdout more member-like than D_f)): over-unlearning positive, under-unlearning negative
+    assert privleak(0.75, 0.5) == pytest.approx(50.0)    # over-unlearning: positive
+    assert privleak(0.25, 0.5) == pytest.approx(-50.0)   # under-unlearning: negative
     assert privleak(0.5, 0.5) == 0.0
     with pytest.raises(DataError):
         privleak(0.5, 0.0)
@@ -31,3 +40,52 @@ def test_muse_rouge_profile_is_unstemmed_c22():
     # recall vs f1 of KnowMem
     assert knowmem_scores(["blue sky"], ["the blue sky today"], kind="recall")[0] == pytest.approx(1.0)
     assert knowmem_scores(["blue sky"], ["the blue sky today"], kind="f1")[0] == pytest.approx(2 / 3)
+
+
+# -- review additions: MUSE's PrivLeak orientation and the VerbMem reference cut -----------------------------------
+class _WordTokenizer:
+    """Whitespace tokenizer with a BOS (id 1) added by ``add_special_tokens`` (Llama-like)."""
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {}
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [self.vocab.setdefault(w, 10 + len(self.vocab)) for w in text.split()]
+        return {"input_ids": ([1] if add_special_tokens else []) + ids}
+
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=True):
+        inv = {v: k for k, v in self.vocab.items()}
+        return " ".join(inv[i] for i in ids if not (skip_special_tokens and i == 1))
+
+
+def test_verbmem_reference_is_cut_like_muse():
+    tok = _WordTokenizer()
+    gt = "w0 w1 w2 w3 w4 w5"
+    # MUSE: tokenizer(gt, add_special_tokens=True).input_ids[:, :4] = [BOS, w0, w1, w2] → "w0 w1 w2"
+    assert verbmem_reference(tok, gt, 4) == "w0 w1 w2"
+    assert verbmem_reference(tok, gt, 128) == gt
+    # perfect verbatim recall of the first 3 words: F1 1.0 against the cut reference; 2·(3/6)·1/(3/6 + 1) = 2/3 against
+    # the full continuation
+    assert verbmem_scores([verbmem_reference(tok, gt, 4)], ["w0 w1 w2"])[0] == pytest.approx(1.0)
+    assert verbmem_scores([gt], ["w0 w1 w2"])[0] == pytest.approx(2 / 3)
+
+
+def test_privleak_auc_uses_muse_orientation():
+    """swj0419/muse_bench privleak: forget labelled 0, holdout 1, score −Min-40% → a model that still ranks every D_f
+    text above every holdout text has AUC 0 and PrivLeak −100 against θ_r's 0.5 (MUSE's target row: −99.8)."""
+    from types import SimpleNamespace
+
+    from unlearnkit.metrics.muse import _privleak_auc
+
+    lp = {"f1": [-0.1, -0.2], "f2": [-0.3, -0.1], "h1": [-3.0, -2.0], "h2": [-4.0, -1.0]}
+
+    class Ctx:
+        def text_token_scores(self, texts, tag):
+            return [SimpleNamespace(logp=np.array(lp[t])) for t in texts]
+
+    auc, scores = _privleak_auc(Ctx(), {"forget": ["f1", "f2"], "holdout": ["h1", "h2"]}, 0.4)
+    assert scores["forget"].tolist() == [-0.2, -0.3] and scores["holdout"].tolist() == [-3.0, -4.0]  # Min-40%: 1 token
+    assert auc == 0.0
+    assert privleak(auc, 0.5) == pytest.approx(-100.0)  # under-unlearning is negative, as in MUSE's tables
+    auc_over, _ = _privleak_auc(Ctx(), {"forget": ["h1", "h2"], "holdout": ["f1", "f2"]}, 0.4)
+    assert auc_over == 1.0 and privleak(auc_over, 0.5) == pytest.approx(100.0)  # D_f less likely than unseen text

@@ -240,3 +240,31 @@ def test_idk_po_raises_idk_probability():
     s0, n = answer_logprobs(trained_model(), tok, t.forget.pairs("idk_answer"))
     s1, _ = answer_logprobs(res.model, tok, t.forget.pairs("idk_answer"))
     assert (s1 / n).mean() > (s0 / n).mean()
+
+
+def test_c59a_rmu_scores_answer_tokens_only_not_the_prompt():
+    """open-unlearning's RMU averages over ``labels != -100``: prompt tokens never count (hand-computed golden)."""
+    from unlearnkit.llm.tokenize import Encoded
+    from unlearnkit.methods.llm.rmu import rmu_token_mask
+
+    e = Encoded((1, 5, 6, 7, 2), (-100, -100, -100, 7, 2), 3)  # BOS + 2 prompt tokens, answer [7, EOS]
+    short = Encoded((1, 5, 7), (-100, -100, 7), 2)
+    mask = rmu_token_mask(collate([e, short], pad_id=0))
+    assert mask.tolist() == [[False, False, False, True, True], [False, False, True, False, False]]
+    # prompt activation [9, 9], answer activation [1, 1], c·u = [2, 0]: answer-only = 1.0; over both real tokens
+    # it would be (1 + ((9−2)² + 9²)/2) / 2 = 33.0
+    h = torch.tensor([[[9.0, 9.0], [1.0, 1.0]]])
+    target = torch.tensor([2.0, 0.0])
+    assert rmu_mse(h, target, torch.tensor([[False, True]])).item() == pytest.approx(1.0)
+    assert rmu_mse(h, target, torch.tensor([[True, True]])).item() == pytest.approx(33.0)
+
+
+def test_c55_rmu_empty_parameter_selection_is_an_error():
+    """C55: LoRA adapters only on attention projections leave RMU's down_proj selection empty → ConfigError, never a
+    silent run that trains nothing; without adapters the 3 default blocks' down_proj weights are selected."""
+    m = METHODS.build("rmu", {"layer": 1})
+    names = [n for n, _ in m.target_parameters(tiny_model(0, layers=3))]
+    assert names == [f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)]  # layer−2 < 0 is dropped
+    lora = apply_lora(tiny_model(0, layers=3), LoraSpec(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    with pytest.raises(ConfigError, match="selected no parameter"):
+        m.target_parameters(lora)

@@ -4,16 +4,21 @@ Pure functions (no model) following the reference code (swj0419/muse_bench ``eva
 ``knowmem/get_rouge_qa.py``, ``privleak/get_ppl_utils.py``):
 
 * **VerbMem** (C1, lower = less verbatim memorisation of D_f): greedy continuation of each forget-set prompt
-  (``max_new_tokens`` 128), ROUGE-L **F1** against the true continuation, ``rouge-score`` **without** stemming (C22),
-  mean over prompts. Reported as a fraction in [0, 1] (MUSE prints ×100).
+  (``max_new_tokens`` 128), ROUGE-L **F1** against the true continuation cut to its first ``max_new_tokens`` tokens
+  (MUSE's ``verbmem.eval``: ``tokenizer(gt, add_special_tokens=True).input_ids[:, :max_new_tokens]`` decoded without
+  special tokens, so BOS counts as one of the 128), ``rouge-score`` **without** stemming (C22), mean over prompts.
+  Reported as a fraction in [0, 1] (MUSE prints ×100).
 * **KnowMem** (C2 on forget QA: lower = less knowledge of D_f; C4 utility on retain QA: higher = better): few-shot
   prompt "Question: {q}\\nAnswer: {a}\\n\\n" per in-context example, then "Question: {q}\\nAnswer: "; greedy answer
   (``max_new_tokens`` 32) cut at the first "\\n\\n", "\\nQuestion" or "Question:"; ROUGE-L without stemming. MUSE's
   ``eval.py`` aggregates ``mean_rougeL`` = F1 (default here, ``knowmem_rouge: f1``); ``recall`` is available.
-* **PrivLeak** (C3, closest to 0 is best): (AUC(θ_u) − AUC(θ_r)) / AUC(θ_r) × 100 [%], AUC of the Min-K% (k = 0.4,
-  MUSE's ``forget_holdout_Min-40%``) attack separating D_f (members) from the holdout (non-members). Positive =
-  under-unlearning (θ_u still separates D_f from unseen text more than θ_r), negative = over-unlearning. Golden:
-  AUC_u 0.75, AUC_r 0.5 → +50.0; AUC_u 0.25, AUC_r 0.5 → −50.0.
+* **PrivLeak** (C3, closest to 0 is best): (AUC(θ_u) − AUC(θ_r)) / AUC(θ_r) × 100 [%] of the Min-K% (k = 0.4) attack
+  on D_f vs the holdout, with MUSE's AUC orientation (``forget_holdout_Min-40%`` in swj0419/muse_bench
+  ``privleak.eval``: D_f labelled 0, holdout labelled 1, score −Min-40%; open-unlearning's ``relative_auc`` keeps it):
+  AUC = P(a holdout text looks more member-like than a D_f text). A model that still knows D_f has AUC ≈ 0, so
+  **negative = under-unlearning** (MUSE's target model: −99.8 on News), positive = over-unlearning (D_f now less
+  likely than unseen text), as in the MUSE paper's tables. Golden: AUC_u 0.75, AUC_r 0.5 → +50.0; AUC_u 0.25,
+  AUC_r 0.5 → −50.0; forget pool scored above every holdout text → AUC 0 → −100 against AUC_r 0.5.
 """
 
 from __future__ import annotations
@@ -46,6 +51,14 @@ def privleak(auc_unlearned: float, auc_oracle: float) -> float:
         raise DataError("PrivLeak divides by the oracle's AUC, which is 0; the oracle's attack is inverted — check "
                         "which pool is labelled member")
     return (auc_unlearned - auc_oracle) / auc_oracle * 100.0
+
+
+def verbmem_reference(tokenizer: Any, gt: str, max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS) -> str:
+    """The VerbMem reference: ``gt`` cut to its first ``max_new_tokens`` tokens as MUSE does (tokenised with special
+    tokens, so a BOS counts, then decoded without them), so the reference is no longer than what the model may
+    generate. Without the cut a long continuation caps ROUGE-L F1 far below 1 even for perfect verbatim recall."""
+    ids = list(tokenizer(gt, add_special_tokens=True)["input_ids"])[:max_new_tokens]
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
 
 
 def knowmem_prompt(question: str, icl: Sequence[tuple[str, str]] = ()) -> str:
@@ -81,6 +94,8 @@ def knowmem_scores(answers: Sequence[str], generations: Sequence[str], kind: str
 
 # -- the registered metric ---------------------------------------------------------------------------------------------
 def _privleak_auc(ctx: Any, texts: dict[str, list[str]], k: float) -> tuple[float, dict[str, Any]]:
+    """MUSE's ``forget_holdout_Min-k%`` AUC: P(Min-k% of a holdout text > that of a D_f text) (+½ ties), i.e. the
+    holdout pool plays the "positive" class (see the module docstring: ≈ 0 for a model that still knows D_f)."""
     from unlearnkit.metrics.mia_text import min_k_score
     from unlearnkit.metrics.mia_family import roc_auc
 
@@ -88,7 +103,7 @@ def _privleak_auc(ctx: Any, texts: dict[str, list[str]], k: float) -> tuple[floa
     for pool in ("forget", "holdout"):
         toks = ctx.text_token_scores(texts[pool], ("privleak", pool))
         scores[pool] = np.array([min_k_score(t.logp, k) for t in toks], dtype=np.float64)
-    return roc_auc(scores["forget"], scores["holdout"]), scores
+    return roc_auc(scores["holdout"], scores["forget"]), scores
 
 
 def _register() -> None:
@@ -108,9 +123,10 @@ def _register() -> None:
             "verbmem_f": "ROUGE-L F1 (unstemmed) of continuations of D_f prompts (lower = less verbatim memory)",
             "knowmem_f": "ROUGE-L (unstemmed) of answers to D_f questions, few-shot (lower = forgotten)",
             "knowmem_r": "ROUGE-L (unstemmed) of answers to D_r questions, few-shot (higher = utility kept)",
-            "privleak": "(AUC_u − AUC_r)/AUC_r × 100 of Min-40% on D_f vs holdout (≈ 0 best; > 0 under-, < 0 over-"
-                        "unlearning)",
-            "privleak.auc": "that AUC of the evaluated model",
+            "privleak": "(AUC_u − AUC_r)/AUC_r × 100 of Min-40% on D_f vs holdout, MUSE's orientation (≈ 0 best; "
+                        "< 0 under-unlearning, > 0 over-unlearning)",
+            "privleak.auc": "that AUC of the evaluated model: P(holdout text more member-like than a D_f text) "
+                            "(MUSE orientation: ≈ 0 while D_f is still known, θ_r ≈ 0.5)",
             "privleak.auc_oracle": "θ_r's AUC (the denominator; PrivLeak is NaN only when it is 0)",
         }
 
@@ -128,7 +144,7 @@ def _register() -> None:
             if not vm:
                 raise DataError("MUSE verbmem set is empty")
             prompts = [d["prompt"] for d in vm]
-            gts = [d["gt"] for d in vm]
+            gts = [verbmem_reference(ctx.tokenizer, d["gt"], st.verbmem_max_new_tokens) for d in vm]
             gens = ctx.generations(prompts, ("verbmem",), fmt="raw", max_new_tokens=st.verbmem_max_new_tokens)
             s = verbmem_scores(gts, gens)
             values["verbmem_f"] = float(s.mean())

@@ -10,9 +10,12 @@ u = a vector with i.i.d. U[0, 1) entries, normalised to unit length and fixed fo
 Only the ``mlp.down_proj`` weights of blocks ``update_layers`` (default layer−2 … layer) are trained.
 
 Normalisation: ``masked_token`` (default) averages the per-token squared error over the d hidden units and then over
-the real tokens of each sequence (padding never counts); ``all_elements`` reproduces the reference code's
-``F.mse_loss`` over the whole padded batch tensor (padding included; parity profile). For activations h = [1, 1] on a
-real token and [5, 5] on a padding position with c·u = [2, 0]: masked_token = 1.0, all_elements = 9.0.
+the *labelled* tokens of each sequence (``labels != -100``: the answer tokens of a QA item, every token after BOS of a
+raw text with an empty prompt; prompt and padding never count), as open-unlearning's ``RMU.compute_activation_loss``
+(mask = ``labels != -100``, per-sequence token mean, then batch mean); ``all_elements`` reproduces the WMDP reference
+code's ``F.mse_loss`` over the whole padded batch tensor (prompt and padding included; parity profile). For activations
+h = [1, 1] on a labelled token and [5, 5] on a padding position with c·u = [2, 0]: masked_token = 1.0,
+all_elements = 9.0 (KNOWN_FAULTS C59 a).
 
 Frozen activations M_θo: with LoRA the adapter-disabled base; otherwise the run keeps only the original values of the
 trained ``down_proj`` weights and evaluates θ_o with ``torch.func.functional_call`` (no full copy). The forward pass
@@ -36,7 +39,7 @@ from torch import nn
 from unlearnkit.data.text.qa import QASet
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.llm.lm import _to, encode_pairs, optimize
-from unlearnkit.llm.tokenize import collate, pad_id_of
+from unlearnkit.llm.tokenize import IGNORE_INDEX, collate, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.llm.base import LLMOptimConfig, LLMUnlearner, decoder_layers, reference_mode, retain_pairing
 from unlearnkit.models.llm import is_peft_model
@@ -70,13 +73,20 @@ def capture_block_output(model: nn.Module, batch: dict[str, torch.Tensor], layer
     return box[0]
 
 
+def rmu_token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Tokens the ``masked_token`` RMU loss averages over: bool (b, T), ``labels != -100`` (answer tokens; never the
+    prompt or padding), as open-unlearning's RMU (``mask = inputs["labels"] != -100``)."""
+    return batch["labels"] != IGNORE_INDEX
+
+
 def rmu_mse(h: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
             normalization: Literal["masked_token", "all_elements"] = "masked_token") -> torch.Tensor:
     """Per-example RMU activation loss, float (b,).
 
     Args:
-        h: float (b, T, d) activations.  target: (d,) or (b, T, d).  mask: (b, T), 1 on real tokens.
-        normalization: ``masked_token`` — mean over d, then over each sequence's real tokens; ``all_elements`` — the
+        h: float (b, T, d) activations.  target: (d,) or (b, T, d).  mask: (b, T), 1 on the scored tokens
+            (:func:`rmu_token_mask`: the labelled answer tokens).
+        normalization: ``masked_token`` — mean over d, then over each sequence's scored tokens; ``all_elements`` — the
             mean over the whole (b, T, d) tensor including padding, repeated for each example (reference code).
     """
     se = (h.float() - target.float()).pow(2).mean(-1)  # (b, T): per-token MSE over the hidden units
@@ -206,13 +216,13 @@ class RMU(LLMUnlearner):
         def micro(pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
             fb = _to(collate([f_enc[i] for i in pos], pad), dev)
             hf = capture_block_output(model, fb, cfg.layer)
-            loss = rmu_mse(hf, control, fb["attention_mask"], cfg.normalization).sum()
+            loss = rmu_mse(hf, control, rmu_token_mask(fb), cfg.normalization).sum()
             if cfg.alpha > 0:
                 ridx = retain_pairing(n_r, context.seed, epoch, gpos)
                 used_retain.update(ridx.tolist())
                 rb = _to(collate([r_enc[i] for i in ridx], pad), dev)
                 hr = capture_block_output(model, rb, cfg.layer)
-                loss = loss + cfg.alpha * rmu_mse(hr, frozen_acts(rb), rb["attention_mask"], cfg.normalization).sum()
+                loss = loss + cfg.alpha * rmu_mse(hr, frozen_acts(rb), rmu_token_mask(rb), cfg.normalization).sum()
             return loss
 
         t0 = time.perf_counter()
@@ -227,6 +237,8 @@ class RMU(LLMUnlearner):
         if used_retain:
             seen = np.union1d(seen, retain.ids[sorted(used_retain)])
         notes = {"layer": cfg.layer, "hidden_state_index": cfg.layer + 1, "normalization": cfg.normalization,
+                 "scored_tokens": ("labelled answer tokens (labels != -100)" if cfg.normalization == "masked_token"
+                                   else "every position of the padded batch"),
                  "trained": [n for n, _ in targets], "steering_coeff": cfg.steering_coeff, "alpha": cfg.alpha,
                  "reference": "adapter-disabled base (no copy)" if peft else "original down_proj weights only",
                  "reference_extra_bytes": sum(v.numel() * v.element_size() for v in originals.values()),

@@ -4,7 +4,9 @@ arXiv:2410.07163, Eq. 4): NPO without a reference model, with length normalisati
     L_SimNPO(θ) = −(2/β) · E_{D_f}[ log σ( −(β/|y|) · log π_θ(y|x) − γ ) ]
 
 |y| = number of answer tokens (incl. EOS). Defaults from open-unlearning ``configs/trainer/SimNPO.yaml``: β = 4.5,
-margin 0 (its ``delta`` = γ/β), forget weight 0.125, retain NLL with weight 1.
+margin 0 (its ``delta`` = γ/β), forget weight 0.125, retain NLL with weight 1 — the authors' TOFU forget10 run
+(OPTML-Group/Unlearn-Simple ``TOFU/README.md``: ``npo_coeff=0.125 beta=4.5``, ``grad_diff_coeff`` 1, ``gamma`` 0);
+their forget05 run uses β = 2.5 and forget weight 0.1375.
 """
 
 from __future__ import annotations
