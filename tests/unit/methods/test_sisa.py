@@ -4,6 +4,7 @@ batch planning, idempotency and crash-resume, tamper detection, aggregation, a r
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -17,7 +18,9 @@ from unlearnkit.engine.checkpoint import MODEL_FILE
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError, NotFittedError
 from unlearnkit.methods import METHODS
-from unlearnkit.methods.exact.sisa import SISA, SISAConfig, make_partition, slice_epochs
+from unlearnkit.methods.exact.sisa import (
+    CHECKPOINT_MEMO, SISA, CheckpointMemo, SISAConfig, ShardOutcome, make_partition, seed_torch, slice_epochs,
+)
 
 RECIPE = TrainConfig(epochs=2, batch_size=32, lr=0.05, scheduler="none")
 
@@ -200,6 +203,71 @@ def test_load_detects_tampering_and_missing_data(digits300, tmp_path):
     weights.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match="SHA-256"):
         SISA.load(tmp_path, mlp_factory, digits300)
+
+
+# -- in-memory resumption (no re-read, no re-hash) versus the verified load from disk ------------------------------
+def test_resuming_from_memory_or_from_the_verified_file_gives_the_same_weights(digits300, tmp_path):
+    cfg = SISAConfig(shards=2, slices=3, train=RECIPE, seed=1)
+    mem = SISA(cfg, mlp_factory, tmp_path / "mem")
+    mem.fit(digits300)
+    assert len(CHECKPOINT_MEMO) > 0  # the fit remembered the checkpoints it wrote
+    victim = next(i for i, (s, r) in sorted(mem.assignment().items()) if (s, r) == (0, 2))
+    disk = SISA(cfg, mlp_factory, tmp_path / "disk")
+    disk.fit(digits300)
+    bad = SISA(cfg, mlp_factory, tmp_path / "bad")
+    bad.fit(digits300)
+    rep_mem = mem.delete([victim])  # resumes shard 0 from its step-1 checkpoint held in memory
+    CHECKPOINT_MEMO.clear()
+    rep_disk = disk.delete([victim])  # the same checkpoint read from disk and verified
+    assert rep_mem.trained_slices == rep_disk.trained_slices == {0: [2]}
+    assert rep_mem.model_digest == rep_disk.model_digest
+    assert_same_weights(mem, disk)
+    # the members built from the job's in-memory weights equal those SISA.load reads (and verifies) from disk
+    assert_same_weights(mem, SISA.load(tmp_path / "mem", mlp_factory, digits300))
+    # a checkpoint read from disk is verified: a flipped byte in the resumed-from checkpoint is caught
+    CHECKPOINT_MEMO.clear()
+    weights = tmp_path / "bad" / "checkpoints" / bad._chains[0][1] / MODEL_FILE
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        bad.delete([victim])
+    assert bad.version == 1  # nothing committed
+
+
+def test_checkpoint_memo_is_a_bounded_lru(tmp_path):
+    memo = CheckpointMemo(max_bytes=2 * 4 * 10)  # room for two 10-float32 states
+    for k in "abc":
+        memo.put(tmp_path, k, {"w": torch.full((10,), float(ord(k)))}, f"digest-{k}")
+    assert memo.get(tmp_path, "a") is None and len(memo) == 2  # oldest evicted
+    state, digest = memo.get(tmp_path, "b")
+    assert digest == "digest-b" and torch.equal(state["w"], torch.full((10,), float(ord("b"))))
+    memo.put(tmp_path, "d", {"w": torch.zeros(10)}, "digest-d")  # "b" was used last: "c" goes
+    assert memo.get(tmp_path, "c") is None and memo.get(tmp_path, "b") is not None
+    memo.put(tmp_path, "huge", {"w": torch.zeros(100)}, "x")  # larger than the bound: not kept
+    assert memo.get(tmp_path, "huge") is None
+    assert memo.get(tmp_path / "other", "b") is None  # keyed by store as well as by key
+
+
+def test_shard_outcome_pickles_its_weights_as_safetensors_bytes():
+    state = {"w": torch.randn(3, 4), "b": torch.arange(4, dtype=torch.bfloat16), "n": torch.tensor(7)}
+    out = ShardOutcome(0, ["k"], "i", "d", [0], 12, 3, 0.5, state)
+    payload = pickle.dumps(out)
+    assert b"torch._utils" not in payload  # no torch tensor reduction (shared-memory handles in a process pool)
+    back = pickle.loads(payload)
+    assert back.keys == ["k"] and back.sample_epochs == 12 and back.state.keys() == state.keys()
+    for k in state:
+        assert back.state[k].dtype == state[k].dtype and torch.equal(back.state[k], state[k])
+    assert pickle.loads(pickle.dumps(ShardOutcome(1, [], "i", "i", [], 0, 0, 0.0))).state is None
+
+
+def test_seed_torch_draws_exactly_like_manual_seed():
+    torch.manual_seed(123)
+    want = (torch.rand(5), torch.randn(3), torch.randperm(9))
+    seed_torch(123)
+    got = (torch.rand(5), torch.randn(3), torch.randperm(9))
+    for a, b in zip(want, got):
+        assert torch.equal(a, b)
 
 
 # -- aggregation ---------------------------------------------------------------------------------------------------

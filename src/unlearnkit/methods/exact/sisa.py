@@ -31,6 +31,13 @@ optimizer state of an earlier step.)
 Checkpoints are content-addressed: the key of step r hashes the sorted ids of the prefix, the step's epochs and
 recipe, its seed and the parent key (the chain starts at a key of the initial weights' SHA-256), so an unaffected
 step keeps its key and is reused, and a retried job reuses whatever a crashed one completed.
+
+Durability and verification. Every checkpoint file and folder is fsynced, and the checkpoints folder once per shard
+job, before the job returns, hence before the state commit (``state.json``, written atomically) can refer to them. A
+checkpoint read from disk is verified against its manifest's SHA-256 digests. Weights a process has just written or
+already verified are not re-read: a deletion resumes from them (:data:`CHECKPOINT_MEMO`, bounded, checked against the
+manifest's ``state_sha256``) and the new members are built from the job's in-memory weights (``ShardOutcome.state``).
+:meth:`SISA.load` always reads and verifies every member from disk.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +63,9 @@ from torch import nn
 
 from unlearnkit.config.schema import EngineConfig, Frozen, TrainConfig
 from unlearnkit.data.base import SampleSet, TensorSource
-from unlearnkit.engine.checkpoint import MANIFEST, load_checkpoint, read_manifest, save_checkpoint, state_sha256
+from unlearnkit.engine.checkpoint import (
+    MANIFEST, fsync_dir, load_checkpoint, load_state_strict, read_manifest, save_checkpoint, state_sha256,
+)
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError, NotFittedError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
@@ -241,10 +252,26 @@ def compact(data: SampleSet, ids: np.ndarray, name: str) -> SampleSet:
     return sub
 
 
+def seed_torch(seed: int) -> None:
+    """``torch.manual_seed(seed)``; on a machine without an accelerator, only the CPU generator (the same state).
+
+    ``torch.manual_seed`` also queues a lazy seed for CUDA, XPU and MTIA, and each queueing formats the caller's
+    stack trace (0.1–1 ms of CPU per call, growing with the stack's depth; SISA seeds twice per retrained slice
+    and once per model it builds). Without an
+    accelerator those queued seeds can never apply, so seeding only ``torch.default_generator`` leaves every random
+    number this process draws unchanged.
+    """
+    accel = getattr(torch, "accelerator", None)
+    if accel is not None and not accel.is_available():
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 def build_init(model_factory: Callable[[int], nn.Module], seed: int) -> nn.Module:
     """``model_factory(seed)`` under ``torch.manual_seed(seed)`` (global RNG restored): reproducible init."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         model = model_factory(seed)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model_factory must return an nn.Module, got {type(model).__name__}")
@@ -254,18 +281,109 @@ def build_init(model_factory: Callable[[int], nn.Module], seed: int) -> nn.Modul
 def fit_seeded(engine: Engine, model: nn.Module, data: SampleSet, recipe: TrainConfig, seed: int, **kw: Any) -> Any:
     """Engine.fit with the global torch RNG seeded too (dropout masks), restored afterwards."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        seed_torch(seed)
         return engine.fit(model, data, recipe, seed=seed, **kw)
 
 
-def save_idempotent(directory: Path, model: nn.Module, key: str, meta: dict[str, Any]) -> None:
-    """save_checkpoint that accepts a concurrent writer of the same content-addressed checkpoint."""
+def save_idempotent(directory: Path, model: nn.Module | dict[str, torch.Tensor], key: str, meta: dict[str, Any],
+                    *, sync_parent: bool = True) -> dict[str, Any]:
+    """save_checkpoint that accepts a concurrent writer of the same content-addressed checkpoint; returns the
+    manifest of the checkpoint now on disk (the other writer's, verified, if it won the race).
+
+    ``sync_parent=False``: the caller fsyncs ``directory.parent`` (once for several checkpoints) before it commits
+    anything that refers to the checkpoint (see :func:`~unlearnkit.engine.checkpoint.save_checkpoint`).
+    """
     try:
-        save_checkpoint(directory, model, lineage_key=key, meta=meta)
+        return save_checkpoint(directory, model, lineage_key=key, meta=meta, sync_parent=sync_parent)
     except OSError:
         if not (directory / MANIFEST).is_file():
             raise
-        load_checkpoint(directory)  # another worker finished the same key: keep it if it verifies
+        return load_checkpoint(directory)[1]  # another worker finished the same key: keep it if it verifies
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model.state_dict()`` (safe to keep while the model trains on)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+class CheckpointMemo:
+    """Process-local, size-bounded LRU of checkpoint weights this process wrote or verified, by (store, key).
+
+    A deletion restarts a shard from the checkpoint before its earliest affected slice. When this process wrote that
+    checkpoint (it trained the shard) or already loaded and verified it, its weights are taken from here instead of
+    re-reading the file and recomputing its SHA-256. An entry is used only if the checkpoint's manifest on disk
+    still names the same lineage key and the same ``state_sha256`` as the entry, so a store whose checkpoint was
+    replaced falls back to the verified load; a checkpoint read from disk is always verified
+    (:func:`~unlearnkit.engine.checkpoint.load_checkpoint`). The weights of a content-addressed key are fixed, so an
+    entry can never be stale. Entries are CPU tensors; ``max_bytes`` (default 256 MiB) bounds their total size,
+    least recently used first out; 0 disables the memo. Thread-safe.
+    """
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[str, str], tuple[dict[str, torch.Tensor], str, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _where(root: Path, key: str) -> tuple[str, str]:
+        return (os.path.abspath(root), key)
+
+    def put(self, root: Path, key: str, state: dict[str, torch.Tensor], digest: str) -> None:
+        """Remember ``state`` (CPU tensors, not copied: the caller hands over a private copy) of ``root/key``."""
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        if self.max_bytes <= 0 or size > self.max_bytes:
+            return
+        where = self._where(root, key)
+        with self._lock:
+            old = self._items.pop(where, None)
+            if old is not None:
+                self._bytes -= old[2]
+            self._items[where] = (state, digest, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, _, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped
+
+    def get(self, root: Path, key: str) -> tuple[dict[str, torch.Tensor], str] | None:
+        """(state, state_sha256) of ``root/key`` if remembered (marks it recently used), else None."""
+        where = self._where(root, key)
+        with self._lock:
+            item = self._items.get(where)
+            if item is None:
+                return None
+            self._items.move_to_end(where)
+            return item[0], item[1]
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+CHECKPOINT_MEMO = CheckpointMemo()
+
+
+def resume_from(root: Path, key: str, model: nn.Module) -> None:
+    """Load checkpoint ``root/key`` into ``model``: from :data:`CHECKPOINT_MEMO` when its manifest still matches the
+    remembered entry, else from disk with every file's SHA-256 verified (then remembered).
+
+    Raises:
+        CheckpointError: the checkpoint on disk is missing, corrupt or does not fit ``model``.
+    """
+    manifest = read_manifest(root / key)
+    want = (manifest.get("meta") or {}).get("state_sha256")
+    hit = CHECKPOINT_MEMO.get(root, key)
+    if hit is not None and manifest.get("lineage_key") == key and want is not None and hit[1] == want:
+        load_state_strict(model, hit[0], str(root / key))
+        return
+    load_checkpoint(root / key, model)
+    if want is not None and manifest.get("lineage_key") == key:
+        CHECKPOINT_MEMO.put(root, key, cpu_state(model), want)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -297,7 +415,12 @@ class ShardJob:
 
 @dataclass
 class ShardOutcome:
-    """What a shard job returns: checkpoint keys per step, weights digest, what it trained and what that cost."""
+    """What a shard job returns: checkpoint keys per step, weights digest, what it trained and what that cost.
+
+    ``state``: the final weights (CPU tensors) when the job holds them in memory because it just trained (and wrote)
+    the last step, so the caller need not re-read and re-hash that checkpoint; None when every step was reused from
+    the store (the caller then loads the final checkpoint from disk, verified).
+    """
 
     shard: int
     keys: list[str]
@@ -307,6 +430,24 @@ class ShardOutcome:
     sample_epochs: int
     steps: int
     seconds: float
+    state: dict[str, torch.Tensor] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # across processes (process pool, Ray) the weights travel as safetensors bytes, not as torch's shared-memory
+        # tensor handles (file descriptors that a pool's result queue may exhaust)
+        fields = dict(self.__dict__)
+        if fields.get("state") is not None:
+            from safetensors.torch import save
+
+            fields["state"] = save({k: v.contiguous() for k, v in fields["state"].items()})
+        return fields
+
+    def __setstate__(self, fields: dict[str, Any]) -> None:
+        if isinstance(fields.get("state"), bytes):
+            from safetensors.torch import load
+
+            fields = {**fields, "state": load(fields["state"])}
+        self.__dict__.update(fields)
 
 
 def init_key(init_digest: str, init_seed: int) -> str:
@@ -330,39 +471,57 @@ def run_shard_job(job: ShardJob) -> ShardOutcome:
     engine = Engine(job.engine.model_copy(update={"progress": False}))
     model = build_init(job.model_factory, job.init_seed)
     init_digest = state_sha256(model)
-    parent = init_key(init_digest, job.init_seed)
-    in_memory = parent
+    first = parent = init_key(init_digest, job.init_seed)
+    in_memory, in_memory_digest, in_memory_state = parent, init_digest, None
     keys: list[str] = []
     trained: list[int] = []
     samples = steps = 0
     t0 = time.perf_counter()
     prefix = np.zeros(0, dtype=np.int64)
-    for r, (ids, epochs, seed) in enumerate(zip(job.slice_ids, job.epochs, job.step_seeds)):
-        prefix = np.sort(np.concatenate([prefix, ids]))
-        if epochs == 0 or len(prefix) == 0:
-            keys.append(parent)
-            continue
-        key = step_key(parent, prefix, epochs, job.recipe, seed)
-        if not (root / key / MANIFEST).is_file():
-            if in_memory != parent:  # the parent step was reused from the store: load its weights (verified)
-                load_checkpoint(root / parent, model)
-            recipe = job.recipe.model_copy(update={"epochs": epochs})
-            fit = fit_seeded(engine, model, job.data.select_ids(prefix, name=f"shard{job.shard}-step{r}"), recipe,
-                             seed, desc=f"shard {job.shard} slice {r}")
-            samples += fit.samples
-            steps += fit.steps
-            save_idempotent(root / key, model, key, {"shard": job.shard, "step": r, "n": len(prefix),
-                                                      "epochs": epochs, "state_sha256": state_sha256(model),
-                                                      "samples": fit.samples, "seconds": fit.seconds})
-            trained.append(r)
-            in_memory = key
-        keys.append(key)
-        parent = key
-    if keys and keys[-1] != init_key(init_digest, job.init_seed):
-        digest = read_manifest(root / keys[-1])["meta"]["state_sha256"]
+    try:
+        for r, (ids, epochs, seed) in enumerate(zip(job.slice_ids, job.epochs, job.step_seeds)):
+            prefix = np.sort(np.concatenate([prefix, ids]))
+            if epochs == 0 or len(prefix) == 0:
+                keys.append(parent)
+                continue
+            key = step_key(parent, prefix, epochs, job.recipe, seed)
+            if not (root / key / MANIFEST).is_file():
+                if in_memory != parent:  # the parent step was reused from the store: memo or verified load
+                    resume_from(root, parent, model)
+                recipe = job.recipe.model_copy(update={"epochs": epochs})
+                fit = fit_seeded(engine, model, job.data.select_ids(prefix, name=f"shard{job.shard}-step{r}"),
+                                 recipe, seed, desc=f"shard {job.shard} slice {r}")
+                samples += fit.samples
+                steps += fit.steps
+                state = cpu_state(model)  # hashed once; written, remembered and (last step) returned as is
+                digest = state_sha256(model)
+                # the folder checkpoints/ is fsynced once below, before the job returns (hence before any commit)
+                on_disk = save_idempotent(root / key, state, key, {"shard": job.shard, "step": r, "n": len(prefix),
+                                                                   "epochs": epochs, "state_sha256": digest,
+                                                                   "samples": fit.samples, "seconds": fit.seconds},
+                                          sync_parent=False)
+                if (on_disk.get("meta") or {}).get("state_sha256") != digest:
+                    # a concurrent writer of this key won with other weights (non-deterministic kernels): go on
+                    # from the checkpoint the store holds, so the chain, the digest and the members agree with it
+                    load_checkpoint(root / key, model)
+                    state, digest = cpu_state(model), on_disk["meta"]["state_sha256"]
+                CHECKPOINT_MEMO.put(root, key, state, digest)
+                trained.append(r)
+                in_memory, in_memory_digest, in_memory_state = key, digest, state
+            keys.append(key)
+            parent = key
+    finally:
+        if trained:  # make the new checkpoint names durable (also those of a job that fails half-way)
+            fsync_dir(root)
+    final = keys[-1] if keys else first
+    if final == first:
+        digest, state = init_digest, None
+    elif final == in_memory:
+        digest, state = in_memory_digest, in_memory_state
     else:
-        digest = init_digest
-    return ShardOutcome(job.shard, keys, init_digest, digest, trained, samples, steps, time.perf_counter() - t0)
+        digest, state = read_manifest(root / final)["meta"]["state_sha256"], None
+    return ShardOutcome(job.shard, keys, init_digest, digest, trained, samples, steps, time.perf_counter() - t0,
+                        state)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -609,7 +768,12 @@ class SISA:
             self._digests.pop(s, None)
             self._models.pop(s, None)
         for out in outcomes:
-            self._models[out.shard] = self._load_member(out.shard)
+            if out.state is not None:  # weights the job just trained and hashed: no re-read, no re-hash
+                model = build_init(self.model_factory, self._init_seed(out.shard))
+                load_state_strict(model, out.state, f"shard {out.shard}")
+                self._models[out.shard] = model.eval()
+            else:  # reused from the store: load and verify
+                self._models[out.shard] = self._load_member(out.shard)
         self.model_digest = self._digest_all()
         return samples, steps, trained
 
