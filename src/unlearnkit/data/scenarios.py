@@ -185,6 +185,8 @@ class Stage:
             return f"p={100 * self.key['identified_fraction']:g} %"
         if "request" in self.key:
             return f"request {self.key['request']}"
+        if "forget_size" in self.key:
+            return f"|D_f|={self.key['forget_size']}"
         return ", ".join(f"{k}={v}" for k, v in self.key.items())
 
 

@@ -438,7 +438,7 @@ def optimize(
     step, samples = 0, 0
     t0 = time.perf_counter()
     try:
-        with engine._progress(recipe.epochs * spe, desc) as advance:
+        with engine.progress(recipe.epochs * spe, desc) as advance:
             for epoch in range(recipe.epochs):
                 order = np.random.default_rng([seed, epoch]).permutation(n_items)
                 ep_total = 0.0

@@ -147,6 +147,20 @@ def is_peft_model(model: Any) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "disable_adapter")
 
 
+def lora_is_identity(model: Any) -> bool:
+    """True when ``model`` is a peft model whose adapters add nothing yet (every ``lora_B`` weight is zero, as at
+    initialisation), so the adapter-disabled base computes the same function as the model itself.
+
+    The adapter-disabled base is θ_o only in that case: when θ_o *is* base + trained adapters (the LLM track's
+    ``model: {lora: ...}`` fine-tunes adapters for θ_o and unlearning continues them), disabling the adapters gives
+    the pretrained model before fine-tuning, not θ_o.
+    """
+    if not is_peft_model(model):
+        return False
+    bs = [p for n, p in model.named_parameters() if "lora_B" in n or "lora_embedding_B" in n]
+    return bool(bs) and all(not torch.any(p.detach() != 0) for p in bs)
+
+
 def _looks_local(p: str) -> bool:
     return p.startswith((".", "/", "~")) or os.sep in p.strip("/") and p.count("/") > 1 or Path(p).suffix in (
         ".gguf", ".bin", ".safetensors")

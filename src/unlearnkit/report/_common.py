@@ -199,6 +199,10 @@ def scenario_text(scenario: Mapping[str, Any] | None) -> str:
         elif kind == "sequential" and sc.get("n_requests") is not None:
             return (f"sequential: {sc['n_requests']} deletion requests applied one after another (table: after the "
                     "last one; curves: after every request)")
+        elif kind == "scalability" and sc.get("forget_fractions"):
+            fr = ", ".join(_pct(float(f)) for f in sc["forget_fractions"])
+            return (f"scalability: forget {fr} of the forget split, each from θ_o with its own oracle (table: the "
+                    "largest; curves: every size)")
     except (TypeError, ValueError):
         pass
     rest = ", ".join(

@@ -1,6 +1,7 @@
 """Evaluation figures of the HTML report, rebuilt from the run's files only (results.jsonl, per_sample/*.npz,
 neurips.json): MIA ROC curves, the per-example ε histogram of the NeurIPS-2023 score, CKA bars, corrective curves
-over the identified fraction p and sequential curves over deletion requests.
+over the identified fraction p, sequential curves over deletion requests and (LLM track) scalability curves over
+forget-set sizes.
 
 Every section is inline SVG (:mod:`unlearnkit.report.charts`); a section whose data is absent from the run is left
 out (ROC, CKA, ε) or not built at all (corrective, sequential), so classic runs keep their report unchanged.
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.report.charts import ORACLE_COLOR, Bar, Series, color_for, hbar_svg, line_svg
-from unlearnkit.report.summary import SummaryRow, as_number, latest_rows, row_status
+from unlearnkit.report.summary import ROW_DIMENSIONS, SummaryRow, as_number, latest_rows, row_status
 
 #: (npz member-score key, [non-member keys in order of preference], mask prefix, what) of the ROC sources
 ROC_SOURCES: tuple[tuple[str, tuple[str, ...], str | None, str], ...] = (
@@ -37,6 +38,16 @@ SEQUENTIAL_KEYS: tuple[tuple[str, str, str], ...] = (
     ("unlearn_acc", "UA (%) after each request", "closer to the oracle is better"),
     ("test_acc", "TA (%) after each request", "higher is better"),
     ("mia_efficacy", "MIA-Eff. (%) after each request", "closer to the oracle is better"),
+)
+#: LLM-track curves over requests / forget-set sizes: (key, title, direction, y label, y bounds); TOFU
+#: (Maini et al. 2024) and MUSE (Shi et al. 2024) metrics, each plotted only when the rows have it
+LLM_STAGE_KEYS: tuple[tuple[str, str, str, str, tuple[float | None, float | None]], ...] = (
+    ("forget_quality", "Forget quality (KS p-value vs θ_r)", "higher is better", "p-value", (0.0, 1.0)),
+    ("model_utility", "Model utility", "higher is better", "utility", (0.0, 1.0)),
+    ("verbmem_f", "VerbMem on D_f (ROUGE-L F1)", "lower is better", "ROUGE-L", (0.0, 1.0)),
+    ("knowmem_f", "KnowMem on D_f (ROUGE-L)", "lower is better", "ROUGE-L", (0.0, 1.0)),
+    ("knowmem_r", "KnowMem on D_r (ROUGE-L)", "higher is better", "ROUGE-L", (0.0, 1.0)),
+    ("privleak", "PrivLeak (%)", "closer to 0 is better", "%", (None, None)),
 )
 
 
@@ -84,7 +95,7 @@ def _ok_seed_rows(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[bool, str], M
     """The first ok row per (is_oracle, method) among rows without extra dimensions (p, request)."""
     out: dict[tuple[bool, str], Mapping[str, Any]] = {}
     for r in latest_rows(rows):
-        if row_status(r) != "ok" or "identified_fraction" in r or "request" in r:
+        if row_status(r) != "ok" or any(d in r for d in ROW_DIMENSIONS):
             continue
         out.setdefault((bool(r.get("is_oracle")), str(r["method"])), r)
     return out
@@ -207,7 +218,8 @@ def _curves(rows: Sequence[Mapping[str, Any]], dim: str, key: str) -> dict[tuple
 def _curve_charts(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str], dim: str, keys, x_label: str,
                   fig_prefix: str, scale_x: float = 1.0) -> list[str]:  # noqa: ANN001
     figs = []
-    for key, title, direction in keys:
+    for key, title, direction, *axis in keys:  # axis: (y label, y bounds); default percent in [0, 100]
+        y_label, y_bounds = axis if axis else ("%", (0.0, 100.0))
         cur = _curves(rows, dim, key)
         if not cur:
             continue
@@ -217,7 +229,7 @@ def _curve_charts(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str], 
             series.append(Series(method + (" (oracle)" if is_oracle else ""), tuple(x * scale_x for x in xs),
                                  tuple(float(np.mean(pts[x])) for x in xs), colors.get(method, ORACLE_COLOR),
                                  dashed=is_oracle))
-        svg = line_svg(series, title=title, x_label=x_label, y_label="%", y_bounds=(0.0, 100.0))
+        svg = line_svg(series, title=title, x_label=x_label, y_label=y_label, y_bounds=y_bounds)
         figs.append(_figure(f"{fig_prefix}-{key}", svg, f"{title} ({direction}); mean over seeds at each point."))
     return figs
 
@@ -237,7 +249,7 @@ def corrective_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, s
 
 def sequential_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
     """Curves over deletion requests (rows with ``request``)."""
-    figs = _curve_charts(rows, colors, "request", SEQUENTIAL_KEYS, "request", "sequential")
+    figs = _curve_charts(rows, colors, "request", SEQUENTIAL_KEYS + LLM_STAGE_KEYS, "request", "sequential")
     if not figs:
         return ""
     note = ("Sequential deletion requests: each request is applied to the previous request's unlearned model; the "
@@ -245,12 +257,22 @@ def sequential_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, s
     return f'<section id="sequential"><h2>Sequential requests</h2><p class="note">{_e(note)}</p>{"".join(figs)}</section>'
 
 
+def scalability_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
+    """Curves over forget-set sizes (rows with ``forget_size``; LLM track, MUSE scalability)."""
+    figs = _curve_charts(rows, colors, "forget_size", LLM_STAGE_KEYS, "forget-set size |D_f| (items)", "scalability")
+    if not figs:
+        return ""
+    note = ("Scalability (MUSE, Shi et al. 2024): each forget-set size is an independent unlearning task from θ_o "
+            "with its own oracle retrained without that forget set.")
+    return f'<section id="scalability"><h2>Scalability</h2><p class="note">{_e(note)}</p>{"".join(figs)}</section>'
+
+
 def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], summary: Sequence[SummaryRow],
                         neurips: Mapping[str, Any] | None = None) -> str:
     """All evaluation figures available for the run, as one HTML fragment ('' when there are none)."""
     d = Path(run_dir)
     colors = method_colors(summary)
-    parts = [sequential_section(rows, colors), corrective_section(rows, colors)]
+    parts = [sequential_section(rows, colors), scalability_section(rows, colors), corrective_section(rows, colors)]
     charts = [roc_section(d, rows, colors), epsilon_section(neurips, colors), cka_section(summary, colors)]
     if any(charts):
         parts.append('<section id="evaluation">' + "".join(charts) + "</section>")
@@ -258,4 +280,4 @@ def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], 
 
 
 __all__ = ["corrective_section", "cka_section", "epsilon_section", "evaluation_sections", "method_colors",
-           "roc_points", "roc_section", "sequential_section"]
+           "roc_points", "roc_section", "scalability_section", "sequential_section"]

@@ -165,8 +165,9 @@ def load_rows(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 #: extra row dimensions of scenarios that produce several rows per (method, seed): corrective (identified fraction
-#: p) and sequential (request index); part of the row identity so a retry replaces only its own point
-ROW_DIMENSIONS: tuple[str, ...] = ("identified_fraction", "request")
+#: p), sequential (request index) and scalability (forget-set size in items, LLM track); part of the row identity so
+#: a retry replaces only its own point
+ROW_DIMENSIONS: tuple[str, ...] = ("identified_fraction", "request", "forget_size")
 
 
 def _row_key(row: Mapping[str, Any]) -> tuple[bool, str, str]:
@@ -248,7 +249,8 @@ def avg_gap_of_means(summary_row: SummaryRow, oracle_row: SummaryRow | None) -> 
 
 
 def final_stage_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of a staged run's last stage (largest ``identified_fraction``, last ``request``); others unchanged.
+    """The rows of a staged run's last stage (largest ``identified_fraction`` / ``forget_size``, last ``request``);
+    others unchanged.
 
     Corrective and sequential runs have one row per (method, seed, stage); the summary table shows the final state
     (p = the largest identified fraction, after the last request) and the report's curves show every stage.

@@ -116,7 +116,8 @@ class Track(ABC):
         """The unlearning stages of ``task`` (one row per (method, seed, stage)); default: one stage, empty key.
 
         The classifier track returns one stage per identified fraction p (``corrective``) or per deletion request
-        (``sequential``); see :class:`unlearnkit.data.scenarios.Stage`.
+        (``sequential``); the LLM track one per request (``sequential``) or forget-set size (``scalability``); see
+        :class:`unlearnkit.data.scenarios.Stage`.
         """
         from unlearnkit.data.scenarios import single_stage
 

@@ -13,10 +13,16 @@ The experiment's ``llm:`` section (:class:`LLMTrackConfig`)::
       train:  {epochs: 10, batch_size: 16, lr: 3e-3, ...}   # θ_o's recipe (unlearnkit.llm.lm.LMTrainConfig)
       oracle: null                      # θ_r's recipe; default = train
       eval:   {max_items: 40, max_new_tokens: 24, ...}      # LLMEvalSettings
+      scenario: {kind: single}          # or {kind: sequential, requests: 4} (MUSE sustainability) or
+                                        # {kind: scalability, forget_fractions: [0.25, 0.5, 1.0]} (MUSE scalability)
 
 Protocol (Maini et al. 2024 for TOFU; Shi et al. 2024 for MUSE): θ_o is trained on D (init seed = run seed), θ_r on
 D_r only from a different init seed (``derive_seed(seed, "oracle-init")``); both go through the runner's cache
 (safetensors state dicts; tied embeddings are cloned on save). Every method starts from a copy of θ_o.
+Staged scenarios (:mod:`unlearnkit.data.text.stages`, Shi et al. 2024 §5) go through the runner's generic staging
+(:meth:`LLMTrack.stages`): ``sequential`` gives one row per request (``request``), chained from the method's previous
+output, one oracle per request trained without everything removed so far, metrics on the cumulative forget set;
+``scalability`` gives one independent row per forget-set size (``forget_size``, items), each with its own oracle.
 Evaluation (:class:`~unlearnkit.metrics.llm_context.LLMEvalContext`): metrics ``tofu`` (forget quality vs θ_r,
 model utility, ROUGE, truth ratios), ``mia_text`` (LOSS / zlib / Min-K% / Min-K%++ / ref AUC, D_f vs a holdout),
 ``extraction`` (ES / EM), ``muse`` (VerbMem, KnowMem, PrivLeak).
@@ -60,6 +66,9 @@ class LLMDataConfig(Frozen):
     chunk_chars: int = Field(2000, ge=16, description="MUSE: characters per training chunk of the raw corpora")
     holdout_persons: int | Literal["auto"] = Field(
         "auto", description="persons of D_r kept out of D as MIA non-members; auto = as many as the forget split")
+    retain_persons: int | None = Field(
+        None, ge=1, description="keep only this many persons of D_r (those of the retain evaluation set first) in D "
+        "and D_r — a CPU-sized TOFU; None = all")
 
     @field_validator("holdout_persons")
     @classmethod
@@ -114,6 +123,35 @@ class LLMEvalConfig(Frozen):
     privleak_k: float = Field(0.4, gt=0, le=1)
 
 
+class LLMScenarioConfig(Frozen):
+    """Stages of an LLM experiment (MUSE, Shi et al. 2024, arXiv:2407.06460 §5; see :mod:`unlearnkit.data.text.stages`).
+
+    ``single``: the forget split at once (TOFU / MUSE default). ``sequential`` (sustainability): D_f split into
+    ``requests`` folds unlearned one after another, rows carry ``request``. ``scalability``: one independent task per
+    ``forget_fractions`` entry (nested prefixes of D_f), rows carry ``forget_size`` (items).
+    """
+
+    kind: Literal["single", "sequential", "scalability"] = "single"
+    requests: int | None = Field(None, ge=2, description="sequential: number of deletion requests (MUSE: 4)")
+    forget_fractions: list[float] | None = Field(None, description="scalability: strictly increasing fractions "
+                                                 "in (0, 1] of the forget split, e.g. [0.25, 0.5, 0.75, 1.0]")
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMScenarioConfig:
+        if self.kind == "sequential" and self.requests is None:
+            raise ValueError("scenario kind sequential needs `requests: k` (k ≥ 2; MUSE uses 4)")
+        if self.kind == "scalability":
+            fr = self.forget_fractions
+            if not fr or any(not 0.0 < f <= 1.0 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
+                raise ValueError("scenario kind scalability needs `forget_fractions`: strictly increasing values in "
+                                 f"(0, 1], e.g. [0.25, 0.5, 1.0]; got {fr}")
+        if self.kind != "sequential" and self.requests is not None:
+            raise ValueError(f"`requests` is for kind sequential, not {self.kind}")
+        if self.kind != "scalability" and self.forget_fractions is not None:
+            raise ValueError(f"`forget_fractions` is for kind scalability, not {self.kind}")
+        return self
+
+
 class LLMTrackConfig(Frozen):
     """The ``llm:`` section of an experiment."""
 
@@ -124,6 +162,8 @@ class LLMTrackConfig(Frozen):
     train: dict[str, Any] = Field(default_factory=dict, description="θ_o's recipe (LMTrainConfig fields)")
     oracle: dict[str, Any] | None = Field(None, description="θ_r's recipe; None = the same as train")
     eval: LLMEvalConfig = Field(default_factory=LLMEvalConfig)
+    scenario: LLMScenarioConfig = Field(default_factory=LLMScenarioConfig, description="single | sequential "
+                                        "(sustainability) | scalability (forget-set sizes)")
 
     @model_validator(mode="after")
     def _recipes(self) -> LLMTrackConfig:
@@ -175,6 +215,36 @@ def _holdout_split(task: Any, n_persons: int) -> Any:
                    scenario=scenario)
 
 
+def _retain_subset(task: Any, n_persons: int | None) -> Any:
+    """Keep only ``n_persons`` subjects of D_r in D and D_r (subjects of the retain evaluation set first, in order);
+    the retain evaluation set is cut to the kept subjects, so retain metrics read knowledge the models were taught.
+
+    Raises:
+        DataError: D_r has fewer persons than ``n_persons``.
+    """
+    if n_persons is None:
+        return task
+    ev = task.eval_sets.get("retain")
+    order: list[str] = []
+    members = set(task.retain.ids.tolist())
+    for it in [*(ev if ev is not None else ()), *task.retain]:
+        if it.subject and it.subject not in order and it.id in members:
+            order.append(it.subject)
+    if len(order) < n_persons:
+        raise DataError(f"llm.data.retain_persons = {n_persons} but D_r has only {len(order)} persons; lower it or "
+                        "set it to null (all)")
+    keep = set(order[:n_persons])
+    drop = np.array([it.id for it in task.retain if it.subject not in keep], dtype=np.int64)
+    retain = task.retain.exclude_ids(drop, "retain")
+    full = task.full.exclude_ids(drop, "full")
+    evals = dict(task.eval_sets)
+    if ev is not None:
+        evals["retain"] = ev.select_ids(np.array([it.id for it in ev if it.subject in keep], dtype=np.int64),
+                                        "retain")
+    scenario = {**task.scenario, "n_retain": len(retain), "retain_subjects": sorted(keep)}
+    return replace(task, full=full, retain=retain, eval_sets=evals, scenario=scenario)
+
+
 def _texts(task: Any) -> list[str]:
     """Every text of a task (tokenizer training corpus)."""
     out: list[str] = []
@@ -208,6 +278,7 @@ class LLMTrack(Track):
         self._tokenizer: Any = None
         self._base: Any = None  # hf: the loaded pretrained (model, tokenizer), reused as a template
         self._ref_cache: dict[tuple, Any] = {}
+        self._stages: list[Any] = []
 
     # -- identity ---------------------------------------------------------------------------------------------------
     def lineage(self) -> dict[str, Any]:
@@ -255,13 +326,42 @@ class LLMTrack(Track):
             n_subj = len({it.subject for it in task.forget if it.subject})
             h = n_subj if d.holdout_persons == "auto" else int(d.holdout_persons)
             task = _holdout_split(task, h)
+            task = _retain_subset(task, d.retain_persons)
         ev = self.section.eval
         task = replace(task, scenario={**task.scenario, "eval": {
             "truth_ratio_variant": ev.truth_ratio_variant, "tofu_rouge": "rougeL recall, stemmed",
             "muse_rouge": f"rougeL {ev.knowmem_rouge} (knowmem) / f1 (verbmem), unstemmed",
             "mink_k": ev.mink_k, "privleak_k": ev.privleak_k, "max_items": ev.max_items}})
+        sc = self.section.scenario
+        if sc.kind != "single":
+            extra = ({"n_requests": sc.requests} if sc.kind == "sequential"
+                     else {"forget_fractions": sc.forget_fractions})
+            task = replace(task, scenario={**task.scenario, "kind": sc.kind, "protocol": task.scenario.get("kind"),
+                                           **extra})
+        self._stages = self._build_stages(task)  # DataError (too few forget items ...) before any training
         self._task = task
         return task
+
+    def _build_stages(self, task: Any) -> list[Any]:
+        from unlearnkit.data.scenarios import Stage, single_stage
+        from unlearnkit.data.text.stages import scalability_text_tasks, sequential_text_tasks
+
+        sc = self.section.scenario
+        if sc.kind == "sequential":
+            pairs = sequential_text_tasks(task, int(sc.requests or 0))
+            return [Stage({"request": i}, f"req{i}", unl, ev, chained=True) for i, (unl, ev) in enumerate(pairs)]
+        if sc.kind == "scalability":
+            tasks = scalability_text_tasks(task, sc.forget_fractions or ())
+            return [Stage({"forget_size": t.scenario["forget_size"]}, f"n{t.scenario['forget_size']}", t)
+                    for t in tasks]
+        return single_stage(task)
+
+    def stages(self, task: Any) -> list[Any]:
+        """One stage (``single``), one per deletion request (``sequential``: chained, evaluated on the cumulative
+        forget set) or one per forget-set size (``scalability``: independent tasks from θ_o); see
+        :mod:`unlearnkit.data.text.stages`. θ_o trains on ``task`` (the whole D); each stage's oracle on its D_r."""
+        self.build_task()
+        return list(self._stages)
 
     @property
     def tokenizer(self) -> Any:
@@ -383,17 +483,24 @@ class LLMTrack(Track):
         from unlearnkit.metrics.llm_context import LLMEvalContext
 
         return LLMEvalContext(model, self.tokenizer, task, self.engine, seed=seed, references=references,
-                              settings=self.eval_settings(), ref_cache=self._ref_cache)
+                              settings=self.eval_settings(), ref_cache=self._ref_cache_for(task))
+
+    def _ref_cache_for(self, task: Any) -> dict[tuple, Any]:
+        """The reference-statistics cache of one evaluation task: keyed by weights SHA-256 inside, so stages that
+        evaluate θ_o (shared by all stages) on different forget sets never reuse each other's statistics."""
+        from unlearnkit.data.scenarios import ids_digest
+
+        key = (ids_digest(task.forget_ids),) + tuple(f"{k}:{ids_digest(v.ids)}"
+                                                     for k, v in sorted(task.eval_sets.items()))
+        return self._ref_cache.setdefault(key, {})
 
     def evaluate(self, task: Any, model: nn.Module, seed: int, references: dict[str, nn.Module],
                  metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        from unlearnkit.metrics import METRICS
-
         ctx = self.eval_context(task, model, seed, references)
         values: dict[str, float] = {}
         arrays: dict[str, np.ndarray] = {}
         for name in metrics:
-            out = METRICS.build(name).compute(ctx)
+            out = self.build_metric(name).compute(ctx)
             values.update(out.values)
             arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
         return values, arrays

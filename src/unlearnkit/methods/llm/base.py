@@ -5,13 +5,16 @@ How a method gets what it needs:
     ``method.unlearn(model, forget: QASet, retain: QASet, engine, LLMContext(seed=..., tokenizer=tok, fmt="qa"))``.
 
 Reference model θ_ref = θ_o (NPO, DPO, KL-on-retain, RMU's frozen activations):
-    - with LoRA adapters (a peft model) it is the adapter-disabled base, computed under ``model.disable_adapter()``:
-      no second copy of the weights (KNOWN_FAULTS C10 / C53);
-    - without adapters, methods that only need sequence log-probs of fixed data (NPO, DPO) compute them once before
-      the first step with the model itself (= θ_o at that time): no copy either;
-    - KL-on-retain without adapters needs θ_o's full next-token distributions on freshly drawn retain batches and
-      keeps a frozen copy (eval mode, requires_grad False): extra memory = 1 × the model's parameter bytes, recorded
-      in ``notes["reference_extra_bytes"]`` and logged before training.
+    - methods that only need sequence log-probs of fixed data (NPO, DPO, IdkDPO) compute them once before the first
+      step with the model itself (= θ_o at that time): no copy, with or without adapters;
+    - KL-on-retain with LoRA adapters that are still at their initialisation (every lora_B = 0: the adapters are
+      added for unlearning only) uses the adapter-disabled base, computed under ``model.disable_adapter()``: no second
+      copy (KNOWN_FAULTS C10 / C53). When θ_o itself is base + *trained* adapters (the LLM track's LoRA fine-tune),
+      the adapter-disabled base is the pretrained model, not θ_o, so it is not used
+      (:func:`unlearnkit.models.llm.lora_is_identity`);
+    - otherwise KL-on-retain needs θ_o's full next-token distributions on freshly drawn retain batches and keeps a
+      frozen copy (eval mode, requires_grad False): extra memory = 1 × the model's parameter bytes, recorded in
+      ``notes["reference_extra_bytes"]`` and logged before training.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from unlearnkit.llm.lm import (
 )
 from unlearnkit.llm.tokenize import IGNORE_INDEX, Encoded, collate, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
-from unlearnkit.models.llm import is_peft_model, parameter_bytes
+from unlearnkit.models.llm import is_peft_model, lora_is_identity, parameter_bytes
 
 log = logging.getLogger("unlearnkit")
 
@@ -221,7 +224,7 @@ class LLMUnlearner(Unlearner):
         if rl != "none":
             r_enc = encode_pairs(ctx.tokenizer, retain.pairs(), ctx.fmt, ctx.max_len)
             if rl == "kl":
-                if is_peft_model(model):
+                if lora_is_identity(model):
                     notes["reference"] = "adapter-disabled base (no copy)"
                 else:
                     ref_model = copy.deepcopy(model).eval().requires_grad_(False)
@@ -289,11 +292,12 @@ def kl_on_retain(model: nn.Module, ref_model: nn.Module | None, batch: dict[str,
 
 def reference_logprobs(model: nn.Module, enc: list[Encoded], pad: int, engine: Any,
                        batch_size: int = 16) -> torch.Tensor:
-    """Σ log π_ref(answer | prompt) for each encoded example, float32 (n,), computed once with θ_ref
-    (adapter-disabled base for peft models, else the model as it is now = θ_o)."""
+    """Σ log π_ref(answer | prompt) for each encoded example, float32 (n,), computed once with θ_ref = the model as
+    it is now (θ_o, adapters included: with a LoRA-fine-tuned θ_o the adapter-disabled base would be the pretrained
+    model, not θ_o), in eval mode without gradients."""
     out = torch.zeros(len(enc))
     order = np.argsort([len(e) for e in enc], kind="stable")
-    with reference_mode(model):
+    with eval_mode(model):
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             b = _to(collate([enc[j] for j in idx], pad), engine.device)

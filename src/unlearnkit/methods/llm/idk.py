@@ -24,7 +24,6 @@ from torch import nn
 from unlearnkit.llm.lm import _to, encode_pairs, mean_token_nll, sequence_logprobs
 from unlearnkit.llm.tokenize import collate, pad_id_of
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, reference_logprobs
-from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
 
 
@@ -87,8 +86,7 @@ class DPO(LLMUnlearner):
         state["chosen"] = encode_pairs(ctx.tokenizer, forget.pairs(self.config.chosen_field), ctx.fmt, ctx.max_len)
         state["ref_l"] = reference_logprobs(model, state["forget"], pad, engine)
         state["ref_w"] = reference_logprobs(model, state["chosen"], pad, engine)
-        state["_notes"] = {"reference": "adapter-disabled base (no copy)" if is_peft_model(model)
-                           else "θ_o log-probs precomputed (no copy)"}
+        state["_notes"] = {"reference": "θ_o log-probs precomputed (no copy)"}
         return state
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:

@@ -8,8 +8,9 @@ the loss grows with log π_θ − log π_ref ("current − reference" inside sof
 At π_θ = π_ref every example contributes (2/β)·ln 2, and d loss / d log π_θ = 2σ(0) = 1: NPO's first gradient equals
 gradient ascent's on sequence log-probs (KNOWN_FAULTS C10, C12).
 
-Reference: with LoRA, the adapter-disabled base (no copy); otherwise log π_ref of every forget example is computed once
-before training with θ_o itself — the reference never changes, so nothing else is needed (KNOWN_FAULTS C53).
+Reference: log π_ref of every forget example is computed once before training with θ_o itself (adapters included) —
+the reference never changes, so nothing else is needed (KNOWN_FAULTS C53). Not the adapter-disabled base: when θ_o is
+base + LoRA adapters fine-tuned on D (the LLM track's LoRA setting), that base is the pretrained model, not θ_o.
 Defaults: β = 0.1 (paper, TOFU), retain NLL with α = 1 and γ = 1 as open-unlearning ``configs/trainer/NPO.yaml``
 (the paper's plain NPO is ``retain_loss: none``; NPO-RT is ``nll``).
 """
@@ -27,7 +28,6 @@ from torch import nn
 from unlearnkit.llm.lm import _to, sequence_logprobs
 from unlearnkit.llm.tokenize import collate, pad_id_of
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, reference_logprobs
-from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
 
 
@@ -53,8 +53,7 @@ class NPO(LLMUnlearner):
         state = super().prepare(model, forget, ctx, engine)
         state["pad"] = pad_id_of(ctx.tokenizer)
         state["ref"] = reference_logprobs(model, state["forget"], state["pad"], engine)
-        state["_notes"] = {"reference": "adapter-disabled base (no copy)" if is_peft_model(model)
-                           else "θ_o log-probs precomputed (no copy)"}
+        state["_notes"] = {"reference": "θ_o log-probs precomputed (no copy)"}
         return state
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:

@@ -17,7 +17,8 @@ code's ``F.mse_loss`` over the whole padded batch tensor (prompt and padding inc
 h = [1, 1] on a labelled token and [5, 5] on a padding position with c·u = [2, 0]: masked_token = 1.0,
 all_elements = 9.0 (KNOWN_FAULTS C59 a).
 
-Frozen activations M_θo: with LoRA the adapter-disabled base; otherwise the run keeps only the original values of the
+Frozen activations M_θo: with LoRA adapters still at init (all lora_B = 0) the adapter-disabled base; otherwise (no
+adapters, or a LoRA-fine-tuned θ_o whose adapters RMU keeps training) the run keeps only the original values of the
 trained ``down_proj`` weights and evaluates θ_o with ``torch.func.functional_call`` (no full copy). The forward pass
 stops after block ``layer`` (later blocks do not influence the loss).
 
@@ -42,7 +43,7 @@ from unlearnkit.llm.lm import _to, encode_pairs, optimize
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.llm.base import LLMOptimConfig, LLMUnlearner, decoder_layers, reference_mode, retain_pairing
-from unlearnkit.models.llm import is_peft_model
+from unlearnkit.models.llm import is_peft_model, lora_is_identity
 from unlearnkit.registry import METHODS
 
 
@@ -171,7 +172,9 @@ class RMU(LLMUnlearner):
             p.requires_grad_(False)
         for _, p in targets:
             p.requires_grad_(True)
-        peft = is_peft_model(model)
+        # adapter-disabled base = θ_o only while the adapters are at init; a LoRA-fine-tuned θ_o keeps the original
+        # values of the updated adapter weights instead (as without adapters)
+        peft = lora_is_identity(model)
         originals = {} if peft else {n: p.detach().clone() for n, p in targets}
         pad = pad_id_of(ctx.tokenizer)
         f_enc = encode_pairs(ctx.tokenizer, forget.pairs(), ctx.fmt, ctx.max_len)
@@ -240,7 +243,7 @@ class RMU(LLMUnlearner):
                  "scored_tokens": ("labelled answer tokens (labels != -100)" if cfg.normalization == "masked_token"
                                    else "every position of the padded batch"),
                  "trained": [n for n, _ in targets], "steering_coeff": cfg.steering_coeff, "alpha": cfg.alpha,
-                 "reference": "adapter-disabled base (no copy)" if peft else "original down_proj weights only",
+                 "reference": "adapter-disabled base (no copy)" if peft else "original values of the updated weights only",
                  "reference_extra_bytes": sum(v.numel() * v.element_size() for v in originals.values()),
                  "effective_batch": fit.effective_batch, "epochs": fit.epochs, "losses": fit.losses,
                  "seconds_loop": time.perf_counter() - t0}
