@@ -49,6 +49,8 @@ def _run_captured(fn: Callable[[Any], Any], job: Any) -> tuple[str, Any]:
         return "divergence", (str(err), err.step, err.loss)
     except BaseException as err:  # noqa: BLE001 - transported to the caller and re-raised there
         try:
+            # a round trip of an exception this process just raised (never data from outside): can the worker
+            # send it back to the caller intact, or must it be reduced to its type name and message?
             pickle.loads(pickle.dumps(err))
             return "error", err
         except Exception:  # noqa: BLE001
