@@ -13,14 +13,15 @@ from torch import nn
 from unlearnkit.data.base import LoadedData, SampleSet, TensorSource
 
 
-def make_blobs(n_per_class: int = 40, n_classes: int = 3, dim: int = 8, seed: int = 0) -> LoadedData:
-    """Gaussian blobs: class c centred at 3·e_c; 75 % train, 25 % test (every 4th sample), ids 0..n−1."""
+def make_blobs(n_per_class: int = 40, n_classes: int = 3, dim: int = 8, seed: int = 0,
+               centre: float = 3.0) -> LoadedData:
+    """Gaussian blobs: class c centred at centre·e_c; 75 % train, 25 % test (every 4th sample), ids 0..n−1."""
     g = np.random.default_rng(seed)
     xs, ys = [], []
     for c in range(n_classes):
-        centre = np.zeros(dim, dtype=np.float32)
-        centre[c % dim] = 3.0
-        xs.append(centre + g.normal(size=(n_per_class, dim)).astype(np.float32))
+        mean = np.zeros(dim, dtype=np.float32)
+        mean[c % dim] = centre
+        xs.append(mean + g.normal(size=(n_per_class, dim)).astype(np.float32))
         ys.append(np.full(n_per_class, c))
     x = torch.from_numpy(np.concatenate(xs))
     y = torch.from_numpy(np.concatenate(ys).astype(np.int64))

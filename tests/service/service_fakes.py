@@ -18,28 +18,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit.data.base import SampleSet, TensorSource
+from testkit import make_blobs
+from unlearnkit.data.base import SampleSet
 from unlearnkit.service.deletion import DeletionService
 from unlearnkit.service.ledger import Ledger
 
 
 def digits_like(n_per_class: int = 20, n_classes: int = 3, dim: int = 4, seed: int = 0):
-    """Gaussian blobs: train ids 0..n-1 (every 4th sample is in the test set instead)."""
-    g = np.random.default_rng(seed)
-    xs, ys = [], []
-    for c in range(n_classes):
-        centre = np.zeros(dim, dtype=np.float32)
-        centre[c % dim] = 4.0
-        xs.append(centre + g.normal(size=(n_per_class, dim)).astype(np.float32))
-        ys.append(np.full(n_per_class, c))
-    x = torch.from_numpy(np.concatenate(xs))
-    y = torch.from_numpy(np.concatenate(ys).astype(np.int64))
-    n = len(y)
-    test_pos = np.arange(0, n, 4)
-    train_pos = np.setdiff1d(np.arange(n), test_pos)
-    src = TensorSource(x, y)
-    return (SampleSet(src, train_pos, train_pos, y.numpy()[train_pos], n_classes, "train"),
-            SampleSet(src, test_pos, test_pos, y.numpy()[test_pos], n_classes, "test"))
+    """Gaussian blobs (centre 4): train ids 0..n-1 (every 4th sample is in the test set instead)."""
+    blobs = make_blobs(n_per_class, n_classes, dim, seed, centre=4.0)
+    return blobs.train, blobs.test
 
 
 @dataclass
