@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -94,3 +95,37 @@ def _lr(lr: float | None, context: UnlearnContext) -> float:
     if lr is not None:
         return lr
     return float(getattr(context.train_recipe, "lr", 1e-3) or 1e-3)
+
+
+def on_retain_graph(model: Recommender, retain: Interactions, engine: Engine) -> torch.device:
+    """Move ``model`` to the engine's device and make its propagation graph D_r (graph models drop D_f first)."""
+    engine.setup()
+    model.to(engine.device)
+    model.set_graph(retain.ids)
+    return engine.device
+
+
+def descend(model: Recommender, engine: Engine, opt: torch.optim.Optimizer, steps: int, desc: str,
+            batch_loss: Callable[[], tuple[torch.Tensor, list[np.ndarray]]]) -> tuple[np.ndarray, float]:
+    """``steps`` optimizer steps on ``batch_loss()`` (loss, ids it used) with a progress bar; model left in eval mode.
+
+    Returns:
+        (sorted unique int64 interaction ids that contributed a gradient, the last loss).
+
+    Raises:
+        DivergenceError: a NaN/inf loss (before the update of that step).
+    """
+    seen: list[np.ndarray] = []
+    last = float("nan")
+    model.train()
+    with engine.progress(steps, desc) as advance:
+        for step in range(steps):
+            loss, ids = batch_loss()
+            seen.extend(ids)
+            last = engine.check_finite(loss, step=step, desc=desc)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            advance(1)
+    model.eval()
+    return np.unique(np.concatenate(seen)), last

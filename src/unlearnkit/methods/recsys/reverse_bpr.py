@@ -6,6 +6,7 @@ import math
 from typing import Literal
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from pydantic import Field
 
@@ -13,7 +14,14 @@ from unlearnkit.config.schema import Frozen
 from unlearnkit.data.recsys import Interactions
 from unlearnkit.engine.loop import Engine
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
-from unlearnkit.methods.recsys._common import RecsysUnlearner, TripleStream, _lr, all_interactions
+from unlearnkit.methods.recsys._common import (
+    RecsysUnlearner,
+    TripleStream,
+    _lr,
+    all_interactions,
+    descend,
+    on_retain_graph,
+)
 from unlearnkit.models.recsys import RecTrainConfig, Recommender, make_rec_optimizer
 from unlearnkit.registry import METHODS
 
@@ -65,35 +73,26 @@ class ReverseBPR(RecsysUnlearner):
     def _unlearn(self, model: Recommender, forget: Interactions, retain: Interactions, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
         c = self.config
-        engine.setup()
-        dev = engine.device
-        model.to(dev)
-        model.set_graph(retain.ids)
+        dev = on_retain_graph(model, retain, engine)
         rng = np.random.default_rng(derive_seed(context.seed, "reverse_bpr"))
         full = all_interactions(forget, retain)
         fs = TripleStream(forget, full, rng)
         rs = TripleStream(retain, retain, rng) if c.retain_weight > 0 else None
         opt = make_rec_optimizer(model.parameters(), RecTrainConfig(optimizer=c.optimizer, lr=_lr(c.lr, context)))
         steps = c.epochs * math.ceil(len(forget) / c.batch_size)
-        seen: list[np.ndarray] = []
-        model.train()
-        last = float("nan")
-        with engine.progress(steps, "reverse_bpr") as advance:
-            for step in range(steps):
-                u, i, j, ids = fs.next(min(c.batch_size, len(forget)), dev)
+
+        def batch_loss() -> tuple[torch.Tensor, list[np.ndarray]]:
+            u, i, j, ids = fs.next(min(c.batch_size, len(forget)), dev)
+            s_pos, s_neg, reg = model.bpr_terms(u, i, j)
+            loss = c.forget_weight * F.softplus(s_pos - s_neg).mean() + c.reg * reg
+            used = [ids]
+            if rs is not None:
+                u, i, j, ids = rs.next(c.retain_batch_size, dev)
                 s_pos, s_neg, reg = model.bpr_terms(u, i, j)
-                loss = c.forget_weight * F.softplus(s_pos - s_neg).mean() + c.reg * reg
-                seen.append(ids)
-                if rs is not None:
-                    u, i, j, ids = rs.next(c.retain_batch_size, dev)
-                    s_pos, s_neg, reg = model.bpr_terms(u, i, j)
-                    loss = loss + c.retain_weight * F.softplus(s_neg - s_pos).mean() + c.reg * reg
-                    seen.append(ids)
-                last = engine.check_finite(loss, step=step, desc="reverse_bpr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                advance(1)
-        model.eval()
-        return UnlearnResult(model, steps=steps, seen_ids=np.unique(np.concatenate(seen)),
+                loss = loss + c.retain_weight * F.softplus(s_neg - s_pos).mean() + c.reg * reg
+                used.append(ids)
+            return loss, used
+
+        seen, last = descend(model, engine, opt, steps, "reverse_bpr", batch_loss)
+        return UnlearnResult(model, steps=steps, seen_ids=seen,
                              notes={"final_loss": last, "graph_edges": int(model.edge_mask.sum())})
