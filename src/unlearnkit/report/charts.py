@@ -7,7 +7,7 @@ HTML-escaped. Callers pass only finite numbers; empty inputs and all-equal value
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
@@ -94,6 +94,36 @@ class Point:
     color: str = PALETTE[0]
 
 
+def _axes(title: str, width: int, height: int, ml: float, mt: float, pw: float, ph: float, xt: list[float],
+          yt: list[float], sx: Callable[[float], float], sy: Callable[[float], float], x_label: str,
+          y_label: str) -> list[str]:
+    """Opening SVG elements of an x–y chart: background, grid with tick labels, frame, axis labels and title."""
+    out = [
+        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}">',
+        f"<title>{escape(title)}</title>",
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="plot-bg"/>',
+    ]
+    xstep = xt[1] - xt[0] if len(xt) > 1 else 1.0
+    ystep = yt[1] - yt[0] if len(yt) > 1 else 1.0
+    for t in xt:
+        X = _f(sx(t))
+        out.append(f'<line x1="{X}" y1="{mt}" x2="{X}" y2="{mt + ph}" class="grid"/>')
+        out.append(f'<text x="{X}" y="{mt + ph + 18}" class="tick" text-anchor="middle">{_tick_label(t, xstep)}</text>')
+    for t in yt:
+        Y = _f(sy(t))
+        out.append(f'<line x1="{ml}" y1="{Y}" x2="{ml + pw}" y2="{Y}" class="grid"/>')
+        out.append(f'<text x="{ml - 8}" y="{Y}" dy="0.32em" class="tick" text-anchor="end">'
+                   f"{_tick_label(t, ystep)}</text>")
+    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
+    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 12}" class="axis-label" text-anchor="middle">'
+               f"{escape(x_label)}</text>")
+    out.append(f'<text transform="translate(16 {mt + ph / 2:.1f}) rotate(-90)" class="axis-label" '
+               f'text-anchor="middle">{escape(y_label)}</text>')
+    out.append(f'<text x="{ml}" y="{mt - 12}" class="chart-title">{escape(title)}</text>')
+    return out
+
+
 def scatter_svg(
     points: Sequence[Point],
     oracle: Point | None,
@@ -128,29 +158,7 @@ def scatter_svg(
     def sy(v: float) -> float:
         return mt + ph - inset - (v - y0) / (y1 - y0) * (ph - 2 * inset)
 
-    out = [
-        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}">',
-        f"<title>{escape(title)}</title>",
-        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="plot-bg"/>',
-    ]
-    xstep = xt[1] - xt[0] if len(xt) > 1 else 1.0
-    ystep = yt[1] - yt[0] if len(yt) > 1 else 1.0
-    for t in xt:
-        X = _f(sx(t))
-        out.append(f'<line x1="{X}" y1="{mt}" x2="{X}" y2="{mt + ph}" class="grid"/>')
-        out.append(f'<text x="{X}" y="{mt + ph + 18}" class="tick" text-anchor="middle">{_tick_label(t, xstep)}</text>')
-    for t in yt:
-        Y = _f(sy(t))
-        out.append(f'<line x1="{ml}" y1="{Y}" x2="{ml + pw}" y2="{Y}" class="grid"/>')
-        out.append(f'<text x="{ml - 8}" y="{Y}" dy="0.32em" class="tick" text-anchor="end">'
-                   f"{_tick_label(t, ystep)}</text>")
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
-    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 12}" class="axis-label" text-anchor="middle">'
-               f"{escape(x_label)}</text>")
-    out.append(f'<text transform="translate(16 {mt + ph / 2:.1f}) rotate(-90)" class="axis-label" '
-               f'text-anchor="middle">{escape(y_label)}</text>')
-    out.append(f'<text x="{ml}" y="{mt - 12}" class="chart-title">{escape(title)}</text>')
+    out = _axes(title, width, height, ml, mt, pw, ph, xt, yt, sx, sy, x_label, y_label)
 
     if oracle is not None:
         ox, oy = sx(oracle.x), sy(oracle.y)
@@ -328,29 +336,7 @@ def line_svg(
     def sy(v: float) -> float:
         return mt + ph - (v - y0) / (y1 - y0) * ph
 
-    out = [
-        f'<svg class="chart" role="img" aria-label="{escape(title)}" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}">',
-        f"<title>{escape(title)}</title>",
-        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="plot-bg"/>',
-    ]
-    xstep = xt[1] - xt[0] if len(xt) > 1 else 1.0
-    ystep = yt[1] - yt[0] if len(yt) > 1 else 1.0
-    for t in xt:
-        X = _f(sx(t))
-        out.append(f'<line x1="{X}" y1="{mt}" x2="{X}" y2="{mt + ph}" class="grid"/>')
-        out.append(f'<text x="{X}" y="{mt + ph + 18}" class="tick" text-anchor="middle">{_tick_label(t, xstep)}</text>')
-    for t in yt:
-        Y = _f(sy(t))
-        out.append(f'<line x1="{ml}" y1="{Y}" x2="{ml + pw}" y2="{Y}" class="grid"/>')
-        out.append(f'<text x="{ml - 8}" y="{Y}" dy="0.32em" class="tick" text-anchor="end">'
-                   f"{_tick_label(t, ystep)}</text>")
-    out.append(f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" class="frame"/>')
-    out.append(f'<text x="{ml + pw / 2:.1f}" y="{height - 12}" class="axis-label" text-anchor="middle">'
-               f"{escape(x_label)}</text>")
-    out.append(f'<text transform="translate(16 {mt + ph / 2:.1f}) rotate(-90)" class="axis-label" '
-               f'text-anchor="middle">{escape(y_label)}</text>')
-    out.append(f'<text x="{ml}" y="{mt - 12}" class="chart-title">{escape(title)}</text>')
+    out = _axes(title, width, height, ml, mt, pw, ph, xt, yt, sx, sy, x_label, y_label)
     if diagonal:
         a, b = max(x0, y0), min(x1, y1)
         if b > a:
