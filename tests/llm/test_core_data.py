@@ -142,3 +142,93 @@ def test_chunk_text_budget():
     chunks = chunk_text(text, 10)
     assert chunks == ["aaaa\n\nbbbb", "c" * 10, "c" * 10, "c" * 5]
     assert all(len(c) <= 10 for c in chunks)
+
+
+# --------------------------------------------------------------------------------------- hub loaders (no network)
+def _fake_hub(tables: dict[tuple, list]):
+    """A stand-in for ``datasets.load_dataset`` serving in-memory tables as real ``datasets.Dataset`` objects."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def load_dataset(path, name=None, split=None, **kw):
+        calls.append((path, name, split))
+        if (path, name, split) not in tables:
+            raise FileNotFoundError(f"no such config/split {name}/{split}")
+        return datasets.Dataset.from_list(tables[(path, name, split)])
+
+    return load_dataset, calls
+
+
+def _muse_tables(hub_id: str) -> dict[tuple, list]:
+    def txt(stem):
+        return [{"text": (MUSE / "raw" / f"{stem}.txt").read_text(encoding="utf-8")}]
+
+    def js(rel):
+        return json.loads((MUSE / rel).read_text(encoding="utf-8"))
+
+    t = {(hub_id, "raw", s): txt(s) for s in ("forget", "retain1", "retain2", "holdout")}
+    t[(hub_id, "verbmem", "forget")] = js("verbmem/forget.json")
+    for s in ("forget_qa", "retain_qa", "forget_qa_icl", "retain_qa_icl"):
+        t[(hub_id, "knowmem", s)] = js(f"knowmem/{s}.json")
+    for s in ("forget", "retain", "holdout"):
+        t[(hub_id, "privleak", s)] = [{"text": x} for x in js(f"privleak/{s}.json")]
+    return t
+
+
+def test_muse_hub_loader_equals_local_folder(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    load, calls = _fake_hub(_muse_tables("muse-bench/MUSE-Books"))
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    hub = build_text_task("muse", None, seed=0, chunk_chars=150, hub_id="muse-bench/MUSE-Books")
+    local = load_muse(MUSE, chunk_chars=150)
+    assert [(i.id, i.answer) for i in hub.full] == [(i.id, i.answer) for i in local.full]
+    assert hub.extras["verbmem"] == local.extras["verbmem"] and hub.extras["privleak"] == local.extras["privleak"]
+    for k in ("knowmem_forget", "knowmem_retain"):
+        assert [(i.question, i.answer) for i in hub.eval_sets[k]] == [(i.question, i.answer) for i in local.eval_sets[k]]
+    assert (tmp_path / "cache" / "muse" / "muse-bench__MUSE-Books" / "verbmem" / "forget.json").is_file()
+    n = len(calls)
+    build_text_task("muse", None, chunk_chars=150, hub_id="muse-bench/MUSE-Books")  # laid out once: no new reads
+    assert len(calls) == n == 12
+
+
+def test_muse_hub_errors_name_config_and_split(monkeypatch, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    tables = _muse_tables("muse-bench/MUSE-News")
+    tables[("muse-bench/MUSE-News", "knowmem", "retain_qa")] = [{"question": "q", "reply": "a"}]
+    monkeypatch.setattr(datasets, "load_dataset", _fake_hub(tables)[0])
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"config 'knowmem' split 'retain_qa' lacks column\(s\) \['answer'\]"):
+        build_text_task("muse", None)
+    del tables[("muse-bench/MUSE-News", "privleak", "holdout")]
+    tables[("muse-bench/MUSE-News", "knowmem", "retain_qa")] = [{"question": "q", "answer": "a"}]
+    with pytest.raises(DataError, match=r"config 'privleak' split 'holdout'.*root=<a MUSE corpus folder>"):
+        build_text_task("muse", None)
+    # nothing half-written is left looking complete
+    assert not (tmp_path / "cache" / "muse" / "muse-bench__MUSE-News").exists()
+
+
+@pytest.mark.skipif(not TOFU.is_dir(), reason="needs ../shared/data/tofu")
+def test_tofu_hub_loader_equals_local_files(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+
+    def rows(split):
+        return [json.loads(line) for line in (TOFU / f"{split}.json").read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+
+    _, calls = _fake_hub({})
+
+    def hub(path, name=None, split=None, **kw):
+        assert path == "locuslab/TOFU" and split == "train"
+        calls.append(name)
+        return datasets.Dataset.from_list(rows(name))
+
+    monkeypatch.setattr(datasets, "load_dataset", hub)
+    a, b = load_tofu(None, "forget01"), load_tofu(TOFU, "forget01")
+    assert "full" in calls and "forget01_perturbed" in calls
+    for x, y in ((a.full, b.full), (a.forget, b.forget), (a.retain, b.retain)):
+        assert [(i.id, i.question, i.answer) for i in x] == [(i.id, i.question, i.answer) for i in y]
+    for k in b.eval_sets:
+        assert [(i.id, i.paraphrased_answer, i.perturbed_answers) for i in a.eval_sets[k]] == \
+            [(i.id, i.paraphrased_answer, i.perturbed_answers) for i in b.eval_sets[k]]
+    assert a.forget.source.startswith("hf:locuslab/TOFU/")

@@ -64,6 +64,8 @@ class LLMDataConfig(Frozen):
     qa_per_person: int = Field(12, ge=10, le=20, description="synthetic: QA pairs per person")
     n_perturbed: int = Field(3, ge=3, description="synthetic: perturbed answers per item (TOFU has 5)")
     chunk_chars: int = Field(2000, ge=16, description="MUSE: characters per training chunk of the raw corpora")
+    hub_id: str | None = Field(None, description="MUSE without root: the hub data set (default muse-bench/MUSE-News;"
+                               " or muse-bench/MUSE-Books), laid out once under ~/.cache/unlearnkit/muse")
     holdout_persons: int | Literal["auto"] = Field(
         "auto", description="persons of D_r kept out of D as MIA non-members; auto = as many as the forget split")
     retain_persons: int | None = Field(
@@ -318,7 +320,7 @@ class LLMTrack(Track):
         if d.source == "synthetic":
             kw = {"n_persons": d.n_persons, "qa_per_person": d.qa_per_person, "n_perturbed": d.n_perturbed}
         elif d.source == "muse":
-            kw = {"chunk_chars": d.chunk_chars}
+            kw = {"chunk_chars": d.chunk_chars, "hub_id": d.hub_id}
         task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
         if len(task.forget) == 0:
             raise DataError(f"the forget split {d.forget_split} of {task.name} is empty; choose a larger split")

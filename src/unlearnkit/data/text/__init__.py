@@ -17,7 +17,8 @@ def build_text_task(source: str = "synthetic", root: str | Path | None = None, f
     Args:
         source: ``synthetic`` (built-in generator; ``gen`` = n_persons, qa_per_person, n_perturbed, with_idk,
             utility_in_train), ``tofu`` (``root`` = folder of TOFU JSON Lines files, or None for the hub;
-            ``gen`` = with_idk) or ``muse`` (``root`` = a MUSE corpus folder; ``gen`` = chunk_chars).
+            ``gen`` = with_idk) or ``muse`` (``root`` = a MUSE corpus folder, or None for the hub: ``gen`` may give
+            ``hub_id``, default ``muse-bench/MUSE-News``; ``gen`` = chunk_chars).
         forget_split: ``forget01`` | ``forget05`` | ``forget10`` (TOFU-style sources).
         seed: generator / IdK-choice seed.
 
@@ -33,8 +34,11 @@ def build_text_task(source: str = "synthetic", root: str | Path | None = None, f
     if source == "muse":
         from unlearnkit.data.text.muse import load_muse
 
+        hub_id = gen.pop("hub_id", None)
         if root is None:
-            raise ConfigError("source muse needs root = a MUSE corpus folder (raw/, verbmem/, knowmem/, privleak/)")
+            from unlearnkit.data.text.muse import fetch_muse_hub
+
+            root = fetch_muse_hub(hub_id or "muse-bench/MUSE-News")
         return load_muse(root, seed=seed, **gen)
     raise ConfigError(f"unknown text data source {source!r}; use synthetic, tofu or muse")
 

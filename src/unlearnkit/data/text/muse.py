@@ -17,11 +17,88 @@ tokenizer-free). Ids: forget chunks 0.., retain1 chunks from 1_000_000.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.data.text.qa import QAItem, QASet, TextTask, check_split
-from unlearnkit.errors import DataError
+from unlearnkit.errors import ConfigError, DataError
+
+HUB_IDS = ("muse-bench/MUSE-News", "muse-bench/MUSE-Books")
+# (hub config, hub split) → file of the muse_bench layout; raw/privleak rows have "text", verbmem "prompt"/"gt",
+# knowmem "question"/"answer" (the hub data sets' cards)
+HUB_FILES = {
+    ("raw", "forget"): "raw/forget.json", ("raw", "retain1"): "raw/retain1.json",
+    ("raw", "retain2"): "raw/retain2.json", ("raw", "holdout"): "raw/holdout.json",
+    ("verbmem", "forget"): "verbmem/forget.json",
+    ("knowmem", "forget_qa"): "knowmem/forget_qa.json", ("knowmem", "retain_qa"): "knowmem/retain_qa.json",
+    ("knowmem", "forget_qa_icl"): "knowmem/forget_qa_icl.json",
+    ("knowmem", "retain_qa_icl"): "knowmem/retain_qa_icl.json",
+    ("privleak", "forget"): "privleak/forget.json", ("privleak", "retain"): "privleak/retain.json",
+    ("privleak", "holdout"): "privleak/holdout.json",
+}
+
+
+def default_cache_dir() -> Path:
+    """``$UNLEARNKIT_CACHE`` or ``~/.cache/unlearnkit``: where hub data sets are laid out as local folders."""
+    return Path(os.environ.get("UNLEARNKIT_CACHE") or Path.home() / ".cache" / "unlearnkit")
+
+
+def fetch_muse_hub(hub_id: str = "muse-bench/MUSE-News", dest: str | Path | None = None) -> Path:
+    """Lay a MUSE corpus from the Hugging Face hub out as a local folder in the muse_bench layout (once).
+
+    Each (config, split) of :data:`HUB_FILES` is read with ``datasets.load_dataset(hub_id, config, split=split)``
+    and written as a JSON list (``raw`` / ``privleak``: the ``text`` column; ``verbmem``: ``{prompt, gt}``;
+    ``knowmem``: ``{question, answer}``); the folder is written under a temporary name and renamed when complete,
+    so an interrupted download never leaves a half folder that looks finished.
+
+    Args:
+        hub_id: ``muse-bench/MUSE-News`` or ``muse-bench/MUSE-Books`` (or a mirror with the same configs).
+        dest: target folder (default ``default_cache_dir()/muse/<hub_id with / → __>``).
+
+    Returns:
+        The folder, ready for :func:`load_muse`.
+
+    Raises:
+        ConfigError: datasets is not installed.  DataError: the hub (or the network) is unreachable, or a split
+            lacks a column (names the config, split and column).
+    """
+    dest = Path(dest) if dest is not None else default_cache_dir() / "muse" / hub_id.replace("/", "__")
+    if (dest / "verbmem" / "forget.json").is_file():
+        return dest
+    try:
+        import datasets
+    except ImportError as err:
+        raise ConfigError("loading MUSE from the hub needs datasets: pip install 'unlearnkit[llm]'") from err
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        for (config, split), rel in HUB_FILES.items():
+            try:
+                ds = datasets.load_dataset(hub_id, config, split=split)
+            except Exception as err:  # noqa: BLE001 - network, missing config: one clear message
+                raise DataError(f"could not load {hub_id} config {config!r} split {split!r} from the Hugging Face "
+                                f"hub ({type(err).__name__}: {err}); pass root=<a MUSE corpus folder> to use a local "
+                                "copy") from err
+            cols = {"raw": ("text",), "privleak": ("text",), "verbmem": ("prompt", "gt"),
+                    "knowmem": ("question", "answer")}[config]
+            missing = [c for c in cols if c not in ds.column_names]
+            if missing:
+                raise DataError(f"{hub_id} config {config!r} split {split!r} lacks column(s) {missing} "
+                                f"(has {ds.column_names})")
+            rows = [r[cols[0]] for r in ds] if len(cols) == 1 else [{c: r[c] for c in cols} for r in ds]
+            out = tmp / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def _load_json(path: Path) -> Any:
