@@ -42,13 +42,16 @@ def run(
     try:
         cfg = load_config(config or DEFAULT_CONFIG, set_)
         outcome = run_experiment(cfg, console=err_console, write_report=not no_report)
-        summary = summarize(load_rows(outcome.run_dir))
+        summary = summarize(load_rows(outcome.run_dir)) if outcome.is_main else None
     except UnlearnkitError as err:
         _fail(err)
         return
     except KeyboardInterrupt:
         err_console.print("interrupted: finished rows are saved; run the same command again to resume")
         raise typer.Exit(130) from None
+    _shutdown_processes()
+    if not outcome.is_main:  # a rank > 0 of a multi-process launch: rank 0 prints and writes
+        return
     out.print(console_table(summary))
     if outcome.new_rows == 0:
         out.print("nothing new to run: every (method, seed) row is already in results.jsonl "
@@ -60,6 +63,15 @@ def run(
     out.print(f"Results: {outcome.run_dir / 'results.jsonl'}")
     if not no_report:
         out.print(f"Report: {outcome.run_dir / 'report.html'} and report.md")
+
+
+def _shutdown_processes() -> None:
+    """End a multi-process launch cleanly (every rank waits for rank 0's reports, then leaves the process group)."""
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
 
 
 @app.command()
@@ -215,7 +227,23 @@ from unlearnkit.service.cli import register as _register_service  # noqa: E402
 _register_service(app)
 
 
+def _log_to_stderr() -> None:
+    """Show unlearnkit's log lines (memory estimates before training, reference choices) on stderr; rank 0 only."""
+    import logging
+    import os
+
+    lg = logging.getLogger("unlearnkit")
+    if lg.handlers:
+        return
+    from rich.logging import RichHandler
+
+    lg.addHandler(RichHandler(console=err_console, show_time=False, show_path=False))
+    lg.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    lg.propagate = False
+
+
 def main() -> None:
+    _log_to_stderr()
     app()
 
 

@@ -143,6 +143,29 @@ def test_npo_without_lora_precomputes_reference_no_copy():
     assert res.notes["reference_extra_bytes"] == 0 and "precomputed" in res.notes["reference"]
     kl = build("ga", retain_loss="kl").unlearn(trained_model(), _forget2(), task().retain, engine(), ctx())
     assert kl.notes["reference_extra_bytes"] > 0 and "frozen copy" in kl.notes["reference"]
+    # C53: the estimate printed before training counts weights, gradients, AdamW's two moments and the copy
+    est = kl.notes["memory_estimate"]
+    m = trained_model()
+    w, g = parameter_bytes(m), sum(p.numel() * 4 for p in m.parameters())  # weights include buffers (rotary)
+    ref = kl.notes["reference_extra_bytes"]
+    assert ref == w and est == {"weights": w, "gradients": g, "optimizer": 2 * g, "reference": ref,
+                                "total": w + 3 * g + ref}
+    # the offload flag keeps the frozen copy on the CPU; the reference it computes is the same
+    off = build("ga", retain_loss="kl", reference_offload=True).unlearn(trained_model(), _forget2(), task().retain,
+                                                                          engine(), ctx())
+    assert off.notes["reference_device"] == "cpu" and "offloaded" in off.notes["reference"]
+    for (k, a), b in zip(kl.model.state_dict().items(), off.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_memory_estimate_golden():
+    from unlearnkit.llm.lm import LMTrainConfig, memory_estimate
+
+    lin = nn.Linear(4, 3)  # 15 float32 values = 60 bytes
+    est = memory_estimate(lin, list(lin.parameters()), LMTrainConfig(optimizer="adamw"), reference_bytes=7)
+    assert est == {"weights": 60, "gradients": 60, "optimizer": 120, "reference": 7, "total": 247}
+    only_bias = memory_estimate(lin, [lin.bias], LMTrainConfig(optimizer="sgd"))
+    assert only_bias == {"weights": 60, "gradients": 12, "optimizer": 0, "reference": 0, "total": 72}
 
 
 # ---------------------------------------------------------------------------------------------------------------- C13

@@ -10,6 +10,11 @@ trained once per seed and shared by all stages; every stage has its own oracle �
 cached by its lineage (which includes the ids digest). In a sequential scenario the input of request i is the
 method's own output of request i − 1: held in memory, or on resume loaded from
 ``checkpoints/<label>-seed<s>-req<i−1>/`` (recomputed from θ_o when that checkpoint is missing).
+
+Several processes (LLM track, ``accelerate launch`` / ``torchrun``; :mod:`unlearnkit.engine.distributed`): every
+rank runs this same loop, trains together and evaluates the same models; rank 0 alone writes files, and rank 0's
+decisions (finished rows, cache hits, usable checkpoints, a method's failure on any rank) are shared with every rank
+so all ranks take the same path through the collectives.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from unlearnkit.bench.tracks import TRACKS, Role, Track
 from unlearnkit.bench.tracks.classifier import check_requirements  # noqa: F401 - public re-export
 from unlearnkit.data.scenarios import Stage, Task, ids_digest
 from unlearnkit.engine.checkpoint import ModelCache, load_checkpoint, save_checkpoint, state_sha256
+from unlearnkit.engine.distributed import launched_world_size
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
@@ -139,6 +145,7 @@ class RunOutcome:
     new_rows: int
     reused: list[str] = field(default_factory=list)
     trained: list[str] = field(default_factory=list)
+    is_main: bool = True  # False on ranks > 0 of a multi-process run (they write nothing; rows is empty)
 
 
 class _RunLock:
@@ -237,25 +244,31 @@ class Runner:
         }
         if self.cfg.track != "classifier":
             parts["track"] = self.cfg.track
+        if self.engine.dist.world_size > 1:  # the global batch (and float summation order) depend on it
+            parts["world_size"] = self.engine.dist.world_size
         return stable_hash(parts)
 
     def _train_or_load(self, role: Role, data_ids: np.ndarray, seed: int, task: Any = None) -> TrainedModel:
         key = self._lineage(role, self.track.recipe(role), seed, data_ids)
         label = f"{role} model (seed {seed}, key {key[:8]})"
-        if self.cache.has(key):
+        dist = self.engine.dist
+        if dist.agree(self.cache.has(key)):
             model = self.new_model(0)
             try:
                 manifest, extras = self.cache.load(key, model)
             except CheckpointError as err:
-                raise CheckpointError(f"cached {label} failed verification: {err}") from err
+                where = "" if dist.is_main else (f" on rank {dist.rank} (rank 0 found it: cache_dir must be on a file "
+                                                 "system every rank can read)")
+                raise CheckpointError(f"cached {label} failed verification{where}: {err}") from err
             ids = extras["trained_ids"].numpy() if "trained_ids" in extras else np.zeros(0, dtype=np.int64)
             self.console.print(f"[green]reused cached {label}[/] (trained in {manifest['meta'].get('seconds', 0):.1f} s)")
             self.reused.append(role)
             return TrainedModel(model, key, float(manifest["meta"].get("seconds", 0.0)), True, ids, state_sha256(model))
         self.console.print(f"training {label} ...")
         model, seconds, ids = self.track.train(self.task if task is None else task, role, seed)
-        self.cache.save(key, model, meta={"seconds": seconds, "role": role, "seed": seed, "samples": int(len(ids))},
-                        extras={"trained_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))})
+        if dist.is_main:
+            self.cache.save(key, model, meta={"seconds": seconds, "role": role, "seed": seed, "samples": int(len(ids))},
+                            extras={"trained_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))})
         self.console.print(f"trained {label} in {seconds:.1f} s")
         self.trained.append(role)
         return TrainedModel(model, key, seconds, False, np.asarray(ids), state_sha256(model))
@@ -296,6 +309,8 @@ class Runner:
         stage = self.stages[-1] if stage is None else stage
         references = {"original_model": original.model, "oracle_model": oracle.model, **stage.references}
         values, arrays = self.track.evaluate(stage.evaluation, model, seed, references, list(self.cfg.metrics))
+        if not self.engine.dist.is_main:
+            return values
         per_sample_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = per_sample_path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, **arrays)
@@ -324,19 +339,46 @@ class Runner:
 
     def run(self) -> RunOutcome:
         # everything that can fail on bad input fails before the run folder exists (no empty folders left behind)
+        world = launched_world_size()
+        if world > 1 and self.cfg.track != "llm":
+            raise ConfigError(f"launched with {world} processes, but only the llm track trains with several "
+                              f"processes; run the {self.cfg.track} track as one process (plain unlearnkit run)")
+        dist = self.engine.dist
+        if dist.distributed:
+            if not dist.is_main:
+                self.console = Console(stderr=True, quiet=True)
         _ = self.engine.device
         _ = self.stages
+        err: ConfigError | None = None
+        if dist.is_main:
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / ".write-test").write_text("ok")
+                (self.run_dir / ".write-test").unlink()
+            except OSError as e:
+                err = ConfigError(
+                    f"cannot write the run folder {self.run_dir} ({e.strerror or e}); set output_dir to a writable "
+                    "folder, e.g. --set output_dir=runs")
+        err = dist.agree(err)
+        if err is not None:
+            raise err
+        if not dist.distributed:
+            with _RunLock(self.run_dir / ".lock"):
+                return self._run_locked()
+        lock: _RunLock | None = None
+        if dist.is_main:
+            try:
+                lock = _RunLock(self.run_dir / ".lock").__enter__()
+            except ConfigError as e:
+                err = e
+        err = dist.agree(err)
+        if err is not None:
+            raise err
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / ".write-test").write_text("ok")
-            (self.run_dir / ".write-test").unlink()
-        except OSError as err:
-            raise ConfigError(
-                f"cannot write the run folder {self.run_dir} ({err.strerror or err}); set output_dir to a writable "
-                "folder, e.g. --set output_dir=runs"
-            ) from err
-        with _RunLock(self.run_dir / ".lock"):
             return self._run_locked()
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
 
     def _write_config(self) -> None:
         resolved = dump_yaml(self.cfg)
@@ -349,10 +391,14 @@ class Runner:
 
     def _run_locked(self) -> RunOutcome:
         cfg = self.cfg
-        self._write_config()
+        dist = self.engine.dist
         results = self.run_dir / "results.jsonl"
-        finished = {self._row_id(r["method"], r["seed"], r): r for r in read_results(results)
-                    if r.get("status") in ("ok", "diverged")}
+        finished: dict[tuple, dict[str, Any]] = {}
+        if dist.is_main:
+            self._write_config()
+            finished = {self._row_id(r["method"], r["seed"], r): r for r in read_results(results)
+                        if r.get("status") in ("ok", "diverged")}
+        finished = dist.agree(finished)
         task = self.task
         stages = self.stages
         s = task.scenario
@@ -391,8 +437,10 @@ class Runner:
 
                     row, out = self._run_method(spec, seed, original, oracle, oracle_metrics, stage=stage,
                                                 start=start)
+                    row, out = self._agree_on_outcome(row, out)
                     produced[spec.label] = out
-                    append_row(results, row)
+                    if dist.is_main:
+                        append_row(results, row)
                     new += 1
                     st = row["status"]
                     msg = f"{spec.label} seed {seed}{f' {stage.label}' if stage.key else ''}: {st}"
@@ -400,8 +448,24 @@ class Runner:
                         msg += f" — {row['error']}"
                     self.console.print(escape(msg), style=None if st == "ok" else "red")
                 outputs = produced
+        if not dist.is_main:
+            return RunOutcome(self.run_dir, [], new, list(self.reused), list(self.trained), is_main=False)
         rows = read_results(results)
         return RunOutcome(self.run_dir, rows, new, list(self.reused), list(self.trained))
+
+    def _agree_on_outcome(self, row: dict[str, Any], out: nn.Module | str) -> tuple[dict[str, Any], nn.Module | str]:
+        """Several processes: a method that failed or diverged on any rank failed on all (a later chained request
+        must then be skipped by every rank); rank 0's row says which rank and why."""
+        dist = self.engine.dist
+        if not dist.distributed:
+            return row, out
+        outcomes = dist.gather((row["status"], row.get("error")))
+        bad = [(r, st, e) for r, (st, e) in enumerate(outcomes) if st != "ok"]
+        if not bad or row["status"] != "ok":
+            return row, (out if not bad else (out if isinstance(out, str) else "failed"))
+        r, st, e = bad[0]
+        row.update(status=st, error=f"rank {r}: {e}", metrics={})
+        return row, "diverged" if st == "diverged" else "failed"
 
     def _oracle_metrics(self, original: TrainedModel, oracle: TrainedModel, seed: int, stage: Stage, results: Path,
                         finished: dict[tuple, dict[str, Any]]) -> dict[str, float]:
@@ -417,7 +481,7 @@ class Runner:
             metrics["avg_gap"] = 0.0
         row.update(status="ok", error=None, metrics=metrics, checkpoint_sha256=oracle.sha256,
                    cached_model=oracle.cached, lineage_key=oracle.key, finished_at=_now())
-        if done is None:
+        if done is None and self.engine.dist.is_main:
             append_row(results, row)
         return metrics
 
@@ -452,17 +516,24 @@ class Runner:
             raise MethodError(f"{prev.label} of '{spec.label}' has no successful row "
                               f"({row.get('status') if row else 'missing'}); nothing to continue from")
         ck = self.run_dir / "checkpoints" / self._tag(spec.label, seed, prev)
+        model = self.new_model(0)
+        why = "missing"
         if ck.is_dir():
-            model = self.new_model(0)
             try:
                 load_checkpoint(ck, model)
             except CheckpointError as err:
-                self.console.print(escape(f"[{spec.label} seed {seed}] cannot use {ck}: {err}"), style="yellow")
+                why = f"cannot use {ck}: {err}"
             else:
-                if state_sha256(model) == row.get("checkpoint_sha256"):
-                    return model
-                self.console.print(escape(f"[{spec.label} seed {seed}] {ck} does not hold the model of {prev.label}'s "
-                                          "row (different weights)"), style="yellow")
+                why = "" if state_sha256(model) == row.get("checkpoint_sha256") else \
+                    f"{ck} does not hold the model of {prev.label}'s row (different weights)"
+        dist = self.engine.dist
+        if dist.agree(why) == "":  # rank 0 uses the checkpoint: every rank must
+            if why:
+                raise CheckpointError(f"rank {dist.rank}: {why}; rank 0 read it (output_dir must be on a file system "
+                                      "every rank can read)")
+            return model
+        if why != "missing":
+            self.console.print(escape(f"[{spec.label} seed {seed}] {why}"), style="yellow")
         self.console.print(escape(f"[{spec.label} seed {seed}] the output of {prev.label} is not available "
                                   f"({ck} missing or unusable): recomputing requests 0–{index - 1} from θ_o"),
                            style="yellow")
@@ -503,7 +574,7 @@ class Runner:
             if gap_keys:
                 metrics["avg_gap"] = avg_gap(metrics, oracle_metrics, gap_keys)
             sha = state_sha256(res.model)
-            if self.cfg.save_unlearned:
+            if self.cfg.save_unlearned and self.engine.dist.is_main:
                 ck = self.run_dir / "checkpoints" / tag
                 if ck.exists():  # left by an interrupted attempt whose row was never written: this run replaces it
                     shutil.rmtree(ck)
@@ -545,7 +616,7 @@ def run_experiment(cfg: ExperimentConfig, *, console: Console | None = None,
     """
     runner = Runner(cfg, console=console, model_factory=model_factory, task=task)
     outcome = runner.run()
-    if write_report:
+    if write_report and outcome.is_main:
         from unlearnkit.report import write_reports
 
         write_reports(outcome.run_dir)

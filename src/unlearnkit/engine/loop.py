@@ -20,6 +20,7 @@ from torch import nn
 
 from unlearnkit.config.schema import EngineConfig, TrainConfig
 from unlearnkit.data.base import SampleSet, TensorSource
+from unlearnkit.engine.distributed import DistState, dist_state
 from unlearnkit.errors import ConfigError, DivergenceError
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -123,12 +124,25 @@ class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self._device: torch.device | None = None
+        self._dist: DistState | None = None
+
+    @property
+    def dist(self) -> DistState:
+        """This process's rank and world size (:mod:`unlearnkit.engine.distributed`); world size 1 unless launched by
+        ``accelerate launch`` / ``torchrun``. The process group is created on first access."""
+        if self._dist is None:
+            self._dist = dist_state(self.config.device if self.config.device != "auto" else
+                                    ("cuda" if torch.cuda.is_available() else "cpu"))
+        return self._dist
 
     # -- environment --------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         """The resolved torch device ('auto' → cuda if available, else cpu)."""
         if self._device is None:
+            if self.dist.distributed and self.dist.device is not None:
+                self._device = self.dist.device
+                return self._device
             want = self.config.device
             if want == "auto":
                 want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -189,7 +203,7 @@ class Engine:
         from rich.console import Console
 
         console = Console(stderr=True)
-        if not self.config.progress or not console.is_terminal:
+        if not self.config.progress or not console.is_terminal or not self.dist.is_main:
             yield lambda n=1, info=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

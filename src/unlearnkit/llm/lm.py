@@ -12,6 +12,7 @@ Conventions:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,8 +27,12 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from unlearnkit.config.schema import Frozen
+from unlearnkit.engine.distributed import DistState
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.llm.tokenize import IGNORE_INDEX, Encoded, collate, encode_prompt, encode_qa, pad_id_of
+from unlearnkit.models.llm import parameter_bytes
+
+log = logging.getLogger("unlearnkit")
 
 # ---------------------------------------------------------------------------------------------------------------------
 # helpers
@@ -258,13 +263,16 @@ class LMTrainConfig(Frozen):
 
     The loss of a window of ``batch_size · grad_accum`` examples is the mean over its examples of each example's
     mean NLL per answer token; a trailing partial window is stepped and normalised by its own example count
-    (KNOWN_FAULTS C17). ``effective_batch``, if declared, must equal ``batch_size · grad_accum · world_size`` (C16).
+    (KNOWN_FAULTS C17). ``effective_batch``, if declared, must equal ``batch_size · grad_accum · world_size`` (C16),
+    where the world size is the number of processes the run was launched with (``accelerate launch`` / ``torchrun``;
+    :mod:`unlearnkit.engine.distributed`); a declared ``world_size`` must equal it too.
     """
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1, description="examples per micro-batch (per device)")
     grad_accum: int = Field(4, ge=1, description="micro-batches per optimizer step")
-    world_size: int = Field(1, ge=1, description="processes (in-process training runs 1; recorded and validated)")
+    world_size: int | None = Field(None, ge=1, description="processes the run must be launched with (checked); "
+                                   "None = as launched")
     effective_batch: int | None = Field(None, ge=1, description="declared examples per optimizer step (checked)")
     lr: float = Field(1e-5, gt=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
@@ -277,6 +285,8 @@ class LMTrainConfig(Frozen):
 
     @model_validator(mode="after")
     def _check_batch(self) -> LMTrainConfig:
+        if self.world_size is None:
+            return self  # checked against the launch's world size when training starts
         eff = self.batch_size * self.grad_accum * self.world_size
         if self.effective_batch is not None and self.effective_batch != eff:
             raise ValueError(
@@ -286,11 +296,28 @@ class LMTrainConfig(Frozen):
 
     @property
     def window(self) -> int:
-        """Examples per optimizer step in this process (``batch_size · grad_accum``)."""
+        """Examples per optimizer step in one process (``batch_size · grad_accum``)."""
         return self.batch_size * self.grad_accum
 
-    def steps_per_epoch(self, n: int) -> int:
-        return math.ceil(n / self.window)
+    def global_window(self, world_size: int) -> int:
+        """Examples per optimizer step over all processes, checked against the declared values.
+
+        Raises:
+            ConfigError: a declared ``world_size`` or ``effective_batch`` differs from what the launch executes.
+        """
+        if self.world_size is not None and self.world_size != world_size:
+            raise ConfigError(f"the recipe declares world_size {self.world_size} but the run was launched with "
+                              f"{world_size} process(es); launch with {self.world_size} or change world_size")
+        eff = self.window * world_size
+        if self.effective_batch is not None and self.effective_batch != eff:
+            raise ConfigError(
+                f"declared effective_batch {self.effective_batch} ≠ batch_size × grad_accum × processes = "
+                f"{self.batch_size} × {self.grad_accum} × {world_size} = {eff}; fix batch_size / grad_accum for this "
+                "number of processes")
+        return eff
+
+    def steps_per_epoch(self, n: int, world_size: int = 1) -> int:
+        return math.ceil(n / (self.window * world_size))
 
 
 @dataclass
@@ -312,6 +339,23 @@ class LMFitResult:
     effective_batch: int = 0
     epochs: float = 0.0
     step_losses: list[float] = field(default_factory=list)
+    memory_estimate: dict[str, int] = field(default_factory=dict)
+
+
+def memory_estimate(model: nn.Module, trainable: Sequence[nn.Parameter], recipe: LMTrainConfig,
+                    reference_bytes: int = 0) -> dict[str, int]:
+    """Bytes that training will hold besides activations (KNOWN_FAULTS C53: printed before training).
+
+    ``weights`` = unique parameter and buffer storage of ``model``; ``gradients`` = one gradient per trainable
+    tensor; ``optimizer`` = Adam/AdamW's two moment tensors per trainable value (SGD without momentum: 0);
+    ``reference`` = a frozen reference copy on the same device (0 when none, or offloaded); ``total`` their sum.
+    Activations depend on batch × sequence length and are not included.
+    """
+    grads = sum(p.numel() * p.element_size() for p in trainable)
+    opt = 2 * grads if recipe.optimizer in ("adam", "adamw") else 0
+    est = {"weights": parameter_bytes(model), "gradients": grads, "optimizer": opt, "reference": int(reference_bytes)}
+    est["total"] = sum(est.values())
+    return est
 
 
 def _optimizer(params: list[nn.Parameter], recipe: LMTrainConfig) -> torch.optim.Optimizer:
@@ -389,36 +433,51 @@ def optimize(
     params: Sequence[tuple[str, nn.Parameter]] | None = None,
     desc: str = "train",
     check_grads: bool = True,
+    reference_bytes: int = 0,
 ) -> LMFitResult:
     """The optimisation loop shared by :func:`train_lm` and the LLM unlearners.
 
     Each epoch visits the ``n_items`` examples in the order ``permutation(seed, epoch)`` (a function of the seed and
     the epoch only, so retain pairings derived from (seed, epoch, global index) do not depend on the number of
-    processes; KNOWN_FAULTS C02/C15), in windows of ``recipe.window`` examples split into micro-batches of
-    ``batch_size`` (sorted by ``lengths`` inside the window to cut padding). The window's loss is
-    ``Σ micro_loss / |window|``; a trailing partial window is stepped with its own count (C17).
+    processes; KNOWN_FAULTS C02/C15), in windows of ``batch_size · grad_accum · world_size`` examples, sorted by
+    ``lengths`` inside the window to cut padding. The window's loss is ``Σ micro_loss / |window|``; a trailing
+    partial window is stepped with its own count (C17).
+
+    Several processes (``accelerate launch`` / ``torchrun``; ``engine.dist``): rank r takes positions r, r + W, …
+    of the sorted window, in micro-batches of ``batch_size``; each rank's loss is divided by the *global* window
+    size and the window's gradients are summed over ranks before the step (:meth:`DistState.sum_gradients`), so
+    every rank takes the step a one-process run with the same effective batch takes (C15). Ranks must hold the same
+    initial parameters (same seeds) and call ``optimize`` together.
 
     Args:
         micro_loss: returns the *sum* over the micro-batch of per-example losses (differentiable scalar).
         ids: int64 (n_items,) sample ids for ``seen_ids`` (default positions).
         params: named trainable parameters (default: all with requires_grad).
         check_grads: run :func:`check_gradients` after the first backward pass.
+        reference_bytes: bytes of a frozen reference model held on the training device (for the memory estimate,
+            logged before the first step and returned in ``LMFitResult.memory_estimate``).
 
     Raises:
         DivergenceError: a NaN / inf loss (before it updates the weights).  MethodError: C09 gradient check.
-        ConfigError: no trainable parameters; ``recipe.world_size`` > 1 (launch with ``accelerate launch``).
+        ConfigError: no trainable parameters; a declared ``world_size`` / ``effective_batch`` that the launch does
+            not execute (C16).
     """
     if n_items == 0:
         raise ConfigError(f"{desc}: nothing to train on (0 examples)")
-    if recipe.world_size != 1:
-        raise ConfigError(f"{desc}: world_size {recipe.world_size} declared, but unlearnkit's loop runs in one "
-                          "process here; set world_size: 1 (multi-GPU runs go through accelerate launch)")
+    dist = getattr(engine, "dist", None) or DistState()
+    world, rank = dist.world_size, dist.rank
+    window = recipe.global_window(world)
     engine.setup()
     model.to(engine.device)
     named = list(params) if params is not None else [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     trainable = [p for _, p in named]
     opt = _optimizer(trainable, recipe)
-    spe = recipe.steps_per_epoch(n_items)
+    est = memory_estimate(model, trainable, recipe, reference_bytes)
+    mb = {k: v / 2**20 for k, v in est.items()}
+    log.info("%s: memory estimate %.1f MB = weights %.1f + gradients %.1f + optimizer %.1f + reference %.1f "
+             "(activations not included)", desc, mb["total"], mb["weights"], mb["gradients"], mb["optimizer"],
+             mb["reference"])
+    spe = recipe.steps_per_epoch(n_items, world)
     sched = _scheduler(opt, recipe, spe * recipe.epochs)
     ids = np.arange(n_items, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     lens = np.asarray(lengths) if lengths is not None else None
@@ -442,19 +501,26 @@ def optimize(
             for epoch in range(recipe.epochs):
                 order = np.random.default_rng([seed, epoch]).permutation(n_items)
                 ep_total = 0.0
-                for w0 in range(0, n_items, recipe.window):
-                    gpos = np.arange(w0, min(w0 + recipe.window, n_items))
+                for w0 in range(0, n_items, window):
+                    gpos = np.arange(w0, min(w0 + window, n_items))
                     if lens is not None:
                         gpos = gpos[np.argsort(lens[order[gpos]], kind="stable")]
                     count = len(gpos)
+                    mine = gpos[rank::world]
                     opt.zero_grad(set_to_none=True)
                     wl = 0.0
-                    for m0 in range(0, count, recipe.batch_size):
-                        g = gpos[m0:m0 + recipe.batch_size]
+                    for m0 in range(0, len(mine), recipe.batch_size):
+                        g = mine[m0:m0 + recipe.batch_size]
                         loss = micro_loss(order[g], g, epoch)
-                        lv = engine.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
+                        if world == 1:  # several ranks check the summed loss below, together
+                            lv = engine.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
+                        else:
+                            lv = float(loss.detach())
                         (loss / count).backward()
                         wl += lv
+                    if world > 1:
+                        wl = dist.sum_gradients(trainable, wl)
+                        engine.check_finite(torch.tensor(wl), step=step, desc=f"{desc} (epoch {epoch})")
                     if step == 0 and check_grads:
                         check_gradients(named, desc)
                     if recipe.grad_clip is not None:
@@ -480,7 +546,7 @@ def optimize(
                 model.disable_input_require_grads()
         model.eval()
     return LMFitResult(time.perf_counter() - t0, step, np.sort(ids[seen]), losses, samples,
-                       recipe.window * recipe.world_size, step / spe, step_losses)
+                       window, step / spe, step_losses, est)
 
 
 def mean_token_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

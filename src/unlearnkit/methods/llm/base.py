@@ -14,7 +14,11 @@ Reference model θ_ref = θ_o (NPO, DPO, KL-on-retain, RMU's frozen activations)
       (:func:`unlearnkit.models.llm.lora_is_identity`);
     - otherwise KL-on-retain needs θ_o's full next-token distributions on freshly drawn retain batches and keeps a
       frozen copy (eval mode, requires_grad False): extra memory = 1 × the model's parameter bytes, recorded in
-      ``notes["reference_extra_bytes"]`` and logged before training.
+      ``notes["reference_extra_bytes"]`` and logged before training; ``reference_offload: true`` keeps that copy on
+      the CPU (no accelerator memory; each retain batch's reference forward then runs on the host).
+
+Every run logs a memory estimate before its first step (weights, gradients, optimizer state, reference; logger
+``unlearnkit``, shown by the CLI) and records it in ``notes["memory_estimate"]`` (bytes).
 """
 
 from __future__ import annotations
@@ -105,6 +109,8 @@ class RetainRegConfig(LLMOptimConfig):
     retain_loss: Literal["none", "nll", "kl"] = "none"
     retain_weight: float = Field(1.0, ge=0, description="α, weight of the retain term")
     forget_weight: float = Field(1.0, gt=0, description="γ, weight of the forget term")
+    reference_offload: bool = Field(False, description="KL without untouched adapters: keep the frozen θ_o copy on "
+                                    "the CPU (saves its bytes of accelerator memory; slower reference passes)")
 
 
 def retain_pairing(n_retain: int, seed: int, epoch: int, global_positions: np.ndarray) -> np.ndarray:
@@ -228,10 +234,18 @@ class LLMUnlearner(Unlearner):
                     notes["reference"] = "adapter-disabled base (no copy)"
                 else:
                     ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-                    notes["reference"] = "frozen copy of θ_o"
+                    offload = bool(getattr(cfg, "reference_offload", False))
+                    if offload:
+                        ref_model.to("cpu")
+                    notes["reference"] = "frozen copy of θ_o" + (" (offloaded to the CPU)" if offload else "")
                     notes["reference_extra_bytes"] = parameter_bytes(ref_model)
-                    log.info("KL reference: frozen copy of θ_o, +%.1f MB", notes["reference_extra_bytes"] / 2**20)
+                    notes["reference_device"] = str(next(ref_model.parameters()).device)
+                    log.info("KL reference: frozen copy of θ_o on %s, +%.1f MB", notes["reference_device"],
+                             notes["reference_extra_bytes"] / 2**20)
         notes.update(state.pop("_notes", {}))
+        ref_bytes_on_device = 0
+        if ref_model is not None and next(ref_model.parameters()).device.type == engine.device.type:
+            ref_bytes_on_device = notes["reference_extra_bytes"]
         used_retain: set[int] = set()
         seed = context.seed
         n_r = len(retain)
@@ -251,12 +265,12 @@ class LLMUnlearner(Unlearner):
 
         fit: LMFitResult = optimize(model, n_items=len(forget), micro_loss=micro, recipe=recipe, engine=engine,
                                     seed=seed, ids=forget.ids, lengths=[len(e) for e in state["forget"]],
-                                    params=self.trainable(model), desc=type(self).__name__)
+                                    params=self.trainable(model), desc=type(self).__name__,
+                                    reference_bytes=ref_bytes_on_device)
         self.finish(model, state)
-        seen = fit.seen_ids
-        if used_retain:
-            seen = np.union1d(seen, retain.ids[sorted(used_retain)])
+        seen = with_retain_seen(fit.seen_ids, used_retain, retain, engine)
         notes.update({"effective_batch": fit.effective_batch, "epochs": fit.epochs, "losses": fit.losses,
+                      "memory_estimate": fit.memory_estimate,
                       "step_losses": fit.step_losses,
                       "retain_loss": rl})
         return UnlearnResult(model, steps=fit.steps, notes=notes, seen_ids=seen)
@@ -267,6 +281,16 @@ class LLMUnlearner(Unlearner):
 
     def finish(self, model: nn.Module, state: dict[str, Any]) -> None:
         """Undo temporary changes to the model (hooks, requires_grad flags)."""
+
+
+def with_retain_seen(seen: np.ndarray, used_retain: set[int], retain: QASet, engine: Any) -> np.ndarray:
+    """``seen`` (sorted int64 ids) plus the ids of the retain items drawn by any rank (positions in ``retain``)."""
+    dist = getattr(engine, "dist", None)
+    if dist is not None and dist.distributed:  # each rank drew the retain items of its own positions
+        used_retain = set().union(*dist.gather(used_retain))
+    if used_retain:
+        seen = np.union1d(seen, retain.ids[sorted(used_retain)])
+    return seen
 
 
 def kl_on_retain(model: nn.Module, ref_model: nn.Module | None, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -281,7 +305,12 @@ def kl_on_retain(model: nn.Module, ref_model: nn.Module | None, batch: dict[str,
             with reference_mode(model):
                 ref = forward_logits(model, batch)
         else:
-            ref = forward_logits(ref_model, batch)
+            ref_dev = next(ref_model.parameters()).device
+            dev = batch["input_ids"].device
+            if ref_dev != dev:  # offloaded reference: its forward runs where it lives
+                ref = forward_logits(ref_model, {k: v.to(ref_dev) for k, v in batch.items()}).to(dev)
+            else:
+                ref = forward_logits(ref_model, batch)
     cur = forward_logits(model, batch)
     mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
     lp_c = torch.log_softmax(cur[:, :-1].float(), -1)
@@ -307,5 +336,5 @@ def reference_logprobs(model: nn.Module, enc: list[Encoded], pad: int, engine: A
 
 
 __all__ = ["LLMContext", "LLMOptimConfig", "RetainRegConfig", "LLMUnlearner", "retain_pairing", "shard_positions",
-           "decoder_layers", "reference_mode", "kl_on_retain", "reference_logprobs", "token_logprobs_from_logits",
+           "decoder_layers", "reference_mode", "kl_on_retain", "with_retain_seen", "reference_logprobs", "token_logprobs_from_logits",
            "Callable"]

@@ -42,7 +42,14 @@ from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.llm.lm import _to, encode_pairs, optimize
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
-from unlearnkit.methods.llm.base import LLMOptimConfig, LLMUnlearner, decoder_layers, reference_mode, retain_pairing
+from unlearnkit.methods.llm.base import (
+    LLMOptimConfig,
+    LLMUnlearner,
+    decoder_layers,
+    reference_mode,
+    retain_pairing,
+    with_retain_seen,
+)
 from unlearnkit.models.llm import is_peft_model, lora_is_identity
 from unlearnkit.registry import METHODS
 
@@ -236,9 +243,7 @@ class RMU(LLMUnlearner):
         finally:
             for n, p in model.named_parameters():
                 p.requires_grad_(saved_flags[n])
-        seen = fit.seen_ids
-        if used_retain:
-            seen = np.union1d(seen, retain.ids[sorted(used_retain)])
+        seen = with_retain_seen(fit.seen_ids, used_retain, retain, engine)
         notes = {"layer": cfg.layer, "hidden_state_index": cfg.layer + 1, "normalization": cfg.normalization,
                  "scored_tokens": ("labelled answer tokens (labels != -100)" if cfg.normalization == "masked_token"
                                    else "every position of the padded batch"),

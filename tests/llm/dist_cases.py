@@ -1,0 +1,29 @@
+"""GradDiff runs shared by tests/llm/test_distributed.py (one process) and tests/llm/dist_worker.py (torchrun)."""
+
+from __future__ import annotations
+
+import torch
+
+from core_fixtures import task, tiny_model, tokenizer
+from unlearnkit.config.schema import EngineConfig
+from unlearnkit.engine.loop import Engine
+from unlearnkit.methods import METHODS
+from unlearnkit.methods.llm import LLMContext
+
+# KNOWN_FAULTS C15's input: forget 16 / retain 64, GradDiff, effective batch 8, fp32; 2 epochs = 4 optimizer steps.
+# The 13-item forget set adds a trailing partial window (8 + 5) that two ranks split 3 / 2.
+CASES = {"c15": 16, "partial": 13}
+
+
+def grad_diff_state(n_forget: int, batch_size: int, grad_accum: int) -> tuple[dict[str, torch.Tensor], object]:
+    """Final parameters of GradDiff on the tiny LM (same init everywhere) and the UnlearnResult."""
+    t = task()
+    forget = t.full.select_ids(t.full.ids[:n_forget], name="forget")
+    retain = t.full.select_ids(t.full.ids[n_forget:n_forget + 64], name="retain")
+    model = tiny_model(3).float()
+    method = METHODS.build("grad_diff", {"epochs": 2, "batch_size": batch_size, "grad_accum": grad_accum,
+                                         "lr": 1e-3, "warmup_ratio": 0.0})
+    engine = Engine(EngineConfig(device="cpu", progress=False, deterministic=True, threads=1))
+    res = method.unlearn(model, forget, retain, engine, LLMContext(seed=7, tokenizer=tokenizer(), fmt="qa",
+                                                                   max_len=64))
+    return {k: v.detach().clone() for k, v in res.model.state_dict().items()}, res

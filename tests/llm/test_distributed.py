@@ -1,0 +1,159 @@
+"""Several processes (``torchrun`` / ``accelerate launch``; gloo on the CPU here): KNOWN_FAULTS C15 — results do not
+change with the number of processes at equal effective batch — and the runner's rank-0-only writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from dist_cases import CASES, grad_diff_state  # noqa: E402
+from unlearnkit.errors import ConfigError  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def two_process_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    proc = _torchrun([str(HERE / "dist_worker.py"), str(out)], cwd=HERE, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    from safetensors.torch import load_file
+
+    return {name: (load_file(str(out / f"{name}.safetensors")), json.loads((out / f"{name}.json").read_text()))
+            for name in CASES}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_c15_same_weights_at_equal_effective_batch(case, two_process_results):
+    """(world 1, per-device 8, accum 1) = (world 2, per-device 4) = (world 1, per-device 4, accum 2) within 1e-5."""
+    n = CASES[case]
+    one_8, res_8 = grad_diff_state(n, batch_size=8, grad_accum=1)
+    one_4x2, res_4x2 = grad_diff_state(n, batch_size=4, grad_accum=2)
+    two, meta = two_process_results[case]
+    assert meta["world_size"] == 2 and meta["effective_batch"] == 8 == res_8.notes["effective_batch"]
+    assert meta["steps"] == res_8.steps == res_4x2.steps == 2 * -(-n // 8)
+    assert meta["seen_ids"] == [int(i) for i in res_8.seen_ids]  # forget ∪ every rank's retain draws
+    start = grad_diff_state(n, batch_size=8, grad_accum=1)  # deterministic: the same run twice is bitwise equal
+    moved = 0.0
+    for k, v in one_8.items():
+        assert torch.equal(v, start[0][k])
+        assert torch.allclose(one_4x2[k], v, atol=1e-5, rtol=0), k
+        assert torch.allclose(two[k], v, atol=1e-5, rtol=0), (k, float((two[k] - v).abs().max()))
+        moved = max(moved, float((v - _initial()[k]).abs().max()))
+    assert moved > 1e-3  # the weights did move: equality is not the trivial one of an untouched model
+
+
+_INIT: dict[str, torch.Tensor] = {}
+
+
+def _initial() -> dict[str, torch.Tensor]:
+    if not _INIT:
+        from core_fixtures import tiny_model
+
+        _INIT.update({k: v.detach().clone() for k, v in tiny_model(3).float().state_dict().items()})
+    return _INIT
+
+
+def test_declared_world_size_must_match_the_launch():
+    from core_fixtures import engine, tiny_model
+    from unlearnkit.llm.lm import LMTrainConfig, optimize
+
+    with pytest.raises(ConfigError, match="declares world_size 2 but the run was launched with 1"):
+        optimize(tiny_model(), n_items=4, micro_loss=lambda *a: torch.zeros(()),
+                 recipe=LMTrainConfig(batch_size=2, grad_accum=1, world_size=2), engine=engine(), seed=0)
+    with pytest.raises(ConfigError, match=r"2 × 4 × 1 = 8"):
+        optimize(tiny_model(), n_items=4, micro_loss=lambda *a: torch.zeros(()),
+                 recipe=LMTrainConfig(batch_size=2, grad_accum=4, effective_batch=16), engine=engine(), seed=0)
+
+
+def test_other_tracks_refuse_a_multi_process_launch(monkeypatch, tmp_path):
+    from unlearnkit.bench import run_experiment
+    from unlearnkit.config.schema import ExperimentConfig
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = ExperimentConfig(name="x", output_dir=str(tmp_path / "runs"), methods=[{"name": "finetune"}])
+    with pytest.raises(ConfigError, match="only the llm track"):
+        run_experiment(cfg, write_report=False)
+    assert not (tmp_path / "runs").exists()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="not an integer"):
+        run_experiment(cfg, write_report=False)
+
+
+TINY_RUN = {
+    "data": {"source": "synthetic", "n_persons": 10, "qa_per_person": 10, "forget_split": "forget10"},
+    "model": {"kind": "tiny", "vocab_size": 384, "hidden_size": 32, "layers": 2, "heads": 2, "max_len": 96},
+    "train": {"epochs": 8, "batch_size": 8, "grad_accum": 1, "lr": 5e-3},
+    "eval": {"max_items": 6, "max_new_tokens": 8, "batch_size": 16},
+}
+
+
+def _run_cfg(out: Path, batch_size: int):
+    from unlearnkit.config.schema import ExperimentConfig
+
+    llm = {k: dict(v) for k, v in TINY_RUN.items()}
+    llm["train"]["batch_size"] = batch_size
+    return ExperimentConfig(
+        name="dist", track="llm", llm=llm, seeds=[0], output_dir=str(out), engine={"progress": False, "threads": 1},
+        methods=[{"name": "grad_diff", "params": {"epochs": 2, "batch_size": batch_size, "grad_accum": 1,
+                                                  "lr": 1e-3}}])
+
+
+def test_runner_under_torchrun_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node 2 -m unlearnkit run`` (per-device batch 4) gives the rows of a one-process run
+    with batch 8: same metrics, one row per (method, seed), files written once, reports by rank 0; rerun under
+    torchrun resumes on every rank (rank 0's finished rows are shared)."""
+    from unlearnkit.bench import run_experiment
+    from unlearnkit.config.loader import dump_yaml
+
+    single = run_experiment(_run_cfg(tmp_path / "one", 8), write_report=False)
+    cfg_path = tmp_path / "two.yaml"
+    cfg_path.write_text(dump_yaml(_run_cfg(tmp_path / "two", 4)))
+    proc = _torchrun(["-m", "unlearnkit", "run", str(cfg_path)], cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("Results:") == 1  # rank 1 prints nothing
+    run_dirs = list((tmp_path / "two").glob("*/results.jsonl"))
+    assert len(run_dirs) == 1
+    rows = [json.loads(line) for line in run_dirs[0].read_text().splitlines()]
+    assert sorted(r["method"] for r in rows) == ["grad_diff", "retrain"]  # each row once
+    assert (run_dirs[0].parent / "report.html").is_file()
+    one = {r["method"]: r for r in single.rows}
+    for r in rows:
+        assert r["status"] == "ok", r.get("error")
+        a, b = r["metrics"], one[r["method"]]["metrics"]
+        for k in ("forget_quality", "model_utility", "mia.loss.auc", "forget.es"):
+            assert np.isclose(a[k], b[k], rtol=1e-3, atol=1e-4), (k, a[k], b[k])
+    gd = next(r for r in rows if r["method"] == "grad_diff")
+    assert gd["notes"]["effective_batch"] == 8
+    again = _torchrun(["-m", "unlearnkit", "run", str(cfg_path), "--no-report"], cwd=tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "nothing new to run" in again.stdout
+    assert len(run_dirs[0].read_text().splitlines()) == 2
