@@ -157,3 +157,17 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
     assert again.returncode == 0, again.stderr[-4000:]
     assert "nothing new to run" in again.stdout
     assert len(run_dirs[0].read_text().splitlines()) == 2
+    # another method, same θ_o / θ_r: every rank loads them from the cache rank 0 wrote
+    import yaml
+
+    ga_cfg = yaml.safe_load(cfg_path.read_text())
+    ga_cfg["methods"] = [{"name": "ga", "params": {"epochs": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}}]
+    ga_path = tmp_path / "ga.yaml"
+    ga_path.write_text(yaml.safe_dump(ga_cfg))
+    third = _torchrun(["-m", "unlearnkit", "run", str(ga_path), "--no-report"], cwd=tmp_path, timeout=600)
+    assert third.returncode == 0, third.stderr[-4000:]
+    assert third.stderr.count("reused cached original model") == 1  # printed by rank 0 only
+    assert "reused cached oracle model" in third.stderr and "training" not in third.stderr
+    ga_rows = [json.loads(line) for p in (tmp_path / "two").glob("*/results.jsonl") if p != run_dirs[0]
+               for line in p.read_text().splitlines()]
+    assert sorted(r["method"] for r in ga_rows) == ["ga", "retrain"] and all(r["status"] == "ok" for r in ga_rows)

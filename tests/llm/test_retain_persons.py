@@ -49,10 +49,14 @@ def test_smollm2_config_tofu_slice_golden():
 def test_retain_persons_keeps_whole_persons_and_the_holdout(tmp_path):
     full_task = _track(_synthetic(tmp_path)).build_task()
     task = _track(_synthetic(tmp_path, retain_persons=3)).build_task()
-    subj = [it.subject for it in task.retain]
+    subj = [it.subject for it in task.retain if it.subject is not None]
     assert len(set(subj)) == 3
     # whole persons: every QA of a kept person of the unrestricted D_r is kept
-    assert len(task.retain) == sum(1 for it in full_task.retain if it.subject in set(subj))
+    assert len(subj) == sum(1 for it in full_task.retain if it.subject in set(subj))
+    # the utility QA the synthetic default trains on are not persons: all of them stay in D and D_r
+    util = sorted(it.id for it in full_task.retain if it.subject is None)
+    assert util and sorted(it.id for it in task.retain if it.subject is None) == util
+    assert set(util) <= set(task.full.ids.tolist())
     # the retain evaluation set's persons come first
     ev_subj = {it.subject for it in full_task.eval_sets["retain"]}
     assert set(subj) <= ev_subj or ev_subj <= set(subj)
@@ -68,3 +72,20 @@ def test_retain_persons_too_many_is_a_data_error(tmp_path):
         _track(_synthetic(tmp_path, retain_persons=500)).build_task()
     with pytest.raises(ValueError, match="retain_persons"):
         _synthetic(tmp_path, retain_persons=0)
+
+
+@pytest.mark.skipif(not (TOFU / "full.json").is_file(), reason="TOFU data not in ../shared/data/tofu")
+def test_tofu_utility_in_train_adds_the_utility_qa_to_d_and_d_r_only():
+    from unlearnkit.data.text.tofu import load_tofu
+
+    plain, util = load_tofu(TOFU, "forget01"), load_tofu(TOFU, "forget01", utility_in_train=True)
+    ra, wf = util.eval_sets["real_authors"].ids.tolist(), util.eval_sets["world_facts"].ids.tolist()
+    assert (len(ra), len(wf)) == (100, 117)  # TOFU's real_authors_perturbed / world_facts_perturbed
+    assert len(util.full) == 4000 + 217 and len(util.retain) == 3960 + 217
+    assert np.array_equal(util.forget.ids, plain.forget.ids)
+    assert set(ra + wf) <= set(util.retain.ids.tolist()) and not set(ra + wf) & set(plain.full.ids.tolist())
+    assert util.scenario["utility_in_train"] is True and plain.scenario["utility_in_train"] is False
+    # through the track (retain_persons keeps them: they are not persons)
+    cfg = load_config("configs/llm/smollm2_lora.yaml", [f"llm.data.root={TOFU}", "llm.data.utility_in_train=true"])
+    task = _track(cfg).build_task()
+    assert len(task.retain) == 40 + 217 and set(ra + wf) <= set(task.full.ids.tolist())

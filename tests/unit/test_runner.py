@@ -325,3 +325,21 @@ def test_runner_refuses_a_method_whose_needs_the_task_cannot_serve(tiny_task):
     partial = dataclasses.replace(tiny_task, scenario={**tiny_task.scenario, "retain_is_complete": False})
     with pytest.raises(MethodError, match="whole original training set"):
         check_requirements(METHODS.get("ssd"), partial, label="ssd")
+
+
+def test_oracle_evaluation_error_stops_with_reason_and_keeps_the_cache(tmp_path, monkeypatch):
+    from unlearnkit.errors import MethodError
+
+    cfg = tiny_cfg(tmp_path, seeds=[0], methods=[{"name": "finetune", "epochs": 1}])
+    runner = Runner(cfg, console=Console(file=io.StringIO()))
+
+    def boom(*a, **k):
+        raise RuntimeError("metric exploded")
+
+    monkeypatch.setattr(runner.track, "evaluate", boom)
+    with pytest.raises(MethodError, match=r"evaluating the oracle θ_r for seed 0 failed \(RuntimeError: metric "
+                                          r"exploded\).*θ_o and θ_r stay cached"):
+        runner.run()
+    assert read_results(runner.run_dir / "results.jsonl") == []
+    again = Runner(cfg, console=Console(file=io.StringIO())).run()  # fixed: both models come from the cache
+    assert sorted(again.reused) == ["oracle", "original"] and len(again.rows) == 2

@@ -254,12 +254,18 @@ class Runner:
         dist = self.engine.dist
         if dist.agree(self.cache.has(key)):
             model = self.new_model(0)
+            failure: CheckpointError | None = None
             try:
                 manifest, extras = self.cache.load(key, model)
             except CheckpointError as err:
-                where = "" if dist.is_main else (f" on rank {dist.rank} (rank 0 found it: cache_dir must be on a file "
-                                                 "system every rank can read)")
-                raise CheckpointError(f"cached {label} failed verification{where}: {err}") from err
+                failure = err
+            # every rank raises together when any rank cannot read it (none may wait alone in a collective)
+            bad = [(r, e) for r, e in enumerate(dist.gather(None if failure is None else str(failure))) if e]
+            if bad:
+                r, e = bad[0]
+                where = "" if r == 0 else (f" on rank {r} (rank 0 found it: cache_dir must be on a file system every "
+                                           "rank can read)")
+                raise CheckpointError(f"cached {label} failed verification{where}: {e}") from failure
             ids = extras["trained_ids"].numpy() if "trained_ids" in extras else np.zeros(0, dtype=np.int64)
             self.console.print(f"[green]reused cached {label}[/] (trained in {manifest['meta'].get('seconds', 0):.1f} s)")
             self.reused.append(role)
@@ -473,9 +479,16 @@ class Runner:
         if done is not None and done.get("status") == "ok":
             return done["metrics"]
         row = self._base_row(ORACLE_LABEL, "retrain", {}, seed, True, stage)
-        metrics = self.evaluate(oracle.model, seed,
-                                self.run_dir / "per_sample" / f"{self._tag(ORACLE_LABEL, seed, stage)}.npz",
-                                original=original, oracle=oracle, stage=stage)
+        try:
+            metrics = self.evaluate(oracle.model, seed,
+                                    self.run_dir / "per_sample" / f"{self._tag(ORACLE_LABEL, seed, stage)}.npz",
+                                    original=original, oracle=oracle, stage=stage)
+        except Exception as err:  # noqa: BLE001 - every method row is compared with these numbers: stop, say why
+            where = f" ({stage.label})" if stage.key else ""
+            raise MethodError(
+                f"evaluating the oracle θ_r for seed {seed}{where} failed ({type(err).__name__}: {err}); every method "
+                "is compared with it, so the run stops here. θ_o and θ_r stay cached: fix the metric settings "
+                "(metrics / metric_params) and rerun") from err
         metrics.update(unlearn_seconds=oracle.seconds, rte_ratio=1.0)
         if self.track.gap_keys():
             metrics["avg_gap"] = 0.0
@@ -526,14 +539,13 @@ class Runner:
             else:
                 why = "" if state_sha256(model) == row.get("checkpoint_sha256") else \
                     f"{ck} does not hold the model of {prev.label}'s row (different weights)"
-        dist = self.engine.dist
-        if dist.agree(why) == "":  # rank 0 uses the checkpoint: every rank must
-            if why:
-                raise CheckpointError(f"rank {dist.rank}: {why}; rank 0 read it (output_dir must be on a file system "
-                                      "every rank can read)")
+        whys = self.engine.dist.gather(why)  # used only when every rank could read it: all ranks take one path
+        if all(w == "" for w in whys):
             return model
-        if why != "missing":
-            self.console.print(escape(f"[{spec.label} seed {seed}] {why}"), style="yellow")
+        first = next((r, w) for r, w in enumerate(whys) if w)
+        if first[1] != "missing":
+            self.console.print(escape(f"[{spec.label} seed {seed}] rank {first[0]}: {first[1]}" if first[0] else
+                                      f"[{spec.label} seed {seed}] {first[1]}"), style="yellow")
         self.console.print(escape(f"[{spec.label} seed {seed}] the output of {prev.label} is not available "
                                   f"({ck} missing or unusable): recomputing requests 0–{index - 1} from θ_o"),
                            style="yellow")

@@ -64,6 +64,9 @@ class LLMDataConfig(Frozen):
     qa_per_person: int = Field(12, ge=10, le=20, description="synthetic: QA pairs per person")
     n_perturbed: int = Field(3, ge=3, description="synthetic: perturbed answers per item (TOFU has 5)")
     chunk_chars: int = Field(2000, ge=16, description="MUSE: characters per training chunk of the raw corpora")
+    utility_in_train: bool | None = Field(
+        None, description="train θ_o and θ_r on the real-authors / world-facts QA too (never D_f): for models trained "
+        "from scratch, else model utility ≈ 0; None = synthetic yes, TOFU no (TOFU's protocol)")
     hub_id: str | None = Field(None, description="MUSE without root: the hub data set (default muse-bench/MUSE-News;"
                                " or muse-bench/MUSE-Books), laid out once under ~/.cache/unlearnkit/muse")
     holdout_persons: int | Literal["auto"] = Field(
@@ -236,7 +239,9 @@ def _retain_subset(task: Any, n_persons: int | None) -> Any:
         raise DataError(f"llm.data.retain_persons = {n_persons} but D_r has only {len(order)} persons; lower it or "
                         "set it to null (all)")
     keep = set(order[:n_persons])
-    drop = np.array([it.id for it in task.retain if it.subject not in keep], dtype=np.int64)
+    # items without a subject (the utility sets when trained on) are not persons: they stay
+    drop = np.array([it.id for it in task.retain if it.subject is not None and it.subject not in keep],
+                    dtype=np.int64)
     retain = task.retain.exclude_ids(drop, "retain")
     full = task.full.exclude_ids(drop, "full")
     evals = dict(task.eval_sets)
@@ -319,6 +324,10 @@ class LLMTrack(Track):
         kw: dict[str, Any] = {}
         if d.source == "synthetic":
             kw = {"n_persons": d.n_persons, "qa_per_person": d.qa_per_person, "n_perturbed": d.n_perturbed}
+            if d.utility_in_train is not None:
+                kw["utility_in_train"] = d.utility_in_train
+        elif d.source == "tofu" and d.utility_in_train is not None:
+            kw = {"utility_in_train": d.utility_in_train}
         elif d.source == "muse":
             kw = {"chunk_chars": d.chunk_chars, "hub_id": d.hub_id}
         task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)

@@ -96,6 +96,7 @@ def load_tofu(
     *,
     seed: int = 0,
     with_idk: bool = True,
+    utility_in_train: bool = False,
 ) -> TextTask:
     """Load TOFU into a :class:`TextTask`.
 
@@ -104,6 +105,11 @@ def load_tofu(
         forget_split: ``forget01`` | ``forget05`` | ``forget10`` (retain = retain99 / 95 / 90).
         seed: seeds the choice of IdK phrases.
         with_idk: give every item an "I don't know" alternative (for IdkPO / IdkDPO).
+        utility_in_train: add the real-authors and world-facts QA pairs to D and D_r (never to D_f). Not TOFU's
+            protocol (its pretrained models know them from pretraining); for models trained from scratch, which
+            otherwise score ≈ 0 on them and so get model utility ≈ 0 whatever they retain. Their ids are those of
+            the utility evaluation sets (1_000_000 + row, 2_000_000 + row), so those sets then measure knowledge
+            the models were taught.
 
     Raises:
         ConfigError: unknown split.  DataError: a missing file, a row lacking a field (message names field and file),
@@ -149,7 +155,14 @@ def load_tofu(
         "real_authors": perturbed("real_authors_perturbed", "real_authors", 1_000_000),
         "world_facts": perturbed("world_facts_perturbed", "world_facts", 2_000_000),
     }
+    if utility_in_train:
+        util = [QAItem(it.id, it.question, it.answer, idk_answer=it.idk_answer)
+                for name in ("real_authors", "world_facts") for it in eval_sets[name]]
+        full = QASet("full", [*full.items, *util], full_src)
+        retain = QASet("retain", [*retain.items, *util], full_src)
+        check_split(full, forget, retain, f"TOFU {forget_split} with utility sets in training")
     subjects = sorted({it.subject for it in forget if it.subject})
     scenario = {"kind": "tofu", "split": forget_split, "source": "tofu", "root": str(root) if root else HUB_ID,
-                "n_forget": len(forget), "n_retain": len(retain), "n_test": 0, "subjects_forget": subjects}
+                "n_forget": len(forget), "n_retain": len(retain), "n_test": 0, "subjects_forget": subjects,
+                "utility_in_train": utility_in_train}
     return TextTask("tofu", full, forget, retain, eval_sets, scenario)
