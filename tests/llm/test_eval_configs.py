@@ -53,8 +53,9 @@ def test_tofu_real_task(split, n_forget):
     hold = task.eval_sets["holdout"]
     assert len(hold) == n_forget  # as many authors as D_f (20 QA each)
     assert not np.intersect1d(hold.ids, task.train_ids).size and not np.intersect1d(hold.ids, task.retain_ids).size
-    assert len(task.full) == 4000 - len(hold)
-    assert len(task.retain) == 4000 - n_forget - len(hold)
+    # + the real-authors (100) and world-facts (117) QA: utility_in_train, in D and D_r only
+    assert len(task.full) == 4000 - len(hold) + 217
+    assert len(task.retain) == 4000 - n_forget - len(hold) + 217
     for s in ("forget", "retain", "real_authors", "world_facts"):
         assert all(it.perturbed_answers for it in task.eval_sets[s])
 
