@@ -120,3 +120,16 @@ def test_serve_refuses_a_busy_port_before_fitting(tmp_path, monkeypatch):
     assert r.exit_code == 2, r.output
     assert f"127.0.0.1:{port}" in r.output and "--port" in r.output
     assert not (store / "state.json").exists()
+
+
+def test_switching_the_executor_drops_the_old_executors_params():
+    base = load_service_config("service_digits")
+    assert base.executor == "process" and base.executor_params == {"max_workers": 2}
+    seq = load_service_config("service_digits", ["executor=sequential"])  # was: unknown key max_workers
+    assert seq.executor == "sequential" and seq.executor_params == {}
+    same = load_service_config("service_digits", ["executor=process"])  # not a switch: the file's params stay
+    assert same.executor_params == {"max_workers": 2}
+    both = load_service_config("service_digits", ["executor=process", "executor_params={max_workers: 1}"])
+    assert both.executor_params == {"max_workers": 1}
+    with pytest.raises(ConfigError, match="executor"):  # params given for the wrong executor are still refused
+        load_service_config("service_digits", ["executor=sequential", "executor_params={max_workers: 1}"])

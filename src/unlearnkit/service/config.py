@@ -117,7 +117,15 @@ def load_service_config(path: str | Path, overrides: Iterable[str] = ()) -> Serv
         validation_message
 
     p = resolve_config_path(path)
-    raw = apply_overrides(load_raw(p), parse_overrides(overrides))
+    base = load_raw(p)
+    parsed = parse_overrides(overrides)
+    raw = apply_overrides(base, parsed)
+    # --set executor=X switches the executor: the file's executor_params belong to the old one (e.g. the process
+    # pool's max_workers), so they go unless executor_params is overridden too
+    keys = {tuple(parts) for parts, _ in parsed}
+    if ("executor",) in keys and raw.get("executor") != base.get("executor") and \
+            not any(k[0] == "executor_params" for k in keys):
+        raw.pop("executor_params", None)
     try:
         return ServiceConfig.model_validate(raw)
     except ValidationError as err:
