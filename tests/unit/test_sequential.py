@@ -18,7 +18,7 @@ from unlearnkit.config.loader import to_plain
 from unlearnkit.config.schema import RequestSpec, ScenarioConfig
 from unlearnkit.data.sequential import draw_requests, request_tasks
 from unlearnkit.engine.checkpoint import ModelCache, load_checkpoint
-from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.errors import ConfigError, DataError, DivergenceError
 from unlearnkit.methods import METHODS, Unlearner, UnlearnResult, derive_seed
 
 from testkit import make_blobs
@@ -87,9 +87,17 @@ def shift_method():
                 raise RuntimeError("kaboom at request 1")
             return super()._unlearn(model, forget, retain, engine, context)
 
+    @METHODS.register("test_seq_nan1")
+    class Nan1(Shift):
+        def _unlearn(self, model, forget, retain, engine, context):
+            if context.seed == derive_seed(0, "req1"):
+                raise DivergenceError("loss became nan at step 3", step=3, loss=float("nan"))
+            return super()._unlearn(model, forget, retain, engine, context)
+
     yield "test_seq_shift"
     METHODS.unregister("test_seq_shift")
     METHODS.unregister("test_seq_boom1")
+    METHODS.unregister("test_seq_nan1")
 
 
 def seq_cfg(out: Path, **over):
@@ -205,6 +213,18 @@ def test_runner_sequential_a_failed_request_stops_the_chain_of_that_method_only(
     assert st[("test_seq_boom1", 1)]["status"] == "error" and "kaboom" in st[("test_seq_boom1", 1)]["error"]
     assert st[("test_seq_boom1", 2)]["status"] == "error" and "request 1" in st[("test_seq_boom1", 2)]["error"]
     assert all(st[("test_seq_shift", i)]["status"] == "ok" for i in range(3))
+
+
+def test_runner_sequential_a_diverged_request_ends_the_chain_once(tmp_path, shift_method):
+    cfg = seq_cfg(tmp_path, methods=["retrain", "test_seq_nan1"])
+    _, out, _ = run(cfg)
+    st = {(r["method"], r["request"]): r for r in out.rows}
+    assert st[("test_seq_nan1", 0)]["status"] == "ok"
+    assert st[("test_seq_nan1", 1)]["status"] == "diverged" and st[("test_seq_nan1", 1)]["diverged_step"] == 3
+    assert st[("test_seq_nan1", 2)]["status"] == "diverged" and "request 2" in st[("test_seq_nan1", 2)]["error"]
+    n = len(out.rows)
+    _, again, _ = run(cfg)  # final outcomes: a rerun adds no row (it used to append a new error row each time)
+    assert again.new_rows == 0 and len(again.rows) == n
 
 
 def test_runner_sequential_report_draws_curves_over_requests(seq_run):

@@ -520,11 +520,15 @@ class Runner:
         prev = self.stages[index - 1]
         if spec.label in outputs:
             got = outputs[spec.label]
+            if got == "diverged":
+                raise self._chain_diverged(spec, prev, index)
             if isinstance(got, str):
                 raise MethodError(f"{prev.label} of '{spec.label}' {got}; request {index} continues from its output, "
                                   "so it is not run (fix the earlier request and rerun: it is retried)")
             return got
         row = finished.get(self._row_id(spec.label, seed, prev.key))
+        if row is not None and row.get("status") == "diverged":
+            raise self._chain_diverged(spec, prev, index)
         if row is None or row.get("status") != "ok":
             raise MethodError(f"{prev.label} of '{spec.label}' has no successful row "
                               f"({row.get('status') if row else 'missing'}); nothing to continue from")
@@ -560,6 +564,14 @@ class Runner:
                                           "from the recorded one (non-deterministic method or changed code)"),
                                    style="yellow")
         return model
+
+    @staticmethod
+    def _chain_diverged(spec: MethodSpec, prev: Stage, index: int) -> DivergenceError:
+        """A diverged request ends its method's chain: the later requests are recorded as diverged too (a final
+        status, like the divergence itself, so reruns do not retry them; an *error* earlier in the chain is retried)."""
+        return DivergenceError(f"{prev.label} of '{spec.label}' diverged, so request {index}, which continues from its "
+                               "output, cannot run (change the method's settings and rerun from scratch)",
+                               step=0, loss=float("nan"))
 
     def _run_method(self, spec: MethodSpec, seed: int, original: TrainedModel, oracle: TrainedModel,
                     oracle_metrics: dict[str, float], *, stage: Stage | None = None,
