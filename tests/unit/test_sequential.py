@@ -45,6 +45,20 @@ def test_requests_are_disjoint_and_tasks_cumulative():
         request_tasks(data, [reqs[0], reqs[0]])
 
 
+def test_class_requests_switch_ta_to_the_remaining_classes():
+    data = make_blobs()  # 3 classes
+    specs = [RequestSpec(count=5), RequestSpec(classes=[1]), RequestSpec(count=5)]
+    reqs = draw_requests(data.train, specs, seed=0)
+    tasks = request_tasks(data, reqs, classes=[sp.classes for sp in specs])
+    assert tasks[0][1].test_forgotten is None and len(tasks[0][1].eval_test) == len(data.test)
+    for unl, ev in tasks[1:]:  # from the class request on: TA on classes 0 and 2, class 1's test samples apart
+        for t in (unl, ev):
+            assert set(t.test_forgotten.labels.tolist()) == {1}
+            assert set(t.eval_test.labels.tolist()) == {0, 2}
+            assert len(t.test_forgotten) + len(t.eval_test) == len(data.test)
+            assert t.scenario["classes_removed"] == [1]
+
+
 def test_mixed_requests_classes_ids_and_random_draws_avoid_named_ids():
     data = make_blobs()  # 90 training samples, 30 per class
     named = data.train.ids[:4].tolist()

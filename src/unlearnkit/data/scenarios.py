@@ -230,8 +230,9 @@ def build_stages(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, list
     if scenario.kind == "sequential":
         from unlearnkit.data.sequential import draw_requests, request_specs, request_tasks
 
-        requests = draw_requests(data.train, request_specs(scenario), seed=scenario.seed)
-        pairs = request_tasks(data, requests, record={"seed": scenario.seed})
+        specs = request_specs(scenario)
+        requests = draw_requests(data.train, specs, seed=scenario.seed)
+        pairs = request_tasks(data, requests, record={"seed": scenario.seed}, classes=[sp.classes for sp in specs])
         stages = [Stage({"request": i}, f"req{i}", unl, ev, chained=True) for i, (unl, ev) in enumerate(pairs)]
         last = pairs[-1][1]
         base = replace(last, scenario={**last.scenario, "n_forget": len(last.forget)})

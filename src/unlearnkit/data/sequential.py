@@ -78,12 +78,17 @@ def draw_requests(train: SampleSet, specs: Sequence[RequestSpec], seed: int = 0)
 
 
 def request_tasks(data: LoadedData, requests: Sequence[np.ndarray], *,
-                  record: dict | None = None) -> list[tuple[Task, Task]]:
+                  record: dict | None = None,
+                  classes: Sequence[Sequence[int] | None] | None = None) -> list[tuple[Task, Task]]:
     """For each request i: (unlearn task, evaluation task).
 
     The unlearn task has D = D \\ (R_0 ∪ … ∪ R_{i−1}), D_f = R_i, D_r = D_r^i; the evaluation task has D = the
     original training set, D_f = R_0 ∪ … ∪ R_i (cumulative), the same D_r^i. Scenario records carry ``request``,
     ``n_requests``, ``n_removed`` (|R_0 ∪ … ∪ R_i|) and ``removed_ids_sha256``; ``record`` adds fields (kind, seed).
+
+    ``classes[i]``: the classes request i removes whole (a ``classes`` request), else None. Once a class is gone, TA
+    is measured on the test samples of the remaining classes and the forgotten classes' test samples form
+    ``test_forgotten`` (as in a class scenario), from that request on.
 
     Raises:
         DataError: overlapping requests, ids outside D, or an empty D_f / D_r.
@@ -91,6 +96,7 @@ def request_tasks(data: LoadedData, requests: Sequence[np.ndarray], *,
     train = data.train
     out: list[tuple[Task, Task]] = []
     removed = np.zeros(0, dtype=np.int64)
+    gone: list[int] = []
     for i, r in enumerate(requests):
         r = np.asarray(r, dtype=np.int64)
         again = np.intersect1d(removed, r)
@@ -101,14 +107,18 @@ def request_tasks(data: LoadedData, requests: Sequence[np.ndarray], *,
         retain = cur.exclude_ids(r, "retain")
         check_split(cur, forget, retain, data.test)
         removed = np.union1d(removed, r)
+        gone += [int(c) for c in ((classes[i] if classes is not None else None) or []) if int(c) not in gone]
+        test_forgotten = data.test.take(np.isin(data.test.labels, gone), "test_forgotten") if gone else None
         rec = {"kind": "sequential", **(record or {}), "request": i, "n_requests": len(requests),
                "n_request": len(forget), "n_removed": len(removed), "n_train": len(train), "n_forget": len(forget),
                "n_retain": len(retain), "n_test": len(data.test), "forget_ids_sha256": ids_digest(forget.ids),
                "removed_ids_sha256": ids_digest(removed)}
-        unl = Task(data.name, cur, forget, retain, data.test, data.num_classes, rec)
+        if gone:
+            rec["classes_removed"] = sorted(gone)
+        unl = Task(data.name, cur, forget, retain, data.test, data.num_classes, rec, test_forgotten)
         cum = train.select_ids(removed, "forget")
         ev = Task(data.name, train, cum, retain, data.test, data.num_classes,
-                  {**rec, "n_forget": len(cum), "forget_ids_sha256": ids_digest(cum.ids)})
+                  {**rec, "n_forget": len(cum), "forget_ids_sha256": ids_digest(cum.ids)}, test_forgotten)
         out.append((unl, ev))
     return out
 
