@@ -289,3 +289,21 @@ def test_plain_scenarios_serialise_as_before_so_old_config_hashes_hold():
 def test_bundled_sequential_config_loads():
     cfg = load_config("digits_sequential")
     assert cfg.scenario.kind == "sequential" and cfg.scenario.requests == 3 and cfg.scenario.fraction == 0.03
+
+
+def test_neurips_score_of_a_sequential_run_uses_the_final_request(tmp_path, shift_method):
+    from unlearnkit.metrics.neurips import neurips_score_from_run
+    from unlearnkit.report import compute_neurips
+
+    cfg = seq_cfg(tmp_path, methods=["retrain", "test_seq_shift"], seeds=[0, 1, 2],
+                  scenario={"kind": "sequential", "requests": 2, "count": 10, "seed": 0})
+    _, out, _ = run(cfg)
+    data = compute_neurips(out.run_dir)  # was: "missing per-sample file …/test_seq_shift-seed0.npz"
+    s = data["methods"]["test_seq_shift"]
+    assert "error" not in s, s
+    assert s["n_forget"] == 20 and s["n_models"] == 3  # D_f of the last request = both requests (cumulative)
+    res = neurips_score_from_run(out.run_dir, "test_seq_shift")
+    last = [r for r in out.rows if r["method"] == "test_seq_shift" and r["request"] == 1]
+    assert res.retain_ratio == pytest.approx(
+        np.mean([r["metrics"]["retain_acc"] for r in last]) /
+        np.mean([r["metrics"]["retain_acc"] for r in out.rows if r["is_oracle"] and r["request"] == 1]))

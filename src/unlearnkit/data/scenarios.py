@@ -190,6 +190,20 @@ class Stage:
         return ", ".join(f"{k}={v}" for k, v in self.key.items())
 
 
+def stage_name(key: dict[str, Any]) -> str:
+    """File-name part of a stage (``p25``, ``req2``, ``n40``; ``""`` for a plain scenario's empty key): per-sample
+    files and checkpoints are ``<label>-seed<s>-<name>``, so a result row's files follow from its stage fields."""
+    if not key:
+        return ""
+    if "identified_fraction" in key:
+        return f"p{100 * float(key['identified_fraction']):g}"
+    if "request" in key:
+        return f"req{int(key['request'])}"
+    if "forget_size" in key:
+        return f"n{int(key['forget_size'])}"
+    raise ValueError(f"unknown stage key {key}")
+
+
 def single_stage(task: Any) -> list[Stage]:
     """The stages of a plain scenario: one, with an empty key."""
     return [Stage({}, "", task)]
@@ -221,7 +235,8 @@ def build_stages(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, list
         stages = []
         for p in scenario.identified_fractions or ():
             task = corrective_task(manip, p, seed=scenario.seed)
-            stages.append(Stage({"identified_fraction": float(p)}, f"p{100 * p:g}", task,
+            key = {"identified_fraction": float(p)}
+            stages.append(Stage(key, stage_name(key), task,
                                 references={MANIPULATION_KEY: manip}))
         last = stages[-1].task
         base = replace(last, scenario={**last.scenario, "identified_fractions": list(scenario.identified_fractions
@@ -233,7 +248,8 @@ def build_stages(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, list
         specs = request_specs(scenario)
         requests = draw_requests(data.train, specs, seed=scenario.seed)
         pairs = request_tasks(data, requests, record={"seed": scenario.seed}, classes=[sp.classes for sp in specs])
-        stages = [Stage({"request": i}, f"req{i}", unl, ev, chained=True) for i, (unl, ev) in enumerate(pairs)]
+        stages = [Stage({"request": i}, stage_name({"request": i}), unl, ev, chained=True)
+                  for i, (unl, ev) in enumerate(pairs)]
         last = pairs[-1][1]
         base = replace(last, scenario={**last.scenario, "n_forget": len(last.forget)})
         return base, stages

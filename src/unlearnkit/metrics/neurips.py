@@ -510,6 +510,8 @@ def neurips_score_from_run(
     RA/TA are the means of ``retain_acc``/``test_acc`` over those rows; the seconds are the means of
     ``unlearn_seconds`` (the oracle row holds its retraining time). Each seed's unlearned model starts from that
     seed's original model, whereas the competition unlearned a single original model N times (see module notes).
+    Staged runs (corrective p, sequential requests) are scored at their final stage (largest p, last request: D_f =
+    everything removed), from ``per_sample/<method>-seed<k>-<stage>.npz``.
 
     Args:
         run_dir: ``runs/<name>-<hash8>``.
@@ -525,7 +527,13 @@ def neurips_score_from_run(
     results = run / "results.jsonl"
     if not results.is_file():
         raise DataError(f"no results.jsonl in {run}: pass a run folder written by `unlearnkit run`")
-    rows = _read_rows(results)
+    from unlearnkit.data.scenarios import stage_name
+    from unlearnkit.report.summary import ROW_DIMENSIONS, final_stage_rows
+
+    # staged runs (corrective p, sequential requests): the final stage, as in the summary table
+    rows = final_stage_rows(_read_rows(results))
+    stage = {d: rows[0][d] for d in ROW_DIMENSIONS if rows and d in rows[0]}
+    suffix = f"-{stage_name(stage)}" if stage else ""
     oracle = _ok_rows_by_seed(rows, lambda r: bool(r.get("is_oracle")))
     if not oracle:
         raise DataError(f"{results} has no successful oracle row (is_oracle: true); the score compares against it")
@@ -551,7 +559,7 @@ def neurips_score_from_run(
     ref = None
     for s in seeds:
         for side, row, out in (("method", mine[s], u_logits), ("oracle", oracle[s], r_logits)):
-            path = run / "per_sample" / f"{row['method']}-seed{s}.npz"
+            path = run / "per_sample" / f"{row['method']}-seed{s}{suffix}.npz"
             logits, labels, ids = _load_forget(path)
             if ref is None:
                 ref = (path, labels, ids)

@@ -354,17 +354,18 @@ class LLMTrack(Track):
         return task
 
     def _build_stages(self, task: Any) -> list[Any]:
-        from unlearnkit.data.scenarios import Stage, single_stage
+        from unlearnkit.data.scenarios import Stage, single_stage, stage_name
         from unlearnkit.data.text.stages import scalability_text_tasks, sequential_text_tasks
 
         sc = self.section.scenario
         if sc.kind == "sequential":
             pairs = sequential_text_tasks(task, int(sc.requests or 0))
-            return [Stage({"request": i}, f"req{i}", unl, ev, chained=True) for i, (unl, ev) in enumerate(pairs)]
+            return [Stage({"request": i}, stage_name({"request": i}), unl, ev, chained=True)
+                    for i, (unl, ev) in enumerate(pairs)]
         if sc.kind == "scalability":
             tasks = scalability_text_tasks(task, sc.forget_fractions or ())
-            return [Stage({"forget_size": t.scenario["forget_size"]}, f"n{t.scenario['forget_size']}", t)
-                    for t in tasks]
+            return [Stage({"forget_size": t.scenario["forget_size"]},
+                          stage_name({"forget_size": t.scenario["forget_size"]}), t) for t in tasks]
         return single_stage(task)
 
     def stages(self, task: Any) -> list[Any]:
