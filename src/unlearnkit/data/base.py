@@ -259,3 +259,41 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
         pos = np.flatnonzero(labels == c)
         out.append(rng.choice(pos, size=k, replace=False))
     return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
+
+
+class SplitIds:
+    """``forget_ids`` / ``retain_ids`` of a task holding ``forget`` and ``retain`` sets with ``.ids`` (the classifier
+    :class:`~unlearnkit.data.scenarios.Task` and the text :class:`~unlearnkit.data.text.qa.TextTask`)."""
+
+    forget: Any
+    retain: Any
+
+    @property
+    def forget_ids(self) -> np.ndarray:
+        """int64 ids of D_f."""
+        return self.forget.ids
+
+    @property
+    def retain_ids(self) -> np.ndarray:
+        """int64 ids of D_r."""
+        return self.retain.ids
+
+
+def check_id_split(d: np.ndarray, f: np.ndarray, r: np.ndarray, *, where: str, empty_forget: str,
+                   empty_retain: str | None = None) -> None:
+    """Raise :class:`DataError` unless D_f is non-empty (and D_r, when ``empty_retain`` says why it must be),
+    D_f ∩ D_r = ∅ and D_f ∪ D_r = D, exactly. ``where`` prefixes the messages; ``empty_*`` say how to fix an empty set.
+    """
+    pre = f"{where}: " if where else ""
+    if len(f) == 0:
+        raise DataError(pre + empty_forget)
+    if empty_retain is not None and len(r) == 0:
+        raise DataError(pre + empty_retain)
+    both = np.intersect1d(f, r)
+    if len(both):
+        raise DataError(f"{pre}forget and retain sets overlap in {len(both)} ids (e.g. {both[:5].tolist()})")
+    union = np.union1d(f, r)
+    missing, extra = np.setdiff1d(d, union), np.setdiff1d(union, d)
+    if len(missing) or len(extra) or len(f) + len(r) != len(d):
+        raise DataError(f"{pre}forget ∪ retain ({len(f)} + {len(r)}) is not the full training set ({len(d)}): "
+                        f"{len(missing)} ids missing, {len(extra)} extra")

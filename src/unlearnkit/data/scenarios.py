@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.config.schema import DataConfig, ScenarioConfig
-from unlearnkit.data.base import LoadedData, SampleSet
+from unlearnkit.data.base import LoadedData, SampleSet, SplitIds, check_id_split
 from unlearnkit.errors import DataError
 from unlearnkit.registry import DATASETS
 
@@ -28,7 +28,7 @@ def ids_digest(ids: np.ndarray) -> str:
 
 
 @dataclass(frozen=True)
-class Task:
+class Task(SplitIds):
     """The data of one unlearning problem.
 
     Attributes:
@@ -56,16 +56,6 @@ class Task:
         return self.train.ids
 
     @property
-    def forget_ids(self) -> np.ndarray:
-        """int64 ids of D_f."""
-        return self.forget.ids
-
-    @property
-    def retain_ids(self) -> np.ndarray:
-        """int64 ids of D_r."""
-        return self.retain.ids
-
-    @property
     def eval_test(self) -> SampleSet:
         """The test set TA is computed on (remaining classes only in class scenarios)."""
         if self.test_forgotten is None:
@@ -75,15 +65,9 @@ class Task:
 
 def check_split(train: SampleSet, forget: SampleSet, retain: SampleSet, test: SampleSet | None = None) -> None:
     """Raise ``DataError`` unless D_f ∩ D_r = ∅, D_f ∪ D_r = D, both non-empty, and test positions are not train's."""
-    f, r, d = set(forget.ids.tolist()), set(retain.ids.tolist()), set(train.ids.tolist())
-    if not f:
-        raise DataError("the forget set is empty; choose a scenario that selects at least one training sample")
-    if not r:
-        raise DataError("the retain set is empty: the scenario forgets every training sample; forget fewer")
-    if f & r:
-        raise DataError(f"forget and retain sets overlap in {len(f & r)} ids (e.g. {sorted(f & r)[:5]})")
-    if f | r != d:
-        raise DataError(f"forget ∪ retain ≠ train: {len(d - (f | r))} train ids missing, {len((f | r) - d)} extra")
+    check_id_split(train.ids, forget.ids, retain.ids, where="",
+                   empty_forget="the forget set is empty; choose a scenario that selects at least one training sample",
+                   empty_retain="the retain set is empty: the scenario forgets every training sample; forget fewer")
     if test is not None and test.source is train.source:
         shared = np.intersect1d(test.positions, train.positions)
         if len(shared):

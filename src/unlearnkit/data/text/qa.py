@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from unlearnkit.data.base import SplitIds, check_id_split
 from unlearnkit.errors import DataError
 
 #: the optional fields a method or metric may require (see :meth:`QASet.require`)
@@ -157,7 +158,7 @@ class QASet:
 
 
 @dataclass(frozen=True)
-class TextTask:
+class TextTask(SplitIds):
     """The data of one LLM unlearning problem (satisfies ``bench.tracks.base.TrackTask``).
 
     Attributes:
@@ -182,25 +183,9 @@ class TextTask:
         """int64 ids of D."""
         return self.full.ids
 
-    @property
-    def forget_ids(self) -> np.ndarray:
-        """int64 ids of D_f."""
-        return self.forget.ids
-
-    @property
-    def retain_ids(self) -> np.ndarray:
-        """int64 ids of D_r."""
-        return self.retain.ids
-
 
 def check_split(full: QASet, forget: QASet, retain: QASet, where: str) -> None:
     """Validate D_f ∪ D_r = D, disjoint, D_f non-empty; DataError naming ``where`` otherwise."""
-    if len(forget) == 0:
-        raise DataError(f"the forget split of {where} is empty; choose a split with at least one item "
-                        "(forget01/forget05/forget10) or more persons")
-    f, r, d = forget.ids, retain.ids, full.ids
-    both = np.intersect1d(f, r)
-    if len(both):
-        raise DataError(f"{where}: forget and retain share {len(both)} ids (e.g. {both[:5].tolist()})")
-    if len(np.setdiff1d(np.union1d(f, r), d)) or len(f) + len(r) != len(d):
-        raise DataError(f"{where}: forget ∪ retain ({len(f)} + {len(r)}) is not the full set ({len(d)} items)")
+    check_id_split(full.ids, forget.ids, retain.ids, where=where,
+                   empty_forget="the forget split is empty; choose a split with at least one item "
+                                "(forget01/forget05/forget10) or more persons")
