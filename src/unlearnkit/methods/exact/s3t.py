@@ -50,10 +50,10 @@ from unlearnkit.config.schema import EngineConfig, Frozen, TrainConfig
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.checkpoint import MANIFEST, load_checkpoint, read_manifest, state_sha256
 from unlearnkit.engine.loop import Engine
-from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError, NotFittedError
+from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.methods.exact.sisa import (
-    EnsembleModule, _as_id_array, _factory_from, aggregate, build_init, compact, content_key, fit_seeded, ids_sha256,
+    EnsembleModule, ShardedState, _as_id_array, _factory_from, aggregate, build_init, compact, content_key, fit_seeded, ids_sha256,
     make_partition, save_idempotent, sealed_text, write_partition, write_text_atomic,
 )
 from unlearnkit.registry import METHODS
@@ -310,7 +310,7 @@ class S3TReport:
     trained: dict[tuple[int, int], list[int]] = field(default_factory=dict)
 
 
-class S3T:
+class S3T(ShardedState):
     """Sharded, sliced, sequence-aware PEFT ensemble with instant deletion by layer deactivation.
 
     Args:
@@ -363,18 +363,6 @@ class S3T:
             tuple(derive_seed(self.config.seed, f"s3t-shard-{shard}-ordering-{b}-step-{i}")
                   for i in range(self.config.slices)),
             self.engine.config, self.model_factory, self.config.rank, self.config.lora_alpha)
-
-    def _require_fitted(self) -> None:
-        if self.version == 0:
-            raise NotFittedError("this S3T ensemble is not trained: call fit(data) first")
-
-    @property
-    def deleted_ids(self) -> np.ndarray:
-        return self._deleted.copy()
-
-    @property
-    def active_ids(self) -> np.ndarray:
-        return np.setdiff1d(self._ids, self._deleted)
 
     def assignment(self) -> dict[int, tuple[int, int]]:
         """``{id: (shard, slice)}`` of the active ids."""

@@ -634,7 +634,31 @@ def _as_id_array(ids: Iterable[int] | np.ndarray) -> np.ndarray:
     return arr.astype(np.int64)[np.sort(first)]
 
 
-class SISA:
+class ShardedState:
+    """What SISA and S3T ensembles share about their state: the trained ids ``_ids``, the deleted ids ``_deleted``
+    (both sorted int64) and ``version`` (0 until trained)."""
+
+    version: int
+    _ids: np.ndarray
+    _deleted: np.ndarray
+    _how_to_fit = "call fit(data) first"
+
+    def _require_fitted(self) -> None:
+        if self.version == 0:
+            raise NotFittedError(f"this {type(self).__name__} ensemble is not trained: {self._how_to_fit}")
+
+    @property
+    def deleted_ids(self) -> np.ndarray:
+        """Sorted int64 ids removed so far."""
+        return self._deleted.copy()
+
+    @property
+    def active_ids(self) -> np.ndarray:
+        """Sorted int64 ids the current ensemble is trained on."""
+        return np.setdiff1d(self._ids, self._deleted)
+
+
+class SISA(ShardedState):
     """A sharded, sliced ensemble with content-addressed per-slice checkpoints in a store folder.
 
     Args:
@@ -688,19 +712,7 @@ class SISA:
         return derive_seed(self.config.seed, f"order-shard-{shard}-slice-{step}")
 
     # -- state ------------------------------------------------------------------------------------------------------
-    def _require_fitted(self) -> None:
-        if self.version == 0:
-            raise NotFittedError("this SISA ensemble is not trained: call fit(data) or SISA.load(store, ...)")
-
-    @property
-    def deleted_ids(self) -> np.ndarray:
-        """Sorted int64 ids removed so far."""
-        return self._deleted.copy()
-
-    @property
-    def active_ids(self) -> np.ndarray:
-        """Sorted int64 ids the current ensemble is trained on."""
-        return np.setdiff1d(self._ids, self._deleted)
+    _how_to_fit = "call fit(data) or SISA.load(store, ...)"
 
     def shard_of(self, sample_id: int) -> int:
         """The shard that holds (or held) ``sample_id``. Raises DataError for an id never trained on."""
