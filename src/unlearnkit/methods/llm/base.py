@@ -205,8 +205,15 @@ class LLMUnlearner(Unlearner):
 
     # -- hooks for subclasses ---------------------------------------------------------------------------------------
     def prepare(self, model: nn.Module, forget: QASet, ctx: LLMContext, engine: Any) -> dict[str, Any]:
-        """Encode D_f and compute fixed reference quantities; returns a state dict for :meth:`forget_loss`."""
-        return {"forget": encode_pairs(ctx.tokenizer, forget.pairs(), ctx.fmt, ctx.max_len)}
+        """Encode D_f and compute fixed reference quantities; returns a state dict for :meth:`forget_loss`
+        (``forget``: the encoded D_f; ``pad``: the tokenizer's pad id)."""
+        return {"forget": encode_pairs(ctx.tokenizer, forget.pairs(), ctx.fmt, ctx.max_len),
+                "pad": pad_id_of(ctx.tokenizer)}
+
+    @staticmethod
+    def batch(state: dict[str, Any], key: str, pos: np.ndarray, engine: Any) -> dict[str, torch.Tensor]:
+        """The micro-batch of encoded examples ``state[key][pos]``, padded and on the engine's device."""
+        return _to(collate([state[key][i] for i in pos], state["pad"]), engine.device)
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
         raise NotImplementedError

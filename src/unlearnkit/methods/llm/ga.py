@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit.llm.lm import _to, mean_token_nll
-from unlearnkit.llm.tokenize import collate, pad_id_of
+from unlearnkit.llm.lm import mean_token_nll
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
 
@@ -36,11 +35,7 @@ class GradientAscent(LLMUnlearner):
 
     source = "Maini et al. 2024, arXiv:2401.06121 (TOFU), gradient ascent baseline"
 
-    def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
-        state = super().prepare(model, forget, ctx, engine)
-        state["pad"] = pad_id_of(ctx.tokenizer)
-        return state
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
-        batch = _to(collate([state["forget"][i] for i in pos], state["pad"]), engine.device)
+        batch = self.batch(state, "forget", pos, engine)
         return ga_loss(model, batch).sum()

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.llm.lm import _to, encode_pairs, mean_token_nll, sequence_logprobs
-from unlearnkit.llm.tokenize import collate, pad_id_of
+from unlearnkit.llm.lm import encode_pairs, mean_token_nll, sequence_logprobs
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, reference_logprobs
 from unlearnkit.registry import METHODS
 
@@ -48,12 +47,11 @@ class IdkPO(LLMUnlearner):
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
         state = super().prepare(model, forget, ctx, engine)
-        state["pad"] = pad_id_of(ctx.tokenizer)
         state["idk"] = encode_pairs(ctx.tokenizer, forget.pairs("idk_answer"), ctx.fmt, ctx.max_len)
         return state
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
-        batch = _to(collate([state["idk"][i] for i in pos], state["pad"]), engine.device)
+        batch = self.batch(state, "idk", pos, engine)
         return mean_token_nll(model, batch).sum()
 
 
@@ -82,7 +80,7 @@ class DPO(LLMUnlearner):
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
         state = super().prepare(model, forget, ctx, engine)  # state["forget"] = rejected (original answers)
-        pad = state["pad"] = pad_id_of(ctx.tokenizer)
+        pad = state["pad"]
         state["chosen"] = encode_pairs(ctx.tokenizer, forget.pairs(self.config.chosen_field), ctx.fmt, ctx.max_len)
         state["ref_l"] = reference_logprobs(model, state["forget"], pad, engine)
         state["ref_w"] = reference_logprobs(model, state["chosen"], pad, engine)
@@ -91,8 +89,8 @@ class DPO(LLMUnlearner):
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
         dev = engine.device
-        bl = _to(collate([state["forget"][i] for i in pos], state["pad"]), dev)
-        bw = _to(collate([state["chosen"][i] for i in pos], state["pad"]), dev)
+        bl = self.batch(state, "forget", pos, engine)
+        bw = self.batch(state, "chosen", pos, engine)
         lp_l, _ = sequence_logprobs(model, bl)
         lp_w, _ = sequence_logprobs(model, bw)
         p = torch.as_tensor(pos)

@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.llm.lm import _to, sequence_logprobs
-from unlearnkit.llm.tokenize import collate, pad_id_of
+from unlearnkit.llm.lm import sequence_logprobs
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, reference_logprobs
 from unlearnkit.registry import METHODS
 
@@ -51,13 +50,12 @@ class NPO(LLMUnlearner):
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
         state = super().prepare(model, forget, ctx, engine)
-        state["pad"] = pad_id_of(ctx.tokenizer)
         state["ref"] = reference_logprobs(model, state["forget"], state["pad"], engine)
         state["_notes"] = {"reference": "θ_o log-probs precomputed (no copy)"}
         return state
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
-        batch = _to(collate([state["forget"][i] for i in pos], state["pad"]), engine.device)
+        batch = self.batch(state, "forget", pos, engine)
         lp, _ = sequence_logprobs(model, batch)
         ref = state["ref"][torch.as_tensor(pos)].to(lp.device)
         return npo_loss(lp, ref, self.config.beta).sum()

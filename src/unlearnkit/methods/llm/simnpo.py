@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from unlearnkit.llm.lm import _to, sequence_logprobs
-from unlearnkit.llm.tokenize import collate, pad_id_of
+from unlearnkit.llm.lm import sequence_logprobs
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
 
@@ -45,12 +44,8 @@ class SimNPO(LLMUnlearner):
 
     source = "Fan et al. 2024, arXiv:2410.07163, Eq. 4"
 
-    def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
-        state = super().prepare(model, forget, ctx, engine)
-        state["pad"] = pad_id_of(ctx.tokenizer)
-        return state
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
-        batch = _to(collate([state["forget"][i] for i in pos], state["pad"]), engine.device)
+        batch = self.batch(state, "forget", pos, engine)
         lp, n = sequence_logprobs(model, batch)
         return simnpo_loss(lp, n, self.config.beta, self.config.gamma).sum()
