@@ -312,3 +312,35 @@ def test_cora_node_deletion_through_the_bundled_config(tmp_path):
     out = run_experiment(cfg, write_report=False)
     assert all(r["status"] == "ok" for r in out.rows), [r.get("error") for r in out.rows]
     assert out.rows[0]["scenario"]["n_forget"] == 60
+
+
+@pytest.mark.parametrize("target", ["edge", "node"])
+def test_gif_on_a_one_vs_rest_sgc_is_the_influence_step_of_its_own_objective(target):
+    """GIF with the training objective of θ_o (one-vs-rest logistic + λn/2‖w‖²): w_o + H_old⁻¹(∇F_old − ∇F_new),
+    computed independently in numpy; with cross-entropy (the earlier behaviour) it moved to another objective's
+    optimum (32 % test accuracy on Cora)."""
+    g = tiny(60, normalize_features="standard_maxnorm")
+    t = build_graph_task(g, task="node", target=target, count=4, seed=1)
+    recipe = GraphTrainConfig(loss="ovr_logistic", l2=1e-2, noise_std=0.0, lbfgs_steps=50)
+    model = build_gnn("sgc", 8, 3, bias=False, seed=0)
+    fit_graph(model, t, "original", recipe, seed=0)
+    w_o = model.convs[0].lin.weight.detach().double().t().numpy()
+    res = METHODS.build("gif", {"iterations": 3000}).unlearn_graph(copy.deepcopy(model), t, ENGINE,
+                                                                    UnlearnContext(seed=0, train_recipe=recipe))
+    assert res.notes["loss"].startswith("ovr_logistic")
+    assert res.notes["hops"] == (3 if target == "node" else 2)  # K = 2, + 1 for a node deletion (degrees change)
+    w_u = res.model.convs[0].lin.weight.detach().double().t().numpy()
+    ov, rv = t.view("original"), t.view("retain")
+    X_old = _numpy_sgc_features(g.x.double().numpy(), g.edges[ov.edge_ids], 2)[ov.train_nodes]
+    X_new = _numpy_sgc_features(rv.x.double().numpy(), g.edges[rv.edge_ids], 2)[rv.train_nodes]
+    Y = lambda nodes: np.eye(3)[g.y.numpy()[nodes]] * 2 - 1  # noqa: E731
+    Yo, Yn = Y(ov.train_nodes), Y(rv.train_nodes)
+    v = _np_grad(w_o, X_old, Yo, 1e-2) - _np_grad(w_o, X_new, Yn, 1e-2)
+    step = np.zeros_like(w_o)
+    for k in range(3):
+        z = 1 / (1 + np.exp(-Yo[:, k] * (X_old @ w_o[:, k])))
+        H = X_old.T @ (X_old * (z * (1 - z))[:, None]) + 1e-2 * len(X_old) * np.eye(8)
+        step[:, k] = np.linalg.solve(H, v[:, k])
+    np.testing.assert_allclose(w_u, w_o + step, rtol=1e-3, atol=2e-5)
+    w_r = _np_retrain(X_new, Yn, 1e-2)
+    assert np.linalg.norm(w_u - w_r) < 0.2 * np.linalg.norm(w_o - w_r)  # one influence step lands near retraining

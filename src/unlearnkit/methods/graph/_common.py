@@ -73,15 +73,21 @@ def sample_negatives(task: GraphTask, which: Which, k: int, gen: torch.Generator
 
 
 def element_loss(model: nn.Module, out: torch.Tensor, task: GraphTask, elems: Any, *,
-                 reduction: str = "mean") -> torch.Tensor:
-    """Loss of the model's outputs ``out`` on training elements.
+                 reduction: str = "mean", recipe: GraphTrainConfig | None = None) -> torch.Tensor:
+    """Loss of the model's outputs ``out`` on training elements — the loss θ_o was trained with.
 
     Args:
-        elems: node task: int64 node ids (k,) → cross-entropy on their labels; link task: ``(pairs (2, k),
-            labels float (k,))`` → binary cross-entropy of the dot-product scores.
+        elems: node task: int64 node ids (k,) → cross-entropy on their labels (one-vs-rest logistic loss
+            Σ_c −log σ(y_ic·out_ic), y ∈ {−1, +1}, when ``recipe.loss`` is ``ovr_logistic``); link task:
+            ``(pairs (2, k), labels float (k,))`` → binary cross-entropy of the dot-product scores.
+        recipe: θ_o's training recipe (None = cross-entropy).
     """
     if task.task == "node":
         idx = torch.as_tensor(elems, dtype=torch.long)
+        if recipe is not None and recipe.loss == "ovr_logistic":
+            y = nn.functional.one_hot(task.data.y[idx], out.shape[1]).to(out.dtype) * 2 - 1
+            per = -nn.functional.logsigmoid(y * out[idx]).sum(1)
+            return per.sum() if reduction == "sum" else per.mean()
         return nn.functional.cross_entropy(out[idx], task.data.y[idx], reduction=reduction)
     pairs, labels = elems
     return nn.functional.binary_cross_entropy_with_logits(model.decode(out, pairs), labels, reduction=reduction)
