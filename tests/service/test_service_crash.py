@@ -216,7 +216,7 @@ def test_sigkill_during_a_shard_retrain_then_restart(tmp_path, executor):
         assert again.status_code == 202 and again.json()["request_id"] == rids[1]
         deadline = time.monotonic() + 120
         while True:
-            states = [httpx.get(f"{url}/v1/deletions/{r}").json() for r in rids]
+            states = [httpx.get(f"{url}/v1/deletions/{r}", headers=auth).json() for r in rids]
             if all(s["state"] in ("done", "failed") for s in states):
                 break
             assert time.monotonic() < deadline, log.read_text()[-3000:]

@@ -17,7 +17,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def _poll(client, rid, timeout=30.0):
     deadline = time.monotonic() + timeout
     while True:
-        st = client.get(f"/v1/deletions/{rid}").json()
+        st = client.get(f"/v1/deletions/{rid}", headers=AUTH).json()
         if st["state"] in ("done", "failed") or time.monotonic() > deadline:
             return st
         time.sleep(0.02)
@@ -40,6 +40,7 @@ def test_server_binds_loopback_and_serves_openapi(live_server, client):
             "/v1/ledger/verify", "/healthz"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert spec["paths"]["/v1/deletions"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert spec["paths"]["/v1/deletions/{request_id}"]["get"]["security"] == [{"HTTPBearer": []}]
 
 
 def test_submit_poll_done(live_server, client):
@@ -108,9 +109,14 @@ def test_unknown_sample_ids_and_unknown_requests(client):
     r2 = client.post("/v1/deletions", json={"sample_ids": [5]}, headers=AUTH)
     st2 = _poll(client, r2.json()["request_id"])
     assert (st2["deleted_ids"], st2["already_deleted_ids"]) == ([], [5])
-    missing = client.get("/v1/deletions/" + "0" * 32)
+    missing = client.get("/v1/deletions/" + "0" * 32, headers=AUTH)
     assert missing.status_code == 404 and "no deletion request" in missing.json()["detail"]
-    assert client.get("/v1/deletions/not-an-id").status_code == 422
+    assert client.get("/v1/deletions/not-an-id", headers=AUTH).status_code == 422
+    # the status names the deleted ids: it needs the token too
+    rid = r.json()["request_id"]
+    for bad in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+        denied = client.get(f"/v1/deletions/{rid}", headers=bad)
+        assert denied.status_code == 401 and "deleted_ids" not in denied.text
 
 
 def test_idempotent_retry(live_server, client):

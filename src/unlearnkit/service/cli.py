@@ -200,7 +200,7 @@ def _delete_http(url: str, token: str | None, ids: list[int], key: str, wait: bo
         rid = r.json()["request_id"]
         deadline = time.monotonic() + timeout
         while True:
-            status = client.get(f"/v1/deletions/{rid}").json()
+            status = client.get(f"/v1/deletions/{rid}", headers=headers).json()
             if not wait or status["state"] in ("done", "failed") or time.monotonic() > deadline:
                 return status
             time.sleep(0.2)

@@ -3,14 +3,16 @@
 Endpoints (OpenAPI schema at ``/openapi.json``, docs at ``/docs``)::
 
     POST /v1/deletions            {"sample_ids": [int, ...], "idempotency_key": str?}  → 202 receipt   (token)
-    GET  /v1/deletions/{id}       state, classification of the ids, audit record once done
+    GET  /v1/deletions/{id}       state, classification of the ids, audit record once done           (token)
     GET  /v1/models/current       version, digest, counts of the serving model
     POST /v1/predict              {"inputs": [[...], ...]} → predictions, probabilities, model version
     GET  /v1/ledger/verify        hash-chain check (``?expected_head=`` checks that the chain still extends it)
     GET  /healthz                 liveness of the server and its worker
 
-Every mutation (``POST /v1/deletions``) needs ``Authorization: Bearer <token>`` (401 otherwise, compared in constant
-time). ``Idempotency-Key`` may be given as a header or in the body; a retry with the same key and ids returns the
+Submitting a deletion and reading its status (which names the deleted ids: who asked to be forgotten is itself
+personal data) need ``Authorization: Bearer <token>`` (401 otherwise, compared in constant time). The model's
+version, predictions, the ledger's hash-chain check (for outside auditors: it reveals counts and digests, no ids)
+and liveness are open. ``Idempotency-Key`` may be given as a header or in the body; a retry with the same key and ids returns the
 same 202 body (header ``Idempotent-Replayed: true``), the same key with other ids is a 409. Bodies are validated:
 malformed JSON is a 400, a well-formed body with wrong fields or values a 422, both with a message naming the field.
 """
@@ -155,7 +157,8 @@ def create_app(service: Any, token: str, *, manage_service: bool = True) -> Any:
         return JSONResponse(receipt.as_dict(), status_code=202, headers=headers)
 
     @app.get("/v1/deletions/{request_id}", summary="State and audit record of a deletion request",
-             responses={404: {"description": "no such request"}})
+             dependencies=[Depends(require_token)],
+             responses={401: {"description": "missing or invalid token"}, 404: {"description": "no such request"}})
     def get_deletion(request_id: Annotated[str, Path(pattern=REQUEST_ID.pattern,
                                                      description="32 hex characters")]) -> dict[str, Any]:
         status = service.status(request_id)
