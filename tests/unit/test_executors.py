@@ -114,3 +114,48 @@ def test_ray_executor_matches_sequential(tmp_path):
     assert not ray.is_initialized()
     assert digest_ray == digest_seq and rep_ray.shard_digests == rep_seq.shard_digests
     assert time.perf_counter() - t0 < 120
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie left for a non-reaping init counts as gone)."""
+    from pathlib import Path
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+def test_process_pool_workers_exit_when_their_parent_is_killed(tmp_path):
+    """A SIGKILLed parent (outside the service, too) leaves no idle worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from unlearnkit.service.executors import ProcessPoolExecutor\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(max_workers=1)\n"
+        "    print(pool.map(lambda _: os.getpid(), [0])[0], flush=True)\n"
+        "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    worker = 0
+    try:
+        worker = int(proc.stdout.readline())
+        assert _alive(worker)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker), "the pool's worker outlived its killed parent"
+    finally:
+        proc.kill()
+        if worker and _alive(worker):  # leave no process behind, whatever the outcome
+            os.kill(worker, signal.SIGKILL)

@@ -694,16 +694,9 @@ class DeletionService:
 _GUARDED = False  # per worker process: whether _Guarded has set it up already
 
 
-def _exit_with_parent(parent: int, every_s: float) -> None:
-    while True:
-        time.sleep(every_s)
-        if os.getppid() != parent:  # the service process died (SIGKILL): re-parented to init
-            os._exit(0)
-
-
 class _Guarded:
     """Picklable wrapper of a job function; on its first call in a worker process it lowers the process's CPU
-    priority (``os.nice``) and starts a watchdog thread that ends the worker when its parent process is gone."""
+    priority (``os.nice``). (The pool's own initializer ends workers whose parent is gone.)"""
 
     def __init__(self, fn: Callable[[Any], Any], increment: int, parent: int) -> None:
         self.fn, self.increment, self.parent = fn, int(increment), int(parent)
@@ -712,22 +705,19 @@ class _Guarded:
         global _GUARDED
         if not _GUARDED:
             _GUARDED = True
-            if os.getpid() != self.parent:  # never renice or watch the service process itself
-                if self.increment:
-                    try:
-                        os.nice(self.increment)
-                    except OSError:  # pragma: no cover - not permitted on this platform
-                        pass
-                threading.Thread(target=_exit_with_parent, args=(self.parent, 0.5), daemon=True,
-                                 name="unlearnkit-parent-watchdog").start()
+            if os.getpid() != self.parent and self.increment:  # never renice the service process itself
+                try:
+                    os.nice(self.increment)
+                except OSError:  # pragma: no cover - not permitted on this platform
+                    pass
         return self.fn(job)
 
 
 class GuardedExecutor:
     """Wraps a local process-pool executor for the service: its worker processes run shard retraining at a lower
-    CPU priority (``os.nice(increment)``, so retraining yields the CPU to the HTTP API on a busy machine), and exit
-    by themselves within 0.5 s when the service process dies (a SIGKILLed parent otherwise leaves
-    ``concurrent.futures`` workers idle forever).
+    CPU priority (``os.nice(increment)``, so retraining yields the CPU to the HTTP API on a busy machine); like every
+    :class:`~unlearnkit.service.executors.ProcessPoolExecutor` worker they exit within 0.5 s when the service process
+    dies.
 
     Args:
         inner: the executor (closed by :meth:`close`).  increment: niceness added once per worker process (0–19).

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -116,7 +118,8 @@ class ProcessPoolExecutor(Executor[J, R]):
     """Local worker processes (``concurrent.futures``, *spawn* start method).
 
     Jobs and ``fn`` are serialised with cloudpickle, so closures and lambdas work as model factories. Each worker
-    imports torch afresh (a few seconds), so the pool pays off for jobs that train for longer than that.
+    imports torch afresh (a few seconds), so the pool pays off for jobs that train for longer than that. Workers exit
+    by themselves within 0.5 s when the process that created the pool dies (even by SIGKILL).
 
     Args:
         max_workers: worker processes; None = ``os.cpu_count()``. The pool starts on the first :meth:`map`.
@@ -144,7 +147,7 @@ class ProcessPoolExecutor(Executor[J, R]):
                 max_workers=self.max_workers or os.cpu_count() or 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(self.threads_per_worker,),
+                initargs=(self.threads_per_worker, os.getpid()),
             )
         return self._pool
 
@@ -166,9 +169,20 @@ class ProcessPoolExecutor(Executor[J, R]):
         return f"ProcessPoolExecutor(max_workers={self.max_workers})"
 
 
-def _init_worker(threads: int) -> None:
+def _exit_with_parent(parent: int, every_s: float) -> None:
+    """Watchdog of a worker process: exit at once when the process that started the pool is gone (a SIGKILLed
+    parent re-parents its ``concurrent.futures`` workers, which would otherwise wait for work forever)."""
+    while True:
+        time.sleep(every_s)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _init_worker(threads: int, parent: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent, 0.5), daemon=True,
+                     name="unlearnkit-parent-watchdog").start()
     import torch
 
     torch.set_num_threads(threads)
