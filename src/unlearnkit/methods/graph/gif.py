@@ -64,7 +64,8 @@ class GIF(GraphUnlearner):
     objective when θ_o is a stationary point of L_all (the derivation's assumption).
 
     Raises:
-        DivergenceError: the recursion diverges (``scale`` below the Hessian's top eigenvalue) — raise ``scale``.
+        DivergenceError: the recursion diverges: negative curvature at θ_o (set ``damp`` > 0) or a Hessian
+            eigenvalue above 2·``scale`` (raise ``scale``); the message says which to try.
     """
 
     source: ClassVar[str] = ("Wu et al., GIF: A General Graph Unlearning Strategy via Influence Function, WWW "
@@ -121,9 +122,11 @@ class GIF(GraphUnlearner):
                 h = [vi + (1 - cfg.damp) * hi - hvi / scale for vi, hi, hvi in zip(v, h, hv)]
             norm = math.sqrt(sum(float(t.pow(2).sum()) for t in h))
             if not math.isfinite(norm) or norm > 1e6 * max(v_norm, 1e-12) * scale:
-                raise DivergenceError(f"gif: the LiSSA recursion diverged at iteration {it} (‖h‖ = {norm:.3g}); "
-                                      f"raise scale above the Hessian's top eigenvalue (now {scale})",
-                                      step=it, loss=norm)
+                raise DivergenceError(
+                    f"gif: the LiSSA recursion diverged at iteration {it} (‖h‖ = {norm:.3g}). It converges only "
+                    f"when every Hessian eigenvalue lies in (0, 2·scale), scale = {scale:.4g}: for negative "
+                    "curvature (θ_o not at a minimum — train it longer — or a non-convex model) set damp > 0, which "
+                    "inverts H + damp·scale·I; for a top eigenvalue above 2·scale raise scale", step=it, loss=norm)
         with torch.no_grad():
             for p, hi in zip(params, h):
                 p.add_(hi / scale)
