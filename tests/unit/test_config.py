@@ -327,3 +327,16 @@ def test_extends_chain_resolves_each_path_relative_to_its_own_file(tmp_path):
     leaf = write(tmp_path / "c" / "d" / "leaf.yaml", "extends: ../../b/mid.yaml\nname: leaf\n")
     cfg = load_config(leaf)
     assert (cfg.name, cfg.train.epochs, cfg.train.lr) == ("leaf", 9, 0.2)
+
+
+def test_c47_bundled_shell_scripts_parse():
+    """``bash -n`` on every shell script of the repository (CI's entry point included)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    scripts = [root / ".ci" / "run", *(p for p in root.rglob("*.sh") if ".venv" not in p.parts)]
+    assert (root / ".ci" / "run").is_file()
+    for s in scripts:
+        r = subprocess.run(["bash", "-n", str(s)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{s}: {r.stderr}"
