@@ -203,7 +203,8 @@ class Engine:
         from rich.console import Console
 
         console = Console(stderr=True)
-        if not self.config.progress or not console.is_terminal or not self.dist.is_main:
+        rank0 = os.environ.get("RANK", "0") == "0"  # one bar per launch (ranks > 0 of torchrun / accelerate: none)
+        if not self.config.progress or not console.is_terminal or not rank0:
             yield lambda n=1, info=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
