@@ -155,6 +155,20 @@ def _check_track(track: str | None) -> None:
         TRACKS.entry(track)
 
 
+def _listing(kind: str, track: str | None, markdown: bool) -> bool:
+    """Shared part of ``methods`` / ``metrics``: check the track, print the markdown list if asked.
+    Returns True when the command is done."""
+    try:
+        _check_track(track)
+    except UnlearnkitError as err:
+        _fail(err)
+        return True
+    if markdown:
+        sys.stdout.write(markdown_list(kind))
+        return True
+    return False
+
+
 @app.command()
 def methods(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -162,13 +176,7 @@ def methods(
     track: Optional[str] = typer.Option(None, "--track", help="only this track's methods (classifier, llm, ...)"),
 ) -> None:
     """List the registered unlearning methods with their track, kind and source."""
-    try:
-        _check_track(track)
-    except UnlearnkitError as err:
-        _fail(err)
-        return
-    if markdown:
-        sys.stdout.write(markdown_list("method"))
+    if _listing("method", track, markdown):
         return
     if as_json:
         out.print_json(json.dumps({n: {"track": getattr(e.obj, "track", "classifier"), "kind": e.obj.kind,
@@ -185,13 +193,7 @@ def metrics(
     track: Optional[str] = typer.Option(None, "--track", help="only this track's metrics (classifier, llm, ...)"),
 ) -> None:
     """List the registered metrics, the keys they write and their sources."""
-    try:
-        _check_track(track)
-    except UnlearnkitError as err:
-        _fail(err)
-        return
-    if markdown:
-        sys.stdout.write(markdown_list("metric"))
+    if _listing("metric", track, markdown):
         return
     out.print(_component_table("metric", track))
 
