@@ -171,3 +171,33 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
     ga_rows = [json.loads(line) for p in (tmp_path / "two").glob("*/results.jsonl") if p != run_dirs[0]
                for line in p.read_text().splitlines()]
     assert sorted(r["method"] for r in ga_rows) == ["ga", "retrain"] and all(r["status"] == "ok" for r in ga_rows)
+
+
+def test_sum_gradients_buckets_mixed_dtypes_and_missing_grads(monkeypatch):
+    """Bucketed all-reduce: every gradient comes back summed over ranks (here: two identical ranks, all_reduce
+    doubles), across bucket boundaries and dtype changes; a parameter without a gradient takes part as zeros."""
+    import unlearnkit.engine.distributed as d
+
+    calls = []
+
+    def fake_all_reduce(t):
+        calls.append((t.numel(), t.dtype))
+        t.mul_(2)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
+    monkeypatch.setattr(d, "_BUCKET", 5)
+    params = [torch.nn.Parameter(torch.zeros(n, dtype=dt)) for n, dt in
+              [(3, torch.float32), (2, torch.float32), (4, torch.float32), (7, torch.float32), (2, torch.float64),
+               (1, torch.float64)]]
+    for i, p in enumerate(params):
+        if i != 3:
+            p.grad = torch.arange(1, p.numel() + 1, dtype=p.dtype) * (i + 1)
+    want = [None if p.grad is None else 2 * p.grad.clone() for p in params]
+    total = d.DistState(rank=0, world_size=2).sum_gradients(params, 1.5)
+    assert total == 3.0
+    for p, w in zip(params, want):
+        assert torch.equal(p.grad, w if w is not None else torch.zeros_like(p))
+    # loss, then buckets: [3+2], [4], [7] (alone: larger than a bucket), [2+1 float64]
+    assert calls == [(1, torch.float64), (5, torch.float32), (4, torch.float32), (7, torch.float32),
+                     (3, torch.float64)]
+    assert d.DistState().sum_gradients(params, 1.5) == 1.5  # one process: the identity
