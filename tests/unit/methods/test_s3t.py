@@ -127,3 +127,30 @@ def test_not_fitted_and_runner_notes(tmp_path, blobs):
     assert served[1] == 2 and res.notes["retrain_sample_epochs"] == 0  # one deletion costs one layer, no training
     assert int(blobs.train.ids[0]) not in set(res.seen_ids.tolist())
     assert isinstance(blobs.train, SampleSet)
+
+
+def test_load_resumes_the_committed_state_and_refuses_edits(fitted, blobs, tmp_path):
+    import json
+
+    from unlearnkit.errors import CheckpointError, DataError
+
+    s3t, _, cfg = fitted
+    victim = next(i for i, (s, r) in sorted(s3t.assignment().items()) if (s, r) == (0, 0))
+    s3t.delete([victim])
+    again = S3T.load(s3t.store, factory, blobs.train)
+    assert again.version == s3t.version and again.model_digest == s3t.model_digest
+    assert again.served() == s3t.served() and again.deleted_ids.tolist() == [victim]
+    x = blobs.test.batch(np.arange(len(blobs.test)))[0]
+    torch.testing.assert_close(again.predict_proba(x), s3t.predict_proba(x), rtol=0, atol=0)
+    # the resumed ensemble goes on exactly as the original: the same next deletion, the same served models
+    nxt = next(i for i, (s, r) in sorted(s3t.assignment().items()) if s == 1)
+    a, b = s3t.delete([nxt]), again.delete([nxt])
+    assert a.served == b.served and s3t.model_digest == again.model_digest
+    with pytest.raises(DataError, match="lacks"):
+        S3T.load(s3t.store, factory, blobs.train.exclude_ids(blobs.train.ids[:3]))
+    state = s3t.store / "state.json"
+    doc = json.loads(state.read_text())
+    doc["deleted"] = []  # an edited state: its seal no longer matches
+    state.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError):
+        S3T.load(s3t.store, factory, blobs.train)

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from torch import nn
 
 from unlearnkit.config.schema import EngineConfig, Frozen, TrainConfig
@@ -468,6 +468,49 @@ class S3T(ShardedState):
         self._commit()
         return S3TReport(time.perf_counter() - t0, samples, self.served(), self.version, self.model_digest, steps,
                          trained=trained)
+
+    @classmethod
+    def load(cls, store: str | Path, model_factory: Callable[[int], nn.Module], data: SampleSet,
+             engine: Engine | None = None, backbone: nn.Module | None = None) -> S3T:
+        """Resume from the committed state of ``store`` (``state.json``), verifying its seal, the partition file and
+        every served checkpoint's SHA-256 (the served model digest must equal the committed one).
+
+        Args:
+            backbone: the pretrained backbone given to the original :meth:`fit`, if any (checkpoints hold the whole
+                model; the backbone is read from them except for shards served with no active layer).
+
+        Raises:
+            CheckpointError: no/corrupt/edited state, a stored config that no longer validates, or a checkpoint that
+                fails its SHA-256 check.
+            DataError: ``data`` lacks ids the ensemble is trained on (later deletions retrain from them).
+        """
+        from unlearnkit.methods.exact.sisa import read_partition, read_sealed
+
+        state = read_sealed(Path(store) / STATE_FILE, STATE_FORMAT)
+        try:
+            config = S3TConfig.model_validate(state["config"])
+        except ValidationError as err:
+            raise CheckpointError(f"{store}/{STATE_FILE}: stored config is invalid ({err})") from err
+        self = cls(config, model_factory, store, engine, backbone)
+        self.version = int(state["version"])
+        self._partition = state["partition"]
+        self._ids, self._shard, self._slice = read_partition(self.store, self._partition)
+        self._deleted = np.asarray(state["deleted"], dtype=np.int64)
+
+        def pairs(d: Mapping[str, Any]) -> dict[tuple[int, int], Any]:
+            return {(int(k.split("/")[0]), int(k.split("/")[1])): v for k, v in d.items()}
+
+        self._keys, self._digests = pairs(state["keys"]), pairs(state["digests"])
+        self._valid = {k: int(v) for k, v in pairs(state["valid"]).items()}
+        missing = np.setdiff1d(self.active_ids, data.ids)
+        if len(missing):
+            raise DataError(f"the data lacks {len(missing)} ids the ensemble is trained on (e.g. "
+                            f"{missing[:5].tolist()}); pass the original training set")
+        self._data = data
+        self._refresh()
+        if self.model_digest != state["model_digest"]:
+            raise CheckpointError(f"{store}: the served models' digest does not match the committed state")
+        return self
 
     def delete(self, ids: Iterable[int]) -> S3TReport:
         """Deactivate, in every ordering, the layers trained on or after a deleted sample's slice; serve per shard
