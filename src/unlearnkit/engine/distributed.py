@@ -16,7 +16,11 @@ CPU) and pick the rank's device. Every rank runs the same program on the same da
 - the runner lets rank 0 alone write (results, cache, checkpoints, reports) and broadcasts rank 0's decisions
   (which rows are done, which cached models exist) so that all ranks take the same path
   (:meth:`DistState.agree`); cached models are read by every rank, so on several machines ``cache_dir`` must be on a
-  shared file system.
+  shared file system. Evaluation runs on every rank (the same numbers; rank 0 writes them); the CLI leaves the
+  process group when the run is done.
+
+Limitation: a failure inside training on one rank only (say, out of memory on one GPU) leaves the other ranks
+waiting in the next collective until its timeout (``timeout_s``, 1 h), then they fail too.
 
 Why not ``torch.nn.parallel.DistributedDataParallel``: the unlearning losses run several forwards per micro-batch
 (forget and retain terms, adapter-disabled reference passes, RMU's activation hooks) and leave parameters unused in
@@ -123,16 +127,6 @@ class DistState:
                     off += b.numel()
             bucket, size = ([g], g.numel()) if g is not None else ([], 0)
         return float(loss_t.item())
-
-    def barrier(self) -> None:
-        if self.distributed:
-            torch.distributed.barrier()
-
-    def shutdown(self) -> None:
-        """Wait for every rank, then tear the process group down (idempotent)."""
-        if self.distributed and torch.distributed.is_initialized():
-            torch.distributed.barrier()
-            torch.distributed.destroy_process_group()
 
     def __repr__(self) -> str:
         return f"DistState(rank={self.rank}, world_size={self.world_size}, device={self.device})"
