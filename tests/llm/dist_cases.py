@@ -11,18 +11,20 @@ from unlearnkit.methods import METHODS
 from unlearnkit.methods.llm import LLMContext
 
 # KNOWN_FAULTS C15's input: forget 16 / retain 64, GradDiff, effective batch 8, fp32; 2 epochs = 4 optimizer steps.
-# The 13-item forget set adds a trailing partial window (8 + 5) that two ranks split 3 / 2.
-CASES = {"c15": 16, "partial": 13}
+# "partial": 13 items = windows of 8 + 5, split 3 / 2 over two ranks; "lonely": 9 items = 8 + 1, so rank 1 has no
+# example in every second window; it also clips gradients (after the sum) and warms the lr up.
+CASES = {"c15": (16, {}), "partial": (13, {}), "lonely": (9, {"grad_clip": 0.05, "warmup_ratio": 0.25})}
 
 
-def grad_diff_state(n_forget: int, batch_size: int, grad_accum: int) -> tuple[dict[str, torch.Tensor], object]:
+def grad_diff_state(case: str, batch_size: int, grad_accum: int) -> tuple[dict[str, torch.Tensor], object]:
     """Final parameters of GradDiff on the tiny LM (same init everywhere) and the UnlearnResult."""
+    n_forget, extra = CASES[case]
     t = task()
     forget = t.full.select_ids(t.full.ids[:n_forget], name="forget")
     retain = t.full.select_ids(t.full.ids[n_forget:n_forget + 64], name="retain")
     model = tiny_model(3).float()
     method = METHODS.build("grad_diff", {"epochs": 2, "batch_size": batch_size, "grad_accum": grad_accum,
-                                         "lr": 1e-3, "warmup_ratio": 0.0})
+                                         "lr": 1e-3, "warmup_ratio": 0.0, **extra})
     engine = Engine(EngineConfig(device="cpu", progress=False, deterministic=True, threads=1))
     res = method.unlearn(model, forget, retain, engine, LLMContext(seed=7, tokenizer=tokenizer(), fmt="qa",
                                                                    max_len=64))

@@ -17,8 +17,8 @@ from dist_cases import CASES, grad_diff_state  # noqa: E402
 
 
 def main(out: Path) -> None:
-    for name, n in CASES.items():
-        state, res = grad_diff_state(n, batch_size=4, grad_accum=1)
+    for name in CASES:
+        state, res = grad_diff_state(name, batch_size=4, grad_accum=1)
         if int(os.environ["RANK"]) == 0:
             save_file({k: v.contiguous() for k, v in state.items()}, str(out / f"{name}.safetensors"))
             (out / f"{name}.json").write_text(json.dumps({

@@ -54,14 +54,14 @@ def two_process_results(tmp_path_factory):
 @pytest.mark.parametrize("case", list(CASES))
 def test_c15_same_weights_at_equal_effective_batch(case, two_process_results):
     """(world 1, per-device 8, accum 1) = (world 2, per-device 4) = (world 1, per-device 4, accum 2) within 1e-5."""
-    n = CASES[case]
-    one_8, res_8 = grad_diff_state(n, batch_size=8, grad_accum=1)
-    one_4x2, res_4x2 = grad_diff_state(n, batch_size=4, grad_accum=2)
+    n = CASES[case][0]
+    one_8, res_8 = grad_diff_state(case, batch_size=8, grad_accum=1)
+    one_4x2, res_4x2 = grad_diff_state(case, batch_size=4, grad_accum=2)
     two, meta = two_process_results[case]
     assert meta["world_size"] == 2 and meta["effective_batch"] == 8 == res_8.notes["effective_batch"]
     assert meta["steps"] == res_8.steps == res_4x2.steps == 2 * -(-n // 8)
     assert meta["seen_ids"] == [int(i) for i in res_8.seen_ids]  # forget ∪ every rank's retain draws
-    start = grad_diff_state(n, batch_size=8, grad_accum=1)  # deterministic: the same run twice is bitwise equal
+    start = grad_diff_state(case, batch_size=8, grad_accum=1)  # deterministic: the same run twice is bitwise equal
     moved = 0.0
     for k, v in one_8.items():
         assert torch.equal(v, start[0][k])
@@ -175,7 +175,8 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
 
 def test_sum_gradients_buckets_mixed_dtypes_and_missing_grads(monkeypatch):
     """Bucketed all-reduce: every gradient comes back summed over ranks (here: two identical ranks, all_reduce
-    doubles), across bucket boundaries and dtype changes; a parameter without a gradient takes part as zeros."""
+    doubles), across bucket boundaries and dtype changes; a parameter no rank had a gradient for ends with none
+    (the optimizer skips it, as in one process)."""
     import unlearnkit.engine.distributed as d
 
     calls = []
@@ -196,8 +197,27 @@ def test_sum_gradients_buckets_mixed_dtypes_and_missing_grads(monkeypatch):
     total = d.DistState(rank=0, world_size=2).sum_gradients(params, 1.5)
     assert total == 3.0
     for p, w in zip(params, want):
-        assert torch.equal(p.grad, w if w is not None else torch.zeros_like(p))
-    # loss, then buckets: [3+2], [4], [7] (alone: larger than a bucket), [2+1 float64]
-    assert calls == [(1, torch.float64), (5, torch.float32), (4, torch.float32), (7, torch.float32),
+        assert (p.grad is None) if w is None else torch.equal(p.grad, w)
+    # header [loss, failed, 6 had-gradient counts], then buckets: [3+2], [4], [7] (alone), [2+1 float64]
+    assert calls == [(8, torch.float64), (5, torch.float32), (4, torch.float32), (7, torch.float32),
                      (3, torch.float64)]
     assert d.DistState().sum_gradients(params, 1.5) == 1.5  # one process: the identity
+
+
+def test_a_failure_on_one_rank_stops_every_rank_in_the_same_collective(monkeypatch):
+    """Rank 1 runs out of memory in its micro-batch: it re-raises its own error, rank 0 a MethodError naming rank 1
+    — both right after the loss all-reduce, so neither waits for a collective the other never calls."""
+    import unlearnkit.engine.distributed as d
+    from unlearnkit.errors import MethodError
+
+    def rank1_failed(t):  # what the all-reduce returns when rank 1 reported a failure
+        t[1] += 2.0
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", rank1_failed)
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.ones(2)
+    with pytest.raises(MethodError, match=r"rank\(s\) \[1\] failed"):
+        d.DistState(rank=0, world_size=2).sum_gradients([p], 1.0)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: None)
+    with pytest.raises(MemoryError, match="rank 1 ran out"):
+        d.DistState(rank=1, world_size=2).sum_gradients([p], 1.0, MemoryError("rank 1 ran out"))

@@ -200,6 +200,9 @@ class Runner:
         self._task: Any = None
         self._stages: list[Stage] | None = None
         self.identity = self._identity(task, model_factory)
+        world = launched_world_size()
+        if world > 1:  # results of another process count (another global batch) go to their own run folder
+            self.identity = stable_hash([self.identity, f"world_size={world}"])
         self.run_dir = run_dir_for(cfg, self.identity)
         self.reused: list[str] = []
         self.trained: list[str] = []
@@ -341,6 +344,7 @@ class Runner:
         stage = self.stages[-1] if stage is None else stage
         return {"schema": SCHEMA, "run": self.cfg.name, "config_sha256": config_hash(self.cfg), "method": spec_label,
                 "method_name": name, "params": params, "seed": seed, "is_oracle": is_oracle, "track": self.cfg.track,
+                **({"world_size": self.engine.dist.world_size} if self.engine.dist.distributed else {}),
                 **dict(stage.key), "scenario": stage.evaluation.scenario, "versions": versions(), "started_at": _now()}
 
     def run(self) -> RunOutcome:
@@ -470,6 +474,8 @@ class Runner:
         if not bad or row["status"] != "ok":
             return row, (out if not bad else (out if isinstance(out, str) else "failed"))
         r, st, e = bad[0]
+        for k in ("checkpoint_sha256", "steps", "notes"):  # rank 0's own results of a step that failed elsewhere
+            row.pop(k, None)
         row.update(status=st, error=f"rank {r}: {e}", metrics={})
         return row, "diverged" if st == "diverged" else "failed"
 
@@ -538,8 +544,8 @@ class Runner:
         if ck.is_dir():
             try:
                 load_checkpoint(ck, model)
-            except CheckpointError as err:
-                why = f"cannot use {ck}: {err}"
+            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint: recompute (every rank decides below)
+                why = f"cannot use {ck}: {type(err).__name__}: {err}"
             else:
                 why = "" if state_sha256(model) == row.get("checkpoint_sha256") else \
                     f"{ck} does not hold the model of {prev.label}'s row (different weights)"

@@ -94,23 +94,46 @@ class DistState:
         torch.distributed.all_gather_object(out, value)
         return out
 
-    def sum_gradients(self, params: Sequence[torch.nn.Parameter], loss_sum: float) -> float:
+    def sum_gradients(self, params: Sequence[torch.nn.Parameter], loss_sum: float,
+                      failure: BaseException | None = None) -> float:
         """Sum the ``.grad`` of ``params`` over all ranks in place, and ``loss_sum`` with them; returns the total loss.
 
         A parameter without a gradient on this rank (it got no example of the window, or the term that uses it did
-        not run) takes part as zeros, so every rank issues the same collectives. Gradients go in buckets of 2²⁴
-        elements per all-reduce.
+        not run) takes part as zeros, and ends with ``.grad = None`` again when no rank had one (as in a one-process
+        run, the optimizer then skips it). Gradients go in buckets of 2²⁴ elements per all-reduce.
+
+        ``failure``: this rank's exception while computing its part of the window (out of memory, a bad batch). The
+        ranks learn of it in the same all-reduce as the loss, so every rank raises instead of one rank leaving the
+        others waiting in a collective.
+
+        Raises:
+            the rank's own ``failure`` on that rank; MethodError on the other ranks, naming the failed rank(s).
         """
         if not self.distributed:
+            if failure is not None:
+                raise failure
             return loss_sum
-        grads = []
+        grads, had = [], []
         for p in params:
+            had.append(p.grad is not None)
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             grads.append(p.grad)
         dev = grads[0].device if grads else (self.device or torch.device("cpu"))
-        loss_t = torch.tensor([loss_sum], dtype=torch.float64, device=dev)
-        torch.distributed.all_reduce(loss_t)
+        # [loss, failed ranks (bit per rank), per parameter: ranks that had a gradient]
+        head = torch.tensor([0.0 if failure is not None else loss_sum,
+                             float(2 ** self.rank) if failure is not None else 0.0, *map(float, had)],
+                            dtype=torch.float64, device=dev)
+        torch.distributed.all_reduce(head)
+        failed = int(head[1].item())
+        if failed:
+            if failure is not None:
+                raise failure
+            from unlearnkit.errors import MethodError
+
+            ranks = [r for r in range(self.world_size) if failed >> r & 1]
+            raise MethodError(f"rank(s) {ranks} failed during this training step (see their error); every rank "
+                              "stops here so none waits in a collective")
         bucket: list[torch.Tensor] = []
         size = 0
         for g in grads + [None]:  # type: ignore[list-item]
@@ -126,7 +149,10 @@ class DistState:
                     b.copy_(flat[off:off + b.numel()].view_as(b))
                     off += b.numel()
             bucket, size = ([g], g.numel()) if g is not None else ([], 0)
-        return float(loss_t.item())
+        for p, n in zip(params, head[2:].tolist()):
+            if n == 0:
+                p.grad = None
+        return float(head[0].item())
 
     def __repr__(self) -> str:
         return f"DistState(rank={self.rank}, world_size={self.world_size}, device={self.device})"
@@ -147,6 +173,14 @@ def dist_state(device: str = "cpu", timeout_s: float = 3600.0) -> DistState:
     world = launched_world_size()
     if world == 1:
         return DistState()
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing:
+        raise ConfigError(f"WORLD_SIZE={world} is set but {', '.join(missing)} is not: launch with accelerate launch "
+                          "or torchrun (they set all of them), or unset WORLD_SIZE for one process")
+    if device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() < int(
+            os.environ.get("LOCAL_WORLD_SIZE", world)):
+        raise ConfigError(f"{os.environ.get('LOCAL_WORLD_SIZE', world)} processes on this machine but "
+                          f"{torch.cuda.device_count()} GPU(s): launch at most one process per GPU")
     if device.startswith("cuda:"):
         raise ConfigError(f"engine.device={device!r} with {world} processes: each rank uses the GPU of its local "
                           "rank; set engine.device to 'cuda' or 'auto'")

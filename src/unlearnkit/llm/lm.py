@@ -12,6 +12,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -491,13 +492,19 @@ def optimize(
             model.enable_input_require_grads()  # the C09 fix: re-entrant checkpointing needs inputs with grad
         gc_on = True
     model.train()
+    rng_ctx: Any = contextlib.nullcontext()
+    if world > 1:  # each rank its own dropout stream (the same stream would give every rank the same masks)
+        devs = [engine.device] if engine.device.type == "cuda" else []
+        rng_ctx = torch.random.fork_rng(devices=devs)
     seen = np.zeros(n_items, dtype=bool)
     losses: list[float] = []
     step_losses: list[float] = []
     step, samples = 0, 0
     t0 = time.perf_counter()
     try:
-        with engine.progress(recipe.epochs * spe, desc) as advance:
+        with rng_ctx, engine.progress(recipe.epochs * spe, desc) as advance:
+            if world > 1:
+                torch.manual_seed((seed * 1_000_003 + rank) % 2**63)
             for epoch in range(recipe.epochs):
                 order = np.random.default_rng([seed, epoch]).permutation(n_items)
                 ep_total = 0.0
@@ -509,17 +516,24 @@ def optimize(
                     mine = gpos[rank::world]
                     opt.zero_grad(set_to_none=True)
                     wl = 0.0
+                    failure: BaseException | None = None
                     for m0 in range(0, len(mine), recipe.batch_size):
                         g = mine[m0:m0 + recipe.batch_size]
-                        loss = micro_loss(order[g], g, epoch)
-                        if world == 1:  # several ranks check the summed loss below, together
+                        if world == 1:  # one process: check before backward, so a NaN never updates the weights
+                            loss = micro_loss(order[g], g, epoch)
                             lv = engine.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
-                        else:
-                            lv = float(loss.detach())
-                        (loss / count).backward()
-                        wl += lv
+                            (loss / count).backward()
+                            wl += lv
+                            continue
+                        try:  # several: a rank's failure is shared with the others in the next all-reduce
+                            loss = micro_loss(order[g], g, epoch)
+                            (loss / count).backward()
+                            wl += float(loss.detach())
+                        except Exception as err:  # noqa: BLE001 - re-raised on this rank by sum_gradients
+                            failure = err
+                            break
                     if world > 1:
-                        wl = dist.sum_gradients(trainable, wl)
+                        wl = dist.sum_gradients(trainable, wl, failure)
                         engine.check_finite(torch.tensor(wl), step=step, desc=f"{desc} (epoch {epoch})")
                     if step == 0 and check_grads:
                         check_gradients(named, desc)

@@ -73,6 +73,17 @@ def fetch_muse_hub(hub_id: str = "muse-bench/MUSE-News", dest: str | Path | None
     except ImportError as err:
         raise ConfigError("loading MUSE from the hub needs datasets: pip install 'unlearnkit[llm]'") from err
     dest.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl
+
+    # one writer at a time (the ranks of a multi-process launch all get here): the others wait, then find it done
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (dest / "verbmem" / "forget.json").is_file():
+            return dest
+        return _fetch_muse_locked(datasets, hub_id, dest)
+
+
+def _fetch_muse_locked(datasets: Any, hub_id: str, dest: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
     try:
         for (config, split), rel in HUB_FILES.items():

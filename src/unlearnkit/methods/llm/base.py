@@ -77,7 +77,8 @@ class LLMOptimConfig(Frozen):
 
     Defaults follow open-unlearning's TOFU unlearning setup (``configs/trainer/finetune.yaml``: AdamW, lr 1e-5,
     10 epochs, 8 per device × 4 accumulation, weight decay 0; linear decay) with a 10 % warm-up (TOFU warms up for
-    one of its epochs). ``effective_batch`` if declared must equal batch_size × grad_accum (KNOWN_FAULTS C16).
+    one of its epochs). ``effective_batch`` if declared must equal batch_size × grad_accum × the number of processes
+    the run was launched with (KNOWN_FAULTS C16; ``batch_size`` is per process).
     Each forget example is paired with one retain example drawn as a function of (seed, epoch, global index).
     """
 

@@ -15,7 +15,9 @@ raw text with an empty prompt; prompt and padding never count), as open-unlearni
 (mask = ``labels != -100``, per-sequence token mean, then batch mean); ``all_elements`` reproduces the WMDP reference
 code's ``F.mse_loss`` over the whole padded batch tensor (prompt and padding included; parity profile). For activations
 h = [1, 1] on a labelled token and [5, 5] on a padding position with c·u = [2, 0]: masked_token = 1.0,
-all_elements = 9.0 (KNOWN_FAULTS C59 a).
+all_elements = 9.0 (KNOWN_FAULTS C59 a). ``all_elements`` depends on which sequences share a micro-batch (their
+padding), so unlike ``masked_token`` it is not invariant to the number of processes (C15): use it for parity with the
+reference on one process.
 
 Frozen activations M_θo: with LoRA adapters still at init (all lora_B = 0) the adapter-disabled base; otherwise (no
 adapters, or a LoRA-fine-tuned θ_o whose adapters RMU keeps training) the run keeps only the original values of the
