@@ -221,3 +221,29 @@ def test_a_failure_on_one_rank_stops_every_rank_in_the_same_collective(monkeypat
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: None)
     with pytest.raises(MemoryError, match="rank 1 ran out"):
         d.DistState(rank=1, world_size=2).sum_gradients([p], 1.0, MemoryError("rank 1 ran out"))
+
+
+def test_ranks_above_zero_write_nothing(tmp_path, monkeypatch):
+    """A rank > 0 runs the whole loop (training, evaluation) and creates no file: no run folder, cache, rows,
+    per-sample arrays or checkpoints (collectives stubbed: rank 0's decisions = this rank's, sums = identity)."""
+    from unlearnkit.bench import Runner
+    from unlearnkit.engine.distributed import DistState
+
+    class Rank1(DistState):
+        def agree(self, value):
+            return value
+
+        def gather(self, value):
+            return [value, value]
+
+        def sum_gradients(self, params, loss_sum, failure=None):
+            if failure is not None:
+                raise failure
+            return loss_sum
+
+    cfg = _run_cfg(tmp_path / "out", 8)
+    runner = Runner(cfg)
+    monkeypatch.setattr(type(runner.engine), "dist", property(lambda self: Rank1(rank=1, world_size=2)))
+    out = runner.run()
+    assert not out.is_main and out.rows == [] and out.new_rows == 2
+    assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
