@@ -19,8 +19,10 @@ CPU) and pick the rank's device. Every rank runs the same program on the same da
   shared file system. Evaluation runs on every rank (the same numbers; rank 0 writes them); the CLI leaves the
   process group when the run is done.
 
-Limitation: a failure inside training on one rank only (say, out of memory on one GPU) leaves the other ranks
-waiting in the next collective until its timeout (``timeout_s``, 1 h), then they fail too.
+Failures: an exception in one rank's part of a training step (say, out of memory on one GPU) travels with the
+loss all-reduce, so every rank raises there (:meth:`DistState.sum_gradients`) and the method's row records it. A rank
+that dies outright (a failed write on rank 0, a crash inside a collective) is handled by the launcher: torchrun /
+accelerate stop the other ranks; without a launcher they would wait for the collective timeout (``timeout_s``, 1 h).
 
 Why not ``torch.nn.parallel.DistributedDataParallel``: the unlearning losses run several forwards per micro-batch
 (forget and retain terms, adapter-disabled reference passes, RMU's activation hooks) and leave parameters unused in
