@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -454,14 +455,8 @@ def train_bpr(model: Recommender, data, recipe: RecTrainConfig, engine, *, seed:
     t0 = time.perf_counter()
     with engine.progress(recipe.epochs * steps_per_epoch, desc) as advance:
         for epoch in range(recipe.epochs):
-            perm = rng.permutation(n)
-            negs = sampler.sample(users[perm], rng)
             total = 0.0
-            for s in range(0, n, bs):
-                idx = perm[s:s + bs]
-                u = torch.as_tensor(users[idx], device=dev)
-                i = torch.as_tensor(items[idx], device=dev)
-                j = torch.as_tensor(negs[s:s + bs], device=dev)
+            for u, i, j in bpr_epoch(users, items, sampler, rng, bs, dev):
                 s_pos, s_neg, reg = model.bpr_terms(u, i, j)
                 loss = bpr_loss(s_pos, s_neg) + recipe.reg * reg
                 lv = engine.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
@@ -470,7 +465,7 @@ def train_bpr(model: Recommender, data, recipe: RecTrainConfig, engine, *, seed:
                 if recipe.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
                 opt.step()
-                total += lv * len(idx)
+                total += lv * len(u)
                 step += 1
                 advance(1, info=lambda: f"loss {lv:.4f}")
             losses.append(total / n)
@@ -478,7 +473,21 @@ def train_bpr(model: Recommender, data, recipe: RecTrainConfig, engine, *, seed:
     return BPRFit(time.perf_counter() - t0, step, np.sort(ids), losses)
 
 
+def bpr_epoch(users: np.ndarray, items: np.ndarray, sampler: NegativeSampler, rng: np.random.Generator,
+              batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One epoch of BPR triples: the interactions (``users``, ``items``: int64 (n,)) in a fresh order from ``rng``,
+    one sampled negative item each (drawn for the whole epoch, then batched), as int64 tensors ``(u, i, j)`` of at
+    most ``batch_size`` rows on ``device``."""
+    n = len(users)
+    perm = rng.permutation(n)
+    negs = sampler.sample(users[perm], rng)
+    for s in range(0, n, batch_size):
+        idx = perm[s:s + batch_size]
+        yield (torch.as_tensor(users[idx], device=device), torch.as_tensor(items[idx], device=device),
+               torch.as_tensor(negs[s:s + batch_size], device=device))
+
+
 __all__ = [
     "BPRFit", "LightGCN", "MFBPR", "NegativeSampler", "RecModelConfig", "RecTrainConfig", "Recommender",
-    "ShardedRecommender", "bpr_loss", "build_rec_model", "make_rec_optimizer", "train_bpr",
+    "ShardedRecommender", "bpr_epoch", "bpr_loss", "build_rec_model", "make_rec_optimizer", "train_bpr",
 ]

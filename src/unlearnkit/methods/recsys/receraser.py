@@ -24,6 +24,7 @@ from unlearnkit.models.recsys import (
     RecTrainConfig,
     Recommender,
     ShardedRecommender,
+    bpr_epoch,
     make_rec_optimizer,
     train_bpr,
 )
@@ -216,14 +217,8 @@ def train_aggregator(ens: ShardedRecommender, data: Interactions, cfg: RecEraser
     last = float("nan")
     step = 0
     for epoch in range(cfg.agg_epochs):
-        perm = rng.permutation(n)
-        negs = sampler.sample(users[perm], rng)
         total = 0.0
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            u = torch.as_tensor(users[idx], device=dev)
-            i = torch.as_tensor(items[idx], device=dev)
-            j = torch.as_tensor(negs[s:s + bs], device=dev)
+        for u, i, j in bpr_epoch(users, items, sampler, rng, bs, dev):
             # aggregate each distinct user / item of the batch once, then gather (same values, fewer rows)
             uu, uinv = torch.unique(u, return_inverse=True)
             ii, iinv = torch.unique(torch.cat([i, j]), return_inverse=True)
@@ -239,7 +234,7 @@ def train_aggregator(ens: ShardedRecommender, data: Interactions, cfg: RecEraser
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += lv * len(idx)
+            total += lv * len(u)
             step += 1
         last = total / n
     ens.eval()
