@@ -148,7 +148,26 @@ class S3TModel(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 # config, job
 # ---------------------------------------------------------------------------------------------------------------
-class S3TConfig(Frozen):
+class S3TLayout(Frozen):
+    """The fields S3T and its runner method share: how the ensemble is cut and its LoRA layers sized."""
+
+    shards: int = Field(1, ge=1)
+    slices: int = Field(4, ge=1)
+    orderings: int | None = Field(None, ge=1)
+    rank: int = Field(4, ge=1)
+    alpha: float | None = Field(None, gt=0)
+    aggregation: Literal["vote", "softmax"] = "vote"
+    partition: Literal["uniform", "class_balanced"] = "uniform"
+
+    @model_validator(mode="after")
+    def _check_orderings(self) -> S3TLayout:
+        if self.orderings is not None and self.orderings > self.slices:
+            raise ValueError(f"orderings (B={self.orderings}) must be ≤ slices (L={self.slices}): cyclic rotations "
+                             "give L distinct orderings")
+        return self
+
+
+class S3TConfig(S3TLayout):
     """S3T settings (Chowdhury et al., ICLR 2025, arXiv:2406.16257; reference github.com/brcsomnath/S3T).
 
     Fields:
@@ -159,23 +178,9 @@ class S3TConfig(Frozen):
         trains every step for ``--epochs``).  seed / init_seed: as SISA.
     """
 
-    shards: int = Field(1, ge=1)
-    slices: int = Field(4, ge=1)
-    orderings: int | None = Field(None, ge=1)
-    rank: int = Field(4, ge=1)
-    alpha: float | None = Field(None, gt=0)
-    aggregation: Literal["vote", "softmax"] = "vote"
-    partition: Literal["uniform", "class_balanced"] = "uniform"
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: int = 0
     init_seed: int | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> S3TConfig:
-        if self.orderings is not None and self.orderings > self.slices:
-            raise ValueError(f"orderings (B={self.orderings}) must be ≤ slices (L={self.slices}): cyclic rotations "
-                             "give L distinct orderings")
-        return self
 
     @property
     def budget(self) -> int:
@@ -591,7 +596,7 @@ class S3T(ShardedState):
 # ---------------------------------------------------------------------------------------------------------------
 # runner method
 # ---------------------------------------------------------------------------------------------------------------
-class S3TMethodConfig(Frozen):
+class S3TMethodConfig(S3TLayout):
     """S3T as a runner method: train on D = D_f ∪ D_r, delete D_f by deactivation, optionally retrain.
 
     Fields as :class:`S3TConfig` (``recipe`` None = θ_o's recipe, per step), plus ``retrain``: ``never`` (serve
@@ -599,21 +604,8 @@ class S3TMethodConfig(Frozen):
     layer — the paper retrains when no sequence is left), ``always`` (retrain every deactivated layer).
     """
 
-    shards: int = Field(1, ge=1)
-    slices: int = Field(4, ge=1)
-    orderings: int | None = Field(None, ge=1)
-    rank: int = Field(4, ge=1)
-    alpha: float | None = Field(None, gt=0)
-    aggregation: Literal["vote", "softmax"] = "vote"
-    partition: Literal["uniform", "class_balanced"] = "uniform"
     recipe: TrainConfig | None = None
     retrain: Literal["never", "empty", "always"] = "empty"
-
-    @model_validator(mode="after")
-    def _check(self) -> S3TMethodConfig:
-        if self.orderings is not None and self.orderings > self.slices:
-            raise ValueError(f"orderings ({self.orderings}) must be ≤ slices ({self.slices})")
-        return self
 
 
 @METHODS.register("s3t", config=S3TMethodConfig)
