@@ -41,6 +41,7 @@ from rich.markup import escape
 from torch import nn
 
 import unlearnkit
+from unlearnkit.persist import append_line
 from unlearnkit.config.loader import config_hash, dump_yaml, stable_hash, to_plain
 from unlearnkit.config.schema import ExperimentConfig, MethodSpec
 from unlearnkit.data.base import SampleSet, TensorSource
@@ -113,15 +114,8 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append one JSON line, flushed and fsynced (a crash loses at most the line being written)."""
-    # a previous crash may have left a partial line without newline: start on a fresh line
-    needs_nl = path.is_file() and path.stat().st_size > 0 and path.read_bytes()[-1:] != b"\n"
-    with open(path, "a", encoding="utf-8") as f:
-        if needs_nl:
-            f.write("\n")
-        f.write(json.dumps(row, sort_keys=True, allow_nan=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one JSON line, flushed and fsynced (a crash loses at most the line being written; a link is refused)."""
+    append_line(path, json.dumps(row, sort_keys=True, allow_nan=True))
 
 
 @dataclass

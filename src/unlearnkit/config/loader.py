@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import json
 import re
-import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from unlearnkit.errors import ConfigError
+from unlearnkit.persist import stable_hash
 
 PACKAGE_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -260,24 +259,6 @@ def to_plain(cfg: BaseModel) -> dict[str, Any]:
 def dump_yaml(cfg: BaseModel) -> str:
     """The resolved config as YAML text."""
     return yaml.safe_dump(to_plain(cfg), sort_keys=False)
-
-
-def stable_hash(obj: Any) -> str:
-    """SHA-256 hex of the canonical JSON of ``obj`` (sorted keys): equal values give equal hashes."""
-    if isinstance(obj, BaseModel):
-        obj = to_plain(obj)
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, types.MappingProxyType):
-        return dict(o)
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    raise TypeError(f"cannot hash object of type {type(o).__name__}")
 
 
 def config_hash(cfg: BaseModel) -> str:

@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearnkit.errors import CheckpointError
+from unlearnkit.persist import fsync_dir, sha256_file
 
 FORMAT = "unlearnkit-checkpoint/1"
 MODEL_FILE = "model.safetensors"
@@ -35,13 +36,7 @@ EXTRAS_FILE = "extras.safetensors"
 MANIFEST = "manifest.json"
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # SHA-256 hex digest of a file's bytes
 
 
 def state_sha256(model: nn.Module) -> str:
@@ -64,21 +59,7 @@ def _sync_and_hash(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(path: str | Path) -> None:
-    """fsync a directory, making the names created or renamed in it durable (no-op where directories cannot be
-    opened, e.g. Windows)."""
-    _fsync_dir(Path(path))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir
 
 
 def _plain_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

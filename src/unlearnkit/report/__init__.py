@@ -16,7 +16,6 @@ Numbers shown (mean ± sample std over the successful seeds, 2 decimals):
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unlearnkit.errors import DataError
+from unlearnkit.persist import atomic_write
 from unlearnkit.report._common import cell, columns_for, label, seeds_cell
 from unlearnkit.report.html import to_html
 from unlearnkit.report.markdown import to_markdown
@@ -125,20 +125,7 @@ def build_meta(
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared like the other run files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, text)  # readable like the other run files (0644)
 
 
 def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:

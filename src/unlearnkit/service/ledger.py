@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unlearnkit.errors import LedgerError
+from unlearnkit.persist import canonical_json as _canonical_json
 
 FORMAT = "unlearnkit-ledger/1"
 EVENTS: tuple[str, ...] = ("received", "planned", "retraining", "done", "failed")
@@ -94,8 +95,8 @@ def utc_now() -> str:
 
 
 def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace (the form that is hashed); non-finite floats are refused."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """JSON with sorted keys and no whitespace (the form that is hashed), UTF-8 kept; non-finite floats are refused."""
+    return _canonical_json(obj, ensure_ascii=False, allow_nan=False)
 
 
 def genesis_hash(ledger_id: str, salt: str) -> str:

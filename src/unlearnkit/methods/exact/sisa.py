@@ -49,7 +49,6 @@ import os
 import tempfile
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +69,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError, NotFittedError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.models import reinitialize
+from unlearnkit.persist import atomic_write, canonical_json, stable_hash
 from unlearnkit.registry import METHODS
 
 STATE_FILE = "state.json"
@@ -144,8 +144,8 @@ def make_partition(ids: np.ndarray, labels: np.ndarray, shards: int, slices: int
 # content keys, atomic state files, compact data
 # ---------------------------------------------------------------------------------------------------------------
 def content_key(payload: Mapping[str, Any]) -> str:
-    """SHA-256 hex digest of a canonical JSON rendering of ``payload``."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 hex digest of the canonical JSON of ``payload`` (:func:`unlearnkit.persist.stable_hash`)."""
+    return stable_hash(payload)
 
 
 def ids_sha256(ids: np.ndarray) -> str:
@@ -154,26 +154,9 @@ def ids_sha256(ids: np.ndarray) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        pass
+    """Write ``text`` to ``path`` atomically (:func:`unlearnkit.persist.atomic_write`: temp file, fsync, rename,
+    fsync of the folder)."""
+    atomic_write(path, text)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -182,7 +165,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def _canonical(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return canonical_json(obj)
 
 
 def sealed_text(state: dict[str, Any]) -> str:
