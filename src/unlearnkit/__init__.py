@@ -14,6 +14,8 @@ from unlearnkit.errors import (
 __version__ = "0.1.0"
 
 from unlearnkit.api import compare, evaluate, make_task, unlearn  # noqa: E402
+from unlearnkit.bench import load_config, resolve, run_experiment  # noqa: E402
+from unlearnkit.bench.tracks.classifier import ClassifierExperiment  # noqa: E402
 from unlearnkit.config.schema import EngineConfig, ExperimentConfig, ScenarioConfig, TrainConfig  # noqa: E402
 from unlearnkit.data.base import SampleSet  # noqa: E402
 from unlearnkit.data.scenarios import Task  # noqa: E402
@@ -26,6 +28,7 @@ def summarize(rows):  # noqa: ANN001, ANN201 - thin re-export, see unlearnkit.re
     return _summarize(rows)
 
 __all__ = [
+    "ClassifierExperiment",
     "EngineConfig",
     "ExperimentConfig",
     "SampleSet",
@@ -34,7 +37,10 @@ __all__ = [
     "TrainConfig",
     "compare",
     "evaluate",
+    "load_config",
     "make_task",
+    "resolve",
+    "run_experiment",
     "summarize",
     "unlearn",
     "CheckpointError",

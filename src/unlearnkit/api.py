@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 from torch.utils.data import Dataset
 
-from unlearnkit.config.schema import EngineConfig, ExperimentConfig, MethodSpec, ScenarioConfig, TrainConfig
+from unlearnkit.config.schema import EngineConfig, MethodSpec, ScenarioConfig, TrainConfig
 from unlearnkit.data.base import LoadedData, SampleSet
 from unlearnkit.data.scenarios import Task, build_task
 from unlearnkit.engine.loop import Engine
@@ -89,6 +89,9 @@ def unlearn(model: nn.Module, task: Task, method: str = "finetune", *, seed: int
     """
     m = METHODS.build(method, params)
     eng = engine or Engine(EngineConfig(progress=False))
+    from unlearnkit.bench.tracks.classifier import check_requirements
+
+    check_requirements(m, task, label=method)
     return m.unlearn(model, task.forget, task.retain, eng, UnlearnContext(seed=seed, train_recipe=train_recipe))
 
 
@@ -130,8 +133,9 @@ def compare(
         :class:`unlearnkit.bench.RunOutcome` (``run_dir``, ``rows``).
     """
     from unlearnkit.bench.runner import run_experiment
+    from unlearnkit.bench.tracks.classifier import ClassifierExperiment
 
-    cfg = ExperimentConfig(
+    cfg = ClassifierExperiment(
         name=name, train=train or TrainConfig(), methods=[MethodSpec.model_validate(m) for m in methods],
         metrics=list(metrics), seeds=list(seeds), output_dir=output_dir,
         engine=engine or EngineConfig(progress=False),

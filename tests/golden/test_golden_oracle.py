@@ -9,7 +9,7 @@ import numpy as np
 from rich.console import Console
 
 from unlearnkit.bench import Runner
-from unlearnkit.config import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.data import build_task, load_data
 from unlearnkit.engine.checkpoint import ModelCache
 from unlearnkit.models import build_model

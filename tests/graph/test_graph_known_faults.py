@@ -62,7 +62,7 @@ def test_c39_an_omitted_deletion_set_is_a_named_error():
 
 
 def _sbm_cfg(out, fraction: float, method: str = "graph_grad_ascent"):
-    from unlearnkit.config.loader import load_config
+    from unlearnkit.bench import load_config
 
     return load_config(data={
         "name": "c41", "track": "graph", "output_dir": str(out), "seeds": [0], "engine": {"progress": False},

@@ -266,7 +266,7 @@ def test_exact_methods_never_train_on_the_forget_set():
 # -- the runner: one config, the same results and report ---------------------------------------------------------------
 def test_runner_integration_on_a_synthetic_graph(tmp_path):
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     cfg = load_config(data={
         "name": "graph_synth", "track": "graph", "output_dir": str(tmp_path), "seeds": 1,
@@ -299,7 +299,7 @@ def test_cora_node_deletion_through_the_bundled_config(tmp_path):
     from pathlib import Path
 
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     root = Path(__file__).resolve().parents[3] / "shared" / "data" / "planetoid"
     if not (root / "Cora" / "raw").is_dir():

@@ -77,7 +77,7 @@ def test_compare_runs_the_whole_pipeline_on_user_data(task, tmp_path):
     out = uk.compare(lambda seed: Net(), task, methods=["finetune", {"name": "grad_ascent", "lr": 1e-3}],
                      train=uk.TrainConfig(epochs=3, batch_size=16), seeds=[0], output_dir=str(tmp_path))
     rows = {r["method"]: r for r in out.rows}
-    assert set(rows) == {"retrain", "finetune", "grad_ascent"}
+    assert set(rows) == {"retrain", "original", "finetune", "grad_ascent"}
     assert all(r["status"] == "ok" for r in rows.values())
     assert rows["retrain"]["is_oracle"] and rows["retrain"]["scenario"]["n_forget"] == 4
     summary = uk.summarize(out.rows)
@@ -88,7 +88,7 @@ def test_compare_runs_the_whole_pipeline_on_user_data(task, tmp_path):
     out2 = uk.compare(lambda seed: Net(), other, methods=["finetune", {"name": "grad_ascent", "lr": 1e-3}],
                       train=uk.TrainConfig(epochs=3, batch_size=16), seeds=[0], output_dir=str(tmp_path),
                       write_report=False)
-    assert out2.run_dir != out.run_dir and out2.new_rows == 3
+    assert out2.run_dir != out.run_dir and out2.new_rows == 4
 
 
 def test_compare_with_a_new_forget_request_never_resumes_the_old_run(task, tmp_path):
@@ -98,7 +98,7 @@ def test_compare_with_a_new_forget_request_never_resumes_the_old_run(task, tmp_p
     first = uk.compare(lambda seed: Net(), task, **kw)
     other = uk.make_task(PairDataset(120, 0), PairDataset(40, 1), forget_ids=[5, 6, 7, 8, 9, 10])
     second = uk.compare(lambda seed: Net(), other, **kw)
-    assert second.run_dir != first.run_dir and second.new_rows == 2
+    assert second.run_dir != first.run_dir and second.new_rows == 3
     assert {r["scenario"]["n_forget"] for r in second.rows} == {6}
     import yaml
 

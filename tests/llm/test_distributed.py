@@ -96,11 +96,11 @@ def test_declared_world_size_must_match_the_launch():
 
 def test_other_tracks_refuse_a_multi_process_launch(monkeypatch, tmp_path):
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config.schema import ExperimentConfig
+    from unlearnkit.bench import experiment as ExperimentConfig
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg = ExperimentConfig(name="x", output_dir=str(tmp_path / "runs"), methods=[{"name": "finetune"}])
-    with pytest.raises(ConfigError, match="only the llm track"):
+    with pytest.raises(ConfigError, match="trains with one process"):
         run_experiment(cfg, write_report=False)
     assert not (tmp_path / "runs").exists()
     monkeypatch.setenv("WORLD_SIZE", "two")
@@ -117,7 +117,7 @@ TINY_RUN = {
 
 
 def _run_cfg(out: Path, batch_size: int):
-    from unlearnkit.config.schema import ExperimentConfig
+    from unlearnkit.bench import experiment as ExperimentConfig
 
     llm = {k: dict(v) for k, v in TINY_RUN.items()}
     llm["train"]["batch_size"] = batch_size
@@ -143,7 +143,7 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
     run_dirs = list((tmp_path / "two").glob("*/results.jsonl"))
     assert len(run_dirs) == 1
     rows = [json.loads(line) for line in run_dirs[0].read_text().splitlines()]
-    assert sorted(r["method"] for r in rows) == ["grad_diff", "retrain"]  # each row once
+    assert sorted(r["method"] for r in rows) == ["grad_diff", "original", "retrain"]  # each row once
     assert (run_dirs[0].parent / "report.html").is_file()
     one = {r["method"]: r for r in single.rows}
     for r in rows:
@@ -156,7 +156,7 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
     again = _torchrun(["-m", "unlearnkit", "run", str(cfg_path), "--no-report"], cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-4000:]
     assert "nothing new to run" in again.stdout
-    assert len(run_dirs[0].read_text().splitlines()) == 2
+    assert len(run_dirs[0].read_text().splitlines()) == 3
     # another method, same θ_o / θ_r: every rank loads them from the cache rank 0 wrote
     import yaml
 
@@ -170,7 +170,7 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
     assert "reused cached oracle model" in third.stderr and "training" not in third.stderr
     ga_rows = [json.loads(line) for p in (tmp_path / "two").glob("*/results.jsonl") if p != run_dirs[0]
                for line in p.read_text().splitlines()]
-    assert sorted(r["method"] for r in ga_rows) == ["ga", "retrain"] and all(r["status"] == "ok" for r in ga_rows)
+    assert sorted(r["method"] for r in ga_rows) == ["ga", "original", "retrain"] and all(r["status"] == "ok" for r in ga_rows)
 
 
 def test_sum_gradients_buckets_mixed_dtypes_and_missing_grads(monkeypatch):
@@ -245,5 +245,5 @@ def test_ranks_above_zero_write_nothing(tmp_path, monkeypatch):
     runner = Runner(cfg)
     monkeypatch.setattr(type(runner.engine), "dist", property(lambda self: Rank1(rank=1, world_size=2)))
     out = runner.run()
-    assert not out.is_main and out.rows == [] and out.new_rows == 2
+    assert not out.is_main and out.rows == [] and out.new_rows == 3  # θ_r's, θ_o's and the method's rows
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from unlearnkit.bench import run_experiment
-from unlearnkit.config.loader import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.methods import METHODS
 
 pytest.importorskip("transformers")

@@ -12,7 +12,7 @@ import torch
 
 from unlearnkit.bench import run_experiment
 from unlearnkit.bench.tracks import TRACKS
-from unlearnkit.config.schema import ExperimentConfig
+from unlearnkit.bench import experiment as ExperimentConfig
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.metrics import METRICS
@@ -93,7 +93,7 @@ def test_c46_generation_logs_are_named_mappings(run):
 @pytest.fixture(scope="module")
 def track(tmp_path_factory):
     cfg = _cfg(tmp_path_factory.mktemp("t"))
-    tr = TRACKS.get("llm")(cfg, TRACKS.validate_config("llm", cfg.llm), Engine(cfg.engine))
+    tr = TRACKS.get("llm")(cfg, Engine(cfg.engine))
     task = tr.build_task()
     return tr, task, tr.new_model(task, 0), tr.new_model(task, 1)
 
@@ -155,7 +155,7 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises((ConfigError, ValueError), match="holdout_persons"):
         _cfg(tmp_path, data={"holdout_persons": -1})
     cfg = _cfg(tmp_path, data={"holdout_persons": 9})
-    tr = TRACKS.get("llm")(cfg, TRACKS.validate_config("llm", cfg.llm), Engine(cfg.engine))
+    tr = TRACKS.get("llm")(cfg, Engine(cfg.engine))
     with pytest.raises(DataError, match="holdout_persons"):
         tr.build_task()
     with pytest.raises((ConfigError, ValueError), match="llm.train"):
@@ -164,15 +164,14 @@ def test_bad_input_errors(tmp_path):
         _cfg(tmp_path, model={"kind": "hf"})
     cfg = _cfg(tmp_path, model={"kind": "hf", "path": str(tmp_path / "no_such_model")},
                data={"source": "synthetic"})
-    cfg = cfg.model_copy(update={"llm": {**cfg.llm, "model": {"kind": "hf", "path": str(tmp_path / "nope")}}})
-    tr = TRACKS.get("llm")(cfg, TRACKS.validate_config("llm", cfg.llm), Engine(cfg.engine))
+    tr = TRACKS.get("llm")(cfg, Engine(cfg.engine))
     with pytest.raises(ConfigError, match="does not exist"):
         tr.new_model(tr.build_task(), 0)
 
 
 def test_mia_text_needs_a_holdout(tmp_path):
     cfg = _cfg(tmp_path, data={"holdout_persons": 0})
-    tr = TRACKS.get("llm")(cfg, TRACKS.validate_config("llm", cfg.llm), Engine(cfg.engine))
+    tr = TRACKS.get("llm")(cfg, Engine(cfg.engine))
     task = tr.build_task()
     m = tr.new_model(task, 0)
     with pytest.raises(DataError, match="holdout"):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from unlearnkit.bench import run_experiment
-from unlearnkit.config.schema import ExperimentConfig
+from unlearnkit.bench import experiment as ExperimentConfig
 
 pytest.importorskip("peft")
 
@@ -88,7 +88,7 @@ def test_hf_lora_track_trains_adapters_only(hf_dir, tmp_path):
 
     path, base_state = hf_dir
     cfg = _cfg(path, tmp_path)
-    tr = TRACKS.get("llm")(cfg, TRACKS.validate_config("llm", cfg.llm), Engine(cfg.engine))
+    tr = TRACKS.get("llm")(cfg, Engine(cfg.engine))
     task = tr.build_task()
     assert tr.tokenizer.pad_token == tr.tokenizer.eos_token
     model, seconds, ids = tr.train(task, "original", 0)

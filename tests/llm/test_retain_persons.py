@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from unlearnkit.bench.tracks import TRACKS
-from unlearnkit.config.loader import load_config
-from unlearnkit.config.schema import ExperimentConfig
+from unlearnkit.bench import load_config
+from unlearnkit.bench import experiment as ExperimentConfig
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import DataError
 
@@ -22,7 +22,7 @@ TOFU = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tofu"
 
 
 def _track(cfg):
-    return TRACKS.get("llm")(cfg, TRACKS.validate_config("llm", cfg.llm), Engine(cfg.engine))
+    return TRACKS.get("llm")(cfg, Engine(cfg.engine))
 
 
 def _synthetic(tmp_path, **data) -> ExperimentConfig:

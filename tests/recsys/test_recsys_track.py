@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from unlearnkit.bench import Runner
-from unlearnkit.config import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.config.loader import deep_merge
 from unlearnkit.errors import ConfigError
 
@@ -48,7 +48,7 @@ def test_runner_rows_metrics_cache_and_resume(tmp_path):
     assert cfg.metrics == ["rec_rank", "rec_forget"]  # the track's defaults
     runner, out = run(cfg)
     rows = {r["method"]: r for r in out.rows}
-    assert set(rows) == {"retrain", "reverse_bpr", "receraser", "rec_grad_ascent"}
+    assert set(rows) == {"retrain", "original", "reverse_bpr", "receraser", "rec_grad_ascent"}
     assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
     oracle = rows["retrain"]["metrics"]
     for key in ("recall@5", "ndcg@5", "forget_recall@5", "forget_ndcg@5", "forget_auc", "unlearn_seconds"):
@@ -79,7 +79,7 @@ def test_config_errors_are_typed(tmp_path):
 
 def test_bundled_configs_validate():
     cfg = load_config(CONFIGS / "recsys_synthetic.yaml")
-    assert cfg.track == "recsys" and cfg.recsys["model"]["name"] == "mf"
+    assert cfg.track == "recsys" and cfg.recsys.model.name == "mf"
     ml = load_config(CONFIGS / "recsys_movielens.yaml", ["recsys.data.root=/nonexistent"])
     runner = Runner(ml, console=Console(file=io.StringIO()))
     from unlearnkit.errors import DataError

@@ -41,9 +41,14 @@ def test_schema_is_json_schema_with_the_top_level_keys():
     res = invoke("schema")
     assert res.exit_code == 0
     schema = json.loads(res.output)
-    assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert {"data", "model", "scenario", "train", "methods", "metrics", "seeds", "engine"} <= set(schema["properties"])
-    assert "$defs" in schema and "TrainConfig" in schema["$defs"]
+    # a discriminated union over the registered tracks, one experiment class each
+    assert schema["discriminator"]["propertyName"] == "track"
+    assert set(schema["discriminator"]["mapping"]) >= {"classifier", "llm", "graph", "recsys"}
+    clf = schema["$defs"]["ClassifierExperiment"]
+    assert clf["type"] == "object" and clf["additionalProperties"] is False
+    assert {"data", "model", "scenario", "train", "methods", "metrics", "seeds", "engine"} <= set(clf["properties"])
+    assert "TrainConfig" in schema["$defs"]
+    assert "llm" in schema["$defs"]["LLMExperiment"]["properties"]
 
 
 @needs_report
@@ -81,7 +86,7 @@ def test_run_a_tiny_config_writes_results(tmp_path):
     assert res.exit_code == 0, res.output
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("cli_tiny-")]
     rows = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
-    assert sorted(r["method"] for r in rows) == ["finetune", "retrain"]
+    assert sorted(r["method"] for r in rows) == ["finetune", "original", "retrain"]
     assert all(r["status"] == "ok" for r in rows)
     assert yaml.safe_load((run_dir / "config.resolved.yaml").read_text())["train"]["lr"] == 0.05
     assert not (run_dir / "report.html").exists()  # --no-report

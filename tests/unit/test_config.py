@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from unlearnkit.config import load_config, parse_overrides
+from unlearnkit.bench import load_config
+from unlearnkit.config import parse_overrides
 from unlearnkit.config.loader import apply_overrides, config_hash, deep_merge, dump_yaml, load_raw
 from unlearnkit.config.schema import ExperimentConfig, ScenarioConfig, TrainConfig
 from unlearnkit.errors import ConfigError
@@ -287,7 +288,9 @@ def test_oracle_recipe_defaults_to_train():
 
 
 def test_json_schema_contains_the_top_level_keys():
-    schema = json.loads(json.dumps(ExperimentConfig.model_json_schema()))
+    from unlearnkit import ClassifierExperiment
+
+    schema = json.loads(json.dumps(ClassifierExperiment.model_json_schema()))
     assert schema["type"] == "object" and schema.get("additionalProperties") is False
     for k in ("name", "data", "model", "scenario", "train", "oracle", "methods", "metrics", "seeds", "engine",
               "output_dir"):

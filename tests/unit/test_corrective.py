@@ -184,7 +184,7 @@ def test_poisoned_digits_model_learns_the_trigger_and_retraining_removes_it():
 
 # -- the corrective scenario through the runner ------------------------------------------------------------------------
 def _corrective_cfg(out, **scenario):
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     sc = {"kind": "corrective", "manipulation": "poison", "count": 12, "target": 0, "trigger_size": 1,
           "identified_fractions": [0.5, 1.0], "seed": 0, **scenario}
@@ -219,7 +219,7 @@ def corrective_run(tmp_path_factory):
 def test_runner_corrective_one_row_per_p_and_theta_o_trained_once(corrective_run):
     cfg, runner, out = corrective_run
     rows = {(r["method"], r["identified_fraction"]): r for r in out.rows}
-    assert set(rows) == {(m, p) for m in ("retrain", "finetune") for p in (0.5, 1.0)}
+    assert set(rows) == {(m, p) for m in ("retrain", "original", "finetune") for p in (0.5, 1.0)}
     assert all(r["status"] == "ok" and r["seed"] == 0 for r in out.rows)
     # θ_o once per seed (on the poisoned D), one oracle per p
     assert runner.trained == ["original", "oracle", "oracle"] and runner.reused == []
@@ -240,21 +240,22 @@ def test_runner_corrective_oracle_of_each_p_never_saw_its_identified_ids(correct
     cfg, runner, out = corrective_run
     cache = ModelCache(Path(cfg.output_dir) / "cache")
     manipulated = None
-    for stage in runner.stages:
-        p = stage.key["identified_fraction"]
+    for branch in runner.plan:  # one branch per identified fraction p: learn D̃, forget D_f(p), evaluate
+        learn, request, ev = branch.ops
+        p = ev.dims["identified_fraction"]
         row = next(r for r in out.rows if r["is_oracle"] and r["identified_fraction"] == p)
         model = runner.new_model(0)
         _, extras = cache.load(row["lineage_key"], model)
         trained = extras["trained_ids"].numpy()
-        forget = stage.task.forget_ids
-        manip = stage.references["corrective_manipulation"]
+        forget = request.task.forget_ids
+        manip = ev.references["corrective_manipulation"]
         manipulated = manip.manipulated_ids
         assert len(np.intersect1d(trained, forget)) == 0
-        assert np.array_equal(np.sort(trained), np.setdiff1d(stage.task.train_ids, forget))
+        assert np.array_equal(np.sort(trained), np.setdiff1d(learn.task.train_ids, forget))
         # D_f is the identified part of the manipulation; the unidentified rest stays in the oracle's data
         assert set(forget) <= set(manipulated)
         assert set(np.setdiff1d(manipulated, forget)) <= set(trained)
-        z = np.load(out.run_dir / "per_sample" / f"finetune-seed0-{stage.name}.npz")
+        z = np.load(out.run_dir / "per_sample" / f"finetune-seed0-{ev.tag}.npz")
         assert np.array_equal(np.sort(z["forget.ids"]), np.sort(forget))
     assert len(manipulated) == 12
 
@@ -284,7 +285,7 @@ def test_runner_corrective_resume_reruns_only_the_deleted_stage(tmp_path):
     redo = again.rows[-1]
     assert (redo["method"], redo["identified_fraction"]) == ("finetune", 0.5)
     assert redo["checkpoint_sha256"] == lost["checkpoint_sha256"]  # deterministic: the same θ_u and numbers
-    timing = ("unlearn_seconds", "rte_ratio")
+    timing = ("unlearn_seconds", "rte_ratio")  # timings; the per-query cost is in the row's "cost"
     assert {k: v for k, v in redo["metrics"].items() if k not in timing} == \
         {k: v for k, v in lost["metrics"].items() if k not in timing}
     runner, third, _ = _run(cfg)
@@ -317,14 +318,14 @@ def test_runner_corrective_report_draws_curves_over_p(corrective_run):
     ({"kind": "random", "fraction": 0.1, "trigger_size": 2}, r"random does not use \['trigger_size'\]"),
 ])
 def test_corrective_config_errors_say_what_and_how_to_fix(scenario, match):
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     with pytest.raises(ConfigError, match=match):
         load_config(data={"scenario": scenario})
 
 
 def test_corrective_config_defaults_and_metric_needs_the_scenario():
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     sc = load_config(data={"scenario": {"kind": "corrective", "manipulation": "poison", "fraction": 0.05}}).scenario
     assert (sc.target, sc.trigger_size, sc.identified_fractions) == (0, 3, [0.1, 0.25, 0.5, 1.0])  # the reference's
@@ -336,7 +337,7 @@ def test_corrective_config_defaults_and_metric_needs_the_scenario():
 
 
 def test_bundled_corrective_config_loads():
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     cfg = load_config("digits_corrective")
     assert cfg.scenario.kind == "corrective" and "corrective" in cfg.metrics
@@ -360,8 +361,8 @@ def test_runner_corrective_on_user_data_manipulates_the_given_train_set(tmp_path
                           trigger_size=None)
     runner = Runner(cfg, console=Console(file=io.StringIO()), task=task, model_factory=tiny_model)
     out = runner.run()
-    assert all(r["status"] == "ok" for r in out.rows) and len(out.rows) == 4
-    manip = runner.stages[0].references["corrective_manipulation"]
+    assert all(r["status"] == "ok" for r in out.rows) and len(out.rows) == 6  # θ_r, θ_o, the method × 2 p
+    manip = runner.plan[0].ops[-1].references["corrective_manipulation"]
     assert set(manip.manipulated_ids) <= set(task.train_ids) and len(manip.manipulated_ids) == 10
     swapped = runner.task.train.labels[np.isin(runner.task.train_ids, manip.manipulated_ids)]
     assert np.array_equal(np.sort(swapped), np.sort(1 - manip.true_labels))  # 0 ↔ 1

@@ -51,7 +51,7 @@ def test_bundled_configs_validate(path):
         svc = load_service_config(path)
         assert svc.host == "127.0.0.1"  # loopback unless told otherwise
         return
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     cfg = load_config(path)
     assert cfg.name and cfg.methods and cfg.seeds

@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 
 from unlearnkit.bench import Runner, read_results
-from unlearnkit.config import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.config.loader import config_hash, deep_merge
 from unlearnkit.engine.checkpoint import MODEL_FILE, ModelCache, state_sha256
 from unlearnkit.errors import CheckpointError
@@ -59,9 +59,10 @@ def base_run(tmp_path_factory):
 def test_one_oracle_row_per_seed_and_one_row_per_method_and_seed(base_run):
     cfg, runner, outcome = base_run
     rows = read_results(outcome.run_dir / "results.jsonl")
-    assert rows == outcome.rows and outcome.new_rows == 6
+    assert rows == outcome.rows and outcome.new_rows == 8  # θ_r, θ_o and two methods, for 2 seeds
     keys = [(r["method"], r["seed"]) for r in rows]
-    assert sorted(keys) == sorted((m, s) for m in ("retrain", "finetune", "grad_ascent") for s in (0, 1))
+    assert sorted(keys) == sorted((m, s) for m in ("retrain", "original", "finetune", "grad_ascent") for s in (0, 1))
+    assert [r["role"] for r in rows if r["method"] == "original"] == ["original", "original"]
     assert len(set(keys)) == len(keys)
     oracle = [r for r in rows if r["is_oracle"]]
     assert [(r["method"], r["seed"]) for r in oracle] == [("retrain", 0), ("retrain", 1)]
@@ -228,7 +229,7 @@ def test_a_failing_method_gets_an_error_row_and_the_run_goes_on(tmp_path, boom_m
     assert bad["status"] == "error" and "RuntimeError" in bad["error"] and "kaboom" in bad["error"]
     assert bad["metrics"] == {}
     assert rows[("finetune", 0)]["status"] == "ok" and rows[("retrain", 0)]["status"] == "ok"
-    assert out.new_rows == 3
+    assert out.new_rows == 4  # θ_r, θ_o, the failed method and finetune
 
 
 def test_c43_a_diverging_method_is_recorded_as_diverged_without_metrics(tmp_path):
@@ -277,7 +278,7 @@ def test_c06_a_fraction_sweep_gives_distinct_folders_and_forget_sets(tmp_path):
     assert len(dirs) == 3 and len(digests) == 3
     oracle_keys = {by_key(o.rows)[("retrain", 0)]["lineage_key"] for _, o in outs.values()}
     assert len(oracle_keys) == 3  # one oracle per forget set
-    unlearned = [r["checkpoint_sha256"] for _, o in outs.values() for r in o.rows if not r["is_oracle"]]
+    unlearned = [r["checkpoint_sha256"] for _, o in outs.values() for r in o.rows if r["role"] == "method"]
     assert len(unlearned) == 6 and len(set(unlearned)) == 6
     # θ_o does not depend on D_f: trained once, then reused by the other fractions
     assert [r.trained.count("original") for r, _ in outs.values()] == [1, 0, 0]
@@ -342,4 +343,4 @@ def test_oracle_evaluation_error_stops_with_reason_and_keeps_the_cache(tmp_path,
         runner.run()
     assert read_results(runner.run_dir / "results.jsonl") == []
     again = Runner(cfg, console=Console(file=io.StringIO())).run()  # fixed: both models come from the cache
-    assert sorted(again.reused) == ["oracle", "original"] and len(again.rows) == 2
+    assert sorted(again.reused) == ["oracle", "original"] and len(again.rows) == 3  # θ_r, θ_o, finetune

@@ -13,8 +13,12 @@ from torch import nn
 
 from unlearnkit.bench import Runner
 from unlearnkit.bench.tracks import TRACKS, Track
-from unlearnkit.config import load_config
-from unlearnkit.config.schema import Frozen
+from unlearnkit.bench import load_config
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from unlearnkit.config.schema import ExperimentConfig, Frozen
 from unlearnkit.errors import ConfigError
 from unlearnkit.methods import METHODS, Unlearner, UnlearnResult
 from unlearnkit.metrics import METRICS, Metric
@@ -23,6 +27,14 @@ from unlearnkit.metrics import METRICS, Metric
 class ToyConfig(Frozen):
     n: int = 12
     n_forget: int = 3
+
+
+class ToyExperiment(ExperimentConfig):
+    """The toy track's experiment: its one section, ``toy:``."""
+
+    default_metrics: ClassVar[tuple[str, ...]] = ("toy_w",)
+    track: Literal["toy"] = "toy"
+    toy: ToyConfig = Field(default_factory=ToyConfig)
 
 
 class ToyTask:
@@ -40,7 +52,6 @@ class ToyTrack(Track):
     """A model = one scalar parameter w; training sets w = mean of the training ids (a closed form)."""
 
     name = "toy"
-    default_metrics = ("toy_w",)
 
     def build_task(self) -> ToyTask:
         return ToyTask(self.section.n, self.section.n_forget)
@@ -60,7 +71,7 @@ class ToyTrack(Track):
     def unlearn(self, task, method, model, ctx):
         return method.unlearn(model, task.forget_ids, task.retain_ids, self.engine, ctx)
 
-    def evaluate(self, task, model, seed, references, metrics):
+    def evaluate(self, task, model, seed, references, metrics, **kw):
         values = {}
         for name in metrics:
             values.update(METRICS.build(name).compute_toy(model, references))
@@ -98,7 +109,7 @@ class ToyW(Metric):
 
 @pytest.fixture
 def toy_track():
-    TRACKS.register("toy", config=ToyConfig)(ToyTrack)
+    TRACKS.register("toy", config=ToyExperiment)(ToyTrack)
     METHODS.register("toy_forget", config=NoParams)(ToyForget)
     METRICS.register("toy_w")(ToyW)
     yield
@@ -134,7 +145,8 @@ def test_method_and_metric_of_another_track_are_refused(toy_track):
 
 def test_a_track_without_a_section_field_uses_its_defaults(toy_track):
     cfg = load_config(data={"track": "toy", "methods": ["toy_forget"]})
-    assert cfg.metrics == ["toy_w"] and cfg.llm is None and cfg.graph is None and cfg.recsys is None
+    assert cfg.metrics == ["toy_w"] and cfg.toy == ToyConfig()
+    assert not {"llm", "graph", "recsys", "data"} & set(type(cfg).model_fields)
 
 
 def test_runner_drives_a_registered_track(toy_track, tmp_path):
@@ -143,7 +155,8 @@ def test_runner_drives_a_registered_track(toy_track, tmp_path):
     assert cfg.metrics == ["toy_w"]
     out = Runner(cfg, console=Console(file=io.StringIO())).run()
     rows = {(r["method"], r["seed"]): r for r in out.rows}
-    assert set(rows) == {("retrain", 0), ("retrain", 1), ("toy_forget", 0), ("toy_forget", 1)}
+    assert set(rows) == {(m, s) for m in ("retrain", "original", "toy_forget") for s in (0, 1)}
+    assert rows[("original", 0)]["metrics"]["w"] == pytest.approx(5.5)  # θ_o's row
     # D = 0..11 (θ_o: w = 5.5), D_r = 3..11 (θ_r: w = 7.0); the exact toy unlearner lands on the oracle
     assert rows[("retrain", 0)]["metrics"]["w"] == pytest.approx(7.0)
     assert rows[("toy_forget", 0)]["metrics"]["w"] == pytest.approx(7.0)
@@ -173,7 +186,7 @@ def test_metric_params_reach_the_metric_and_the_config_hash(tmp_path):
     a = load_config(data=base)
     b = load_config(data=base | {"metric_params": {"mia": {"attacks": ["entropy"]}}})
     assert config_hash(a) != config_hash(b)  # a different evaluation is a different run folder, never stale rows
-    metric = ClassifierTrack(b, None, Engine(b.engine)).build_metric("mia")
+    metric = ClassifierTrack(b, Engine(b.engine)).build_metric("mia")
     assert tuple(metric.config.attacks) == ("entropy",)
 
 

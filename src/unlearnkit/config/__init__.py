@@ -1,6 +1,10 @@
-"""Experiment configuration: pydantic schemas and the YAML loader (``extends:``, ``--set a.b=v``)."""
+"""Experiment configuration: pydantic schemas and the YAML loader (``extends:``, ``--set a.b=v``).
 
-from unlearnkit.config.loader import apply_overrides, config_hash, dump_yaml, load_config, parse_overrides
+This package is a leaf: it imports nothing from the rest of unlearnkit but ``errors`` and ``persist``. Loading a
+config with its names checked against the registries is :func:`unlearnkit.bench.load_config`.
+"""
+
+from unlearnkit.config.loader import apply_overrides, compose, config_hash, dump_yaml, parse_overrides
 from unlearnkit.config.schema import (
     DataConfig,
     EngineConfig,
@@ -22,8 +26,8 @@ __all__ = [
     "ScenarioConfig",
     "TrainConfig",
     "apply_overrides",
+    "compose",
     "config_hash",
     "dump_yaml",
-    "load_config",
     "parse_overrides",
 ]

@@ -221,22 +221,21 @@ def resolve_config_path(path: str | Path) -> Path:
     )
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *, data: Mapping[str, Any] | None = None):
-    """Load, compose and validate an experiment config.
+def compose(path: str | Path | None = None, overrides: Iterable[str] = (), *,
+            data: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """Read and compose an experiment config without validating it: ``(mapping, source)``.
+
+    Validation needs the registered tracks, methods and metrics, so it happens one layer up, in
+    :func:`unlearnkit.bench.load_config` / :func:`unlearnkit.bench.resolve`.
 
     Args:
         path: YAML file (its ``extends:`` chain is resolved), or a bundled config name; None = defaults only.
         overrides: ``["a.b=v", ...]`` applied after composition (``--set``).
         data: an already-parsed mapping used instead of ``path``.
 
-    Returns:
-        ExperimentConfig (frozen).
-
     Raises:
-        ConfigError: missing file, bad YAML, unknown key (names the allowed keys), bad value, unknown method/metric.
+        ConfigError: missing file, bad YAML, bad override.
     """
-    from unlearnkit.config.schema import ExperimentConfig
-
     if data is not None:
         raw, source = dict(data), "<mapping>"
     elif path is not None:
@@ -244,11 +243,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         raw, source = load_raw(p), str(p)
     else:
         raw, source = {}, "<defaults>"
-    raw = apply_overrides(raw, parse_overrides(overrides))
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(validation_message(err, ExperimentConfig, source)) from err
+    return apply_overrides(raw, parse_overrides(overrides)), source
 
 
 def to_plain(cfg: BaseModel) -> dict[str, Any]:

@@ -6,13 +6,15 @@ Every model is ``extra="forbid"`` (a typo is an error naming the key and the all
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 
 #: result-row label of the retrained oracle θ_r (reserved: no other method may use it)
 ORACLE_LABEL = "retrain"
+#: result-row label of the original model θ_o (reserved: no other method may use it)
+ORIGINAL_LABEL = "original"
 
 
 class Frozen(BaseModel):
@@ -81,13 +83,6 @@ class DataConfig(Frozen):
     split_seed: int = Field(0, description="seed of subsetting and of train/test splits built by unlearnkit")
     normalize: bool = True
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        from unlearnkit.data import DATASETS  # populate the registry
-
-        DATASETS.entry(v)
-        return v
 
 
 #: the identified fractions p of Goel et al. (2024): share of the manipulated samples that is found and forgotten
@@ -139,7 +134,11 @@ class RequestSpec(Frozen):
 #: ScenarioConfig fields added for the corrective and sequential kinds: left out of the serialised config when unset,
 #: so the resolved YAML and the config hash of every other scenario are what they were before these kinds existed
 _STAGED_FIELDS: tuple[str, ...] = ("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions",
-                                   "requests")
+                                   "requests", "tasks", "sequence")
+
+#: one operation of a continual sequence: L<k> learns task k; U<k> forgets all of task k; U<k>:<f> forgets a random
+#: share f of task k (drawn with the scenario's seed)
+_CONTINUAL_OP = r"^(L|U)([1-9][0-9]*)(?::(0?\.[0-9]+|1(?:\.0*)?))?$"
 
 
 class ScenarioConfig(Frozen):
@@ -157,6 +156,11 @@ class ScenarioConfig(Frozen):
       pair ``classes`` (default [3, 5], the reference's cat/dog). θ_o trains on the manipulated set; for every p in
       ``identified_fractions`` (default 0.1, 0.25, 0.5, 1.0) D_f is the identified ⌈p·m⌉ of the m manipulated
       samples (nested over p). One result row per p (``identified_fraction``).
+    - ``continual``: learn and forget in any order. ``tasks``: k (the classes split into k tasks of consecutive
+      classes) or a list of class lists; ``sequence``: operations such as ``"L1 L2 U1 L3"`` (L<k> learns task k,
+      continuing from the current model; U<k> forgets all of task k; U<k>:0.3 a random 30 % of it). Rows after every
+      operation from the first U on (``step``: the operation's position), each against an oracle trained on exactly
+      what was learned and not forgotten up to there, in the same order.
     - ``sequential``: deletion requests applied one after another, each to the previous request's unlearned model;
       ``requests: k`` with ``fraction``/``count`` per request, or a list of :class:`RequestSpec`. Metrics after
       every request on the cumulative forget set, against an oracle retrained without everything removed so far.
@@ -166,7 +170,7 @@ class ScenarioConfig(Frozen):
     random requests (sequential); it is independent of the training seeds.
     """
 
-    kind: Literal["random", "class", "subclass", "ids", "corrective", "sequential"] = "random"
+    kind: Literal["random", "class", "subclass", "ids", "corrective", "sequential", "continual"] = "random"
     fraction: float | None = Field(None, description="random: share of D forgotten; corrective: share of D "
                                    "manipulated; sequential with requests: k: share of D removed per request")
     count: int | None = Field(None, description="as fraction, as a number of samples")
@@ -186,6 +190,11 @@ class ScenarioConfig(Frozen):
         "(default [0.1, 0.25, 0.5, 1.0])")
     requests: int | list[RequestSpec] | None = Field(
         None, description="sequential: number of requests (each `fraction`/`count` of D) or a list of requests")
+    tasks: int | list[list[int]] | None = Field(
+        None, description="continual: number of tasks (classes split evenly, in order) or the classes of each task")
+    sequence: str | list[str] | None = Field(
+        None, description="continual: operations in order, e.g. 'L1 L2 U1 L3' (L<k> learn task k, U<k> forget it, "
+        "U<k>:0.3 forget a random 30 % of it)")
 
     @field_validator("requests", mode="before")
     @classmethod
@@ -252,7 +261,9 @@ class ScenarioConfig(Frozen):
             self._check_corrective()
         elif k == "sequential":
             self._check_sequential()
-        if k in ("corrective", "sequential"):
+        elif k == "continual":
+            self._check_continual()
+        if k in ("corrective", "sequential", "continual"):
             return self
         extra = {
             "random": ("classes", "ids"),
@@ -268,7 +279,7 @@ class ScenarioConfig(Frozen):
             raise ValueError("scenario corrective needs 'manipulation': poison (trigger patch → target label) or "
                              "confusion (label swaps between two classes)")
         self._fraction_or_count("of manipulated training samples")
-        self._not_used(("ids", "requests"))
+        self._not_used(("ids", "requests", "tasks", "sequence"))
         if self.manipulation == "poison":
             self._not_used(("classes",), " with manipulation poison (the target class is 'target')")
             object.__setattr__(self, "target", 0 if self.target is None else self.target)
@@ -292,9 +303,70 @@ class ScenarioConfig(Frozen):
             raise ValueError(f"scenario corrective: identified_fractions has duplicates: {ps}")
         object.__setattr__(self, "identified_fractions", sorted(float(p) for p in ps))
 
+    def _check_continual(self) -> None:
+        import re
+
+        self._not_used(("fraction", "count", "classes", "ids", "requests", "manipulation", "target", "trigger_size",
+                        "trigger_value", "identified_fractions"))
+        if self.tasks is None or self.sequence is None:
+            raise ValueError("scenario continual needs 'tasks' (a number, or the classes of each task) and 'sequence' "
+                             "(e.g. 'L1 L2 U1 L3')")
+        if isinstance(self.tasks, int):
+            if self.tasks < 2:
+                raise ValueError(f"scenario continual: tasks must be ≥ 2, got {self.tasks}")
+            n_tasks = self.tasks
+        else:
+            if len(self.tasks) < 2:
+                raise ValueError("scenario continual: give at least two tasks")
+            seen: set[int] = set()
+            for i, t in enumerate(self.tasks):
+                if not t:
+                    raise ValueError(f"scenario continual: task {i + 1} has no classes")
+                dup = seen & set(t)
+                if dup or len(set(t)) != len(t):
+                    raise ValueError(f"scenario continual: task {i + 1} repeats class(es) {sorted(dup or t)}; each "
+                                     "class belongs to one task")
+                seen |= set(t)
+            n_tasks = len(self.tasks)
+        ops = self.sequence.split() if isinstance(self.sequence, str) else list(self.sequence)
+        if not ops:
+            raise ValueError("scenario continual: the sequence is empty")
+        learned: set[int] = set()
+        forgotten: dict[int, float] = {}
+        for pos, op in enumerate(ops):
+            m = re.match(_CONTINUAL_OP, op.strip())
+            if m is None:
+                raise ValueError(f"scenario continual: operation {pos} ({op!r}) is not L<k>, U<k> or U<k>:<share>, "
+                                 "e.g. 'L1 L2 U1:0.5 L3'")
+            kind, k = m.group(1), int(m.group(2))
+            if k > n_tasks:
+                raise ValueError(f"scenario continual: operation {pos} ({op}) names task {k}, but there are "
+                                 f"{n_tasks} tasks")
+            if kind == "L":
+                if m.group(3):
+                    raise ValueError(f"scenario continual: operation {pos} ({op}): a learn operation takes no share")
+                if k in learned:
+                    raise ValueError(f"scenario continual: operation {pos} ({op}) learns task {k} a second time")
+                learned.add(k)
+            else:
+                if k not in learned:
+                    raise ValueError(f"scenario continual: operation {pos} ({op}) forgets task {k}, which was not "
+                                     "learned before it")
+                share = float(m.group(3)) if m.group(3) else 1.0
+                if not 0 < share <= 1:
+                    raise ValueError(f"scenario continual: operation {pos} ({op}): the share must be in (0, 1]")
+                if forgotten.get(k, 0.0) >= 1.0:
+                    raise ValueError(f"scenario continual: operation {pos} ({op}) forgets task {k}, which an earlier "
+                                     "operation already forgot entirely")
+                forgotten[k] = 1.0 if share == 1.0 else forgotten.get(k, 0.0) + share
+        if not forgotten:
+            raise ValueError("scenario continual: the sequence never forgets (add a U<k> operation)")
+        object.__setattr__(self, "sequence", " ".join(o.strip() for o in ops))
+
     def _check_sequential(self) -> None:
         r = self.requests
-        self._not_used(("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions"))
+        self._not_used(("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions", "tasks",
+                        "sequence"))
         if r is None:
             raise ValueError("scenario sequential needs 'requests': a number k (with 'fraction' or 'count' removed "
                              "per request) or a list of requests, e.g. [{fraction: 0.03}, {classes: [3]}]")
@@ -332,8 +404,9 @@ class ScenarioConfig(Frozen):
 
     @property
     def staged(self) -> bool:
-        """True for the kinds that produce several result rows per (method, seed): corrective, sequential."""
-        return self.kind in ("corrective", "sequential")
+        """True for the kinds that produce several result rows per (method, seed): corrective, sequential,
+        continual."""
+        return self.kind in ("corrective", "sequential", "continual")
 
 
 class ComponentSpec(Frozen):
@@ -354,41 +427,32 @@ class ComponentSpec(Frozen):
         return data
 
 
-def _validated_params(registry: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    cfg = registry.validate_config(name, params)
-    return cfg.model_dump(mode="json") if cfg is not None else {}
-
-
 class ModelSpec(ComponentSpec):
-    """``{name: mlp, hidden: [128]}``: a registered model builder and its parameters."""
-
-    @model_validator(mode="after")
-    def _validate(self) -> ModelSpec:
-        from unlearnkit.models import MODELS
-
-        object.__setattr__(self, "params", _validated_params(MODELS, self.name, self.params))
-        return self
+    """``{name: mlp, hidden: [128]}``: a registered model builder and its parameters (checked against the builder's
+    config by :func:`unlearnkit.bench.resolve`)."""
 
 
 class MethodSpec(ComponentSpec):
     """``{name: finetune, lr: 0.01}`` or ``finetune``: a registered unlearning method and its parameters.
 
     ``label`` names the row in results (default: the method name); use it to compare two settings of a method.
+    The parameters are checked against the method's config (and filled with its defaults) by
+    :func:`unlearnkit.bench.resolve`, which also checks that the method serves the experiment's track.
     """
 
     label: str | None = None
 
     @model_validator(mode="after")
     def _validate(self) -> MethodSpec:
-        from unlearnkit.methods import METHODS
-
-        object.__setattr__(self, "params", _validated_params(METHODS, self.name, self.params))
         if self.label is None:
             object.__setattr__(self, "label", self.name)
         label = self.label
         # the label names result rows and files (per_sample/<label>-seed<s>.npz, checkpoints/<label>-seed<s>/)
         if not label or label in (".", "..") or any(c in label for c in "/\\ \t\n"):
             raise ValueError(f"method label {label!r} is invalid: use a non-empty name without spaces or slashes")
+        if label == ORIGINAL_LABEL and self.name != "original":
+            raise ValueError(f"label '{ORIGINAL_LABEL}' is reserved for the row of the original model θ_o; give method "
+                             f"'{self.name}' another label")
         if label == ORACLE_LABEL:
             if self.name != "retrain":
                 raise ValueError(
@@ -403,25 +467,22 @@ class MethodSpec(ComponentSpec):
         return self
 
 
-#: experiment sections owned by non-classifier tracks
-TRACK_SECTIONS: tuple[str, ...] = ("llm", "graph", "recsys")
-#: top-level fields that only the classifier track reads
-CLASSIFIER_FIELDS: tuple[str, ...] = ("data", "model", "scenario", "train", "oracle")
-
-
 class ExperimentConfig(Frozen):
-    """A whole experiment: data → model → θ_o → θ_r → methods × seeds → metrics → results files."""
+    """The fields every experiment has, whatever its track.
+
+    Each track's experiment class (``unlearnkit.bench.tracks.<track>``) extends this with ``track: Literal[...]`` and
+    its own sections (the classifier track: ``data``, ``model``, ``scenario``, ``train``, ``oracle``; the LLM track:
+    ``llm``; ...). Load a config with :func:`unlearnkit.load_config` (YAML) or :func:`unlearnkit.bench.resolve`
+    (a mapping): they choose the track's class from ``track`` (a discriminated union) and check method, metric,
+    model and data set names against the registries before anything trains. ``unlearnkit schema`` prints the union.
+    """
+
+    #: metrics used when the experiment lists none (set by each track's experiment class)
+    default_metrics: ClassVar[tuple[str, ...]] = ()
 
     name: str = "experiment"
-    data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mlp"))
-    scenario: ScenarioConfig = Field(default_factory=lambda: ScenarioConfig(kind="random", fraction=0.1))
-    train: TrainConfig = Field(default_factory=TrainConfig, description="recipe of the original model θ_o")
-    oracle: TrainConfig | None = Field(
-        None, description="recipe of the retrained oracle θ_r; default: the same as 'train'"
-    )
-    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="finetune")])
-    metrics: list[str] = Field(default_factory=lambda: ["accuracy", "mia_efficacy"])
+    methods: list[MethodSpec] = Field(default_factory=list)
+    metrics: list[str] = Field(default_factory=list, description="metric names; empty = the track's defaults")
     metric_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="settings of listed metrics, e.g. {lira: {shadow_models: 16}}; "
         "validated against each metric's config (`unlearnkit metrics` lists them)")
@@ -430,11 +491,7 @@ class ExperimentConfig(Frozen):
     output_dir: str = "runs"
     cache_dir: str | None = Field(None, description="model cache; default: <output_dir>/cache")
     save_unlearned: bool = Field(True, description="save each unlearned model under <run>/checkpoints/")
-    track: str = Field("classifier", description="model family: classifier, llm, graph or recsys (`unlearnkit "
-                       "schema` lists each track's section)")
-    llm: dict[str, Any] | None = Field(None, description="settings of the llm track (data, model, training)")
-    graph: dict[str, Any] | None = Field(None, description="settings of the graph track")
-    recsys: dict[str, Any] | None = Field(None, description="settings of the recsys track")
+    track: str = Field("classifier", description="model family (`unlearnkit schema` lists each track's sections)")
 
     @field_validator("name")
     @classmethod
@@ -447,7 +504,7 @@ class ExperimentConfig(Frozen):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, v: Any) -> Any:
-        if isinstance(v, int):
+        if isinstance(v, int) and not isinstance(v, bool):
             if v < 1:
                 raise ValueError(f"seeds as a count must be ≥ 1, got {v}")
             return list(range(v))
@@ -456,64 +513,9 @@ class ExperimentConfig(Frozen):
     @field_validator("metrics")
     @classmethod
     def _metrics(cls, v: list[str]) -> list[str]:
-        from unlearnkit.metrics import METRICS
-
-        for m in v:
-            METRICS.entry(m)
         if len(set(v)) != len(v):
             raise ValueError(f"metrics has duplicates: {v}")
         return v
-
-    @model_validator(mode="after")
-    def _check_track(self) -> ExperimentConfig:
-        from unlearnkit.bench.tracks import TRACKS
-        from unlearnkit.methods import METHODS
-        from unlearnkit.metrics import METRICS
-
-        track = self.track
-        TRACKS.entry(track)
-        for sec in TRACK_SECTIONS:
-            if getattr(self, sec) is not None and sec != track:
-                raise ValueError(f"section '{sec}' is only used with track: {sec} (this experiment's track is "
-                                 f"'{track}'); remove it or set track: {sec}")
-        if track != "classifier":
-            used = sorted(self.model_fields_set & set(CLASSIFIER_FIELDS))
-            if used:
-                raise ValueError(f"{used} belong to the classifier track; track '{track}' takes its data, model, "
-                                 f"split and training settings from its '{track}:' section")
-            if track in TRACK_SECTIONS:  # tracks from plug-ins without a section of their own use their defaults
-                section = TRACKS.validate_config(track, getattr(self, track) or {})
-                object.__setattr__(self, track, section.model_dump(mode="json") if section is not None else {})
-            if "metrics" not in self.model_fields_set:
-                object.__setattr__(self, "metrics", list(TRACKS.get(track).default_metrics))
-        for m in self.methods:
-            if m.name == "retrain" and m.label == ORACLE_LABEL:
-                continue  # the oracle row: every track trains its own oracle
-            served = getattr(METHODS.get(m.name), "track", "classifier")
-            if served != track:
-                ok = sorted(n for n in METHODS.names() if getattr(METHODS.get(n), "track", "classifier") == track)
-                raise ValueError(f"method '{m.name}' is a {served} method; this experiment's track is '{track}' "
-                                 f"(its methods: {', '.join(ok) or 'none'})")
-        for name in self.metrics:
-            served = getattr(METRICS.get(name), "track", "classifier")
-            if served != track:
-                ok = sorted(n for n in METRICS.names() if getattr(METRICS.get(n), "track", "classifier") == track)
-                raise ValueError(f"metric '{name}' is a {served} metric; this experiment's track is '{track}' "
-                                 f"(its metrics: {', '.join(ok) or 'none'})")
-        return self
-
-    @model_validator(mode="after")
-    def _check_metric_params(self) -> ExperimentConfig:
-        from unlearnkit.metrics import METRICS
-
-        checked = {}
-        for name, params in self.metric_params.items():
-            if name not in self.metrics:
-                raise ValueError(f"metric_params has settings for '{name}', which is not in metrics "
-                                 f"{self.metrics}; add it to metrics or remove its settings")
-            checked[name] = _validated_params(METRICS, name, params or {})
-        object.__setattr__(self, "metric_params", checked)
-        return self
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
@@ -521,10 +523,12 @@ class ExperimentConfig(Frozen):
             raise ValueError("seeds is empty: give a count (3) or a list ([0, 1, 2])")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds has duplicates: {self.seeds}")
-        if "corrective" in self.metrics and self.scenario.kind != "corrective":
-            raise ValueError("metric 'corrective' measures the effect of a manipulated training set and needs "
-                             f"scenario kind: corrective (this scenario is '{self.scenario.kind}'); remove it from "
-                             "metrics or use a corrective scenario")
+        if not self.metrics:
+            object.__setattr__(self, "metrics", list(self.default_metrics))
+        for name in self.metric_params:
+            if name not in self.metrics:
+                raise ValueError(f"metric_params has settings for '{name}', which is not in metrics "
+                                 f"{self.metrics}; add it to metrics or remove its settings")
         labels = [m.label for m in self.methods]
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
@@ -535,26 +539,21 @@ class ExperimentConfig(Frozen):
 
     @model_serializer(mode="wrap")
     def _drop_unused(self, handler: Any) -> Any:
-        """Serialise only what the run uses: a classifier run without track settings serialises (and hashes) as
-        before tracks existed; another track's run leaves out the classifier-only fields (data, model, scenario,
-        train, oracle), which it never reads, so config.resolved.yaml does not show digits/mlp defaults."""
+        """Serialise only what the run uses (and so what the config hash covers): empty ``metric_params`` and the
+        fields a track's class lists in ``_omit_when_default`` are left out while they hold their defaults."""
         data = handler(self)
         if not isinstance(data, dict):
             return data
-        if self.track == "classifier":
-            if data.get("track") == "classifier":
-                del data["track"]
-            for sec in TRACK_SECTIONS:
-                if data.get(sec) is None:
-                    data.pop(sec, None)
-        else:
-            for f in (*CLASSIFIER_FIELDS, *(x for x in TRACK_SECTIONS if x != self.track)):
-                data.pop(f, None)
         if not data.get("metric_params"):
             data.pop("metric_params", None)
-        return data
+        for f, default in self._omit_when_default().items():
+            if f in data and data[f] == default:
+                del data[f]
+        # the track's own sections first (right after the name), as a reader of config.resolved.yaml expects
+        own = [f for f in type(self).model_fields if f not in ExperimentConfig.model_fields and f in data]
+        return {k: data[k] for k in (["name"] if "name" in data else []) + own} | \
+            {k: v for k, v in data.items() if k != "name" and k not in own}
 
-    @property
-    def oracle_recipe(self) -> TrainConfig:
-        """The oracle's training recipe (``oracle`` if set, else ``train``)."""
-        return self.oracle or self.train
+    def _omit_when_default(self) -> dict[str, Any]:
+        """Serialised fields left out while equal to the given value (keeps the hash of older configs)."""
+        return {}

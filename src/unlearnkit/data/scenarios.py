@@ -174,18 +174,12 @@ class Stage:
         return ", ".join(f"{k}={v}" for k, v in self.key.items())
 
 
-def stage_name(key: dict[str, Any]) -> str:
-    """File-name part of a stage (``p25``, ``req2``, ``n40``; ``""`` for a plain scenario's empty key): per-sample
-    files and checkpoints are ``<label>-seed<s>-<name>``, so a result row's files follow from its stage fields."""
-    if not key:
-        return ""
-    if "identified_fraction" in key:
-        return f"p{100 * float(key['identified_fraction']):g}"
-    if "request" in key:
-        return f"req{int(key['request'])}"
-    if "forget_size" in key:
-        return f"n{int(key['forget_size'])}"
-    raise ValueError(f"unknown stage key {key}")
+def stage_name(key: Mapping[str, Any]) -> str:
+    """File-name part of a stage (``p25``, ``req2``, ``n40``; ``""`` for a plain scenario's empty key); see
+    :func:`unlearnkit.results.point_tag`."""
+    from unlearnkit.results import point_tag
+
+    return point_tag(key)
 
 
 def single_stage(task: Any) -> list[Stage]:

@@ -28,12 +28,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearnkit.errors import CheckpointError
-from unlearnkit.persist import fsync_dir, sha256_file
+from unlearnkit.persist import canonical_json, fsync_dir, sha256_file
 
 FORMAT = "unlearnkit-checkpoint/1"
 MODEL_FILE = "model.safetensors"
 EXTRAS_FILE = "extras.safetensors"
 MANIFEST = "manifest.json"
+#: an inference-time policy saved with the weights: {"kind", "config"} as JSON, its tensors as safetensors
+POLICY_FILE = "policy.json"
+POLICY_TENSORS_FILE = "policy.safetensors"
 
 
 file_sha256 = sha256_file  # SHA-256 hex digest of a file's bytes
@@ -75,6 +78,7 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     extras: dict[str, torch.Tensor] | None = None,
     sync_parent: bool = True,
+    policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Atomically write a checkpoint directory; returns the manifest.
 
@@ -84,6 +88,8 @@ def save_checkpoint(
         lineage_key: hash identifying how the weights were produced (data, model, recipe, seed).
         meta: JSON-serialisable facts (training seconds, steps, ...).
         extras: other tensors to store (``trained_ids`` ...).
+        policy: an inference-time policy saved with the weights: ``{"kind": str, "config": JSON dict, "tensors":
+            {name: tensor}}`` (see :mod:`unlearnkit.models.policy`); its files are digested like the weights.
         sync_parent: fsync ``directory.parent`` after the rename (default), so the new name survives a power loss
             on return. False leaves that to the caller, who writes several checkpoints into the same folder and
             fsyncs it once (:func:`fsync_dir`) before anything refers to them; every file and the checkpoint's own
@@ -101,9 +107,15 @@ def save_checkpoint(
         if extras:
             files[EXTRAS_FILE] = _plain_state(extras)
         digests = {}
+        if policy is not None and policy.get("tensors"):
+            files[POLICY_TENSORS_FILE] = _plain_state(policy["tensors"])
         for name, tensors in files.items():
             save_file(tensors, str(tmp / name))
             digests[name] = _sync_and_hash(tmp / name)  # one open: fsync, then hash the bytes on disk
+        if policy is not None:
+            (tmp / POLICY_FILE).write_text(canonical_json({"kind": policy["kind"], "config": policy.get("config", {})}),
+                                           encoding="utf-8")
+            digests[POLICY_FILE] = _sync_and_hash(tmp / POLICY_FILE)
         manifest = {
             "format": FORMAT,
             "lineage_key": lineage_key,
@@ -193,6 +205,25 @@ def load_checkpoint(
     if model is not None:
         load_state_strict(model, state, str(directory))
     return state, manifest, extras
+
+
+def read_policy(directory: str | Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The policy saved in a verified checkpoint (``{"kind", "config", "tensors"}``), or None if it has none.
+
+    Raises:
+        CheckpointError: the policy file is unreadable.
+    """
+    directory = Path(directory)
+    if POLICY_FILE not in manifest["files"]:
+        return None
+    try:
+        head = json.loads((directory / POLICY_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(directory / POLICY_TENSORS_FILE)) if POLICY_TENSORS_FILE in manifest["files"] else {}
+    except (OSError, ValueError, SafetensorError) as err:
+        raise CheckpointError(f"{directory}: cannot read the saved inference-time policy ({err})") from err
+    if not isinstance(head, dict) or not isinstance(head.get("kind"), str):
+        raise CheckpointError(f"{directory / POLICY_FILE}: not a saved policy (no 'kind')")
+    return {"kind": head["kind"], "config": head.get("config") or {}, "tensors": tensors}
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: str = "state dict") -> None:

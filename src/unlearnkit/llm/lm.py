@@ -136,15 +136,24 @@ class TokenScores:
     sigma: np.ndarray | None = None
 
 
+def _policy_logits(model: nn.Module, batch: dict[str, torch.Tensor], policy: Any) -> torch.Tensor:
+    """Teacher-forced logits (b, T, V) of ``model``, changed by an inference-time ``policy`` that affects logits."""
+    logits = forward_logits(model, batch)
+    return policy.score_logits(batch, logits) if policy is not None else logits
+
+
 def score_encoded(model: nn.Module, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 16,
-                  engine: Any = None, stats: bool = False) -> list[TokenScores]:
-    """Per-token scores of pre-encoded examples (see :class:`TokenScores`), in input order."""
+                  engine: Any = None, stats: bool = False, policy: Any = None) -> list[TokenScores]:
+    """Per-token scores of pre-encoded examples (see :class:`TokenScores`), in input order.
+
+    ``policy``: an inference-time policy whose ``score_logits`` changes the logits (pass it only when it affects
+    logits; see :mod:`unlearnkit.models.policy`)."""
     out: list[TokenScores | None] = [None] * len(encoded)
     dev = model_device(model, engine)
     with eval_mode(model):
         for idx in _batches_by_length([len(e) for e in encoded], batch_size):
             batch = _to(collate([encoded[i] for i in idx], pad_id), dev)
-            logits = forward_logits(model, batch)[:, :-1].float()
+            logits = _policy_logits(model, batch, policy)[:, :-1].float()
             tgt = batch["labels"][:, 1:]
             lsm = torch.log_softmax(logits, dim=-1)
             mask = tgt != IGNORE_INDEX
@@ -170,15 +179,16 @@ def score_encoded(model: nn.Module, encoded: Sequence[Encoded], *, pad_id: int, 
 
 def score_tokens(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]], fmt: str = "qa",
                  batch_size: int = 16, engine: Any = None, stats: bool = False,
-                 max_len: int | None = None) -> list[TokenScores]:
+                 max_len: int | None = None, policy: Any = None) -> list[TokenScores]:
     """Per-token scores of the answer tokens (+ EOS) of each ``(question, answer)`` pair."""
     enc = encode_pairs(tokenizer, pairs, fmt, max_len)
-    return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=stats)
+    return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=stats,
+                         policy=policy)
 
 
 def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]], fmt: str = "qa",
                     batch_size: int = 16, engine: Any = None,
-                    max_len: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    max_len: int | None = None, policy: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Σ log p(answer | prompt) per pair and its token count (answer tokens + EOS).
 
     Returns:
@@ -193,17 +203,22 @@ def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str,
     with eval_mode(model):
         for idx in _batches_by_length([len(e) for e in enc], batch_size):
             batch = _to(collate([enc[i] for i in idx], pad), dev)
-            lp, cnt = sequence_logprobs(model, batch)
+            if policy is None:
+                lp, cnt = sequence_logprobs(model, batch)
+            else:
+                tok, mask = token_logprobs_from_logits(_policy_logits(model, batch, policy), batch["labels"])
+                lp, cnt = tok.sum(1), mask.sum(1)
             s[idx] = lp.double().cpu().numpy()
             n[idx] = cnt.cpu().numpy()
     return s, n
 
 
 def token_scores(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16, engine: Any = None,
-                 max_len: int | None = None) -> list[TokenScores]:
+                 max_len: int | None = None, policy: Any = None) -> list[TokenScores]:
     """Per-token scores (with μ, σ) of every token of each text after BOS (no EOS appended): MIA inputs."""
     enc = [encode_qa(tokenizer, "", t, "raw", max_len, add_eos=False) for t in texts]
-    return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=True)
+    return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=True,
+                         policy=policy)
 
 
 def token_logprobs(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16, engine: Any = None,
@@ -216,22 +231,40 @@ def token_logprobs(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch
 
 
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str = "qa", max_new_tokens: int = 32,
-             batch_size: int = 16, engine: Any = None) -> list[str]:
+             batch_size: int = 16, engine: Any = None, policy: Any = None,
+             count_tokens: bool = False) -> list[str] | tuple[list[str], int]:
     """Greedy continuations of ``prompts`` (each formatted by ``fmt``; ``raw`` = verbatim).
 
     Batches are left-padded with attention masks and position ids from lengths; every row's new tokens start right
     after its own prompt (the same column for all rows under left padding), and are cut at the first EOS
     (KNOWN_FAULTS C58). Returns decoded strings without special tokens, stripped of surrounding whitespace.
+
+    ``policy``: an inference-time policy (:mod:`unlearnkit.models.policy`): its guard answers some prompts itself (the
+    model is not run on them) and its logits processor acts at every decoding step. ``count_tokens``: also return the
+    number of tokens generated by the model (for per-token cost).
     """
-    ids = generate_ids(model, tokenizer, prompts, fmt, max_new_tokens, batch_size, engine)
-    return [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+    answers: list[str | None] = list(policy.guard(list(prompts))) if policy is not None else [None] * len(prompts)
+    ask = [i for i, a in enumerate(answers) if a is None]
+    ids = generate_ids(model, tokenizer, [prompts[i] for i in ask], fmt, max_new_tokens, batch_size, engine,
+                       policy=policy) if ask else []
+    for i, x in zip(ask, ids):
+        answers[i] = tokenizer.decode(x, skip_special_tokens=True).strip()
+    out = [str(a) for a in answers]
+    return (out, sum(len(x) for x in ids)) if count_tokens else out
 
 
 def generate_ids(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str = "qa", max_new_tokens: int = 32,
-                 batch_size: int = 16, engine: Any = None) -> list[list[int]]:
-    """Token ids of greedy continuations (EOS and what follows removed); see :func:`generate`."""
+                 batch_size: int = 16, engine: Any = None, policy: Any = None) -> list[list[int]]:
+    """Token ids of greedy continuations (EOS and what follows removed); see :func:`generate` (``policy``: its
+    logits processor acts at every step; its guard is :func:`generate`'s)."""
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+    processor = policy.logits_processor(tokenizer) if policy is not None else None
+    extra: dict[str, Any] = {}
+    if processor is not None:
+        from transformers import LogitsProcessorList
+
+        extra["logits_processor"] = LogitsProcessorList([processor])
     enc = [encode_prompt(tokenizer, p, fmt) for p in prompts]
     enc = [Encoded(tuple(e), (IGNORE_INDEX,) * len(e), len(e)) for e in enc]
     pad, eos = pad_id_of(tokenizer), tokenizer.eos_token_id
@@ -243,7 +276,7 @@ def generate_ids(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: 
             t0 = batch["input_ids"].shape[1]
             gen = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                  max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=pad, eos_token_id=eos)
+                                 pad_token_id=pad, eos_token_id=eos, **extra)
             for r, i in enumerate(idx):
                 new = gen[r, t0:].tolist()
                 if eos is not None and eos in new:

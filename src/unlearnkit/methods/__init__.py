@@ -1,6 +1,6 @@
 """Unlearning methods, registered in ``METHODS`` (one file per method)."""
 
-from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearned, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
 
 # Registration side effects.
@@ -11,4 +11,4 @@ from unlearnkit.methods import recsys as _recsys  # noqa: E402,F401
 
 from unlearnkit.methods import llm as _llm  # noqa: E402,F401  (imports transformers/peft lazily, when used)
 
-__all__ = ["METHODS", "OptimConfig", "UnlearnContext", "Unlearner", "UnlearnResult", "derive_seed"]
+__all__ = ["METHODS", "OptimConfig", "UnlearnContext", "Unlearned", "Unlearner", "UnlearnResult", "derive_seed"]

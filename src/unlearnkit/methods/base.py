@@ -41,23 +41,30 @@ class UnlearnContext:
         init_seed: fresh initialisation seed for methods that retrain from scratch (differs from θ_o's).
         model_factory: builds a freshly initialised model of the same architecture (``retrain``); when absent,
             ``retrain`` re-initialises the given model's modules with ``reset_parameters``.
+        policy: the inference-time policy the model already carries (an earlier request of a sequential scenario);
+            the runner composes it with the policy this call returns, so methods need not.
     """
 
     seed: int = 0
     train_recipe: TrainConfig | None = None
     init_seed: int | None = None
     model_factory: Callable[[int], nn.Module] | None = None
+    policy: Any = None
 
 
 @dataclass
-class UnlearnResult:
-    """Output of an unlearner.
+class Unlearned:
+    """Output of an unlearner: the model and, for inference-time methods, the policy applied when it answers.
 
     Attributes:
-        model: the unlearned model θ_u (may be the input model, modified in place).
-        seconds: wall-clock time of the unlearning (seconds), measured by :meth:`Unlearner.unlearn`.
-        steps: optimizer steps taken (0 for closed-form methods).
-        notes: method-specific facts worth recording (JSON-serialisable).
+        model: the unlearned model θ_u (may be the input model, modified in place; inference-time methods return it
+            unchanged).
+        policy: an :class:`~unlearnkit.models.policy.InferencePolicy` the track's generate / score path applies
+            (logits processor, input guard, abstention ...), saved with the weights; None for weight-only methods.
+        seconds: wall-clock time of the unlearning (set-up seconds for inference-time methods), measured by
+            :meth:`Unlearner.unlearn`.
+        steps: optimizer steps taken (0 for closed-form and inference-time methods).
+        notes: method-specific facts worth recording (JSON-serialisable): solver residuals, truncation counts, ...
         seen_ids: int64 sample ids that contributed a gradient (None if not tracked).
     """
 
@@ -66,6 +73,11 @@ class UnlearnResult:
     steps: int = 0
     notes: dict[str, Any] = field(default_factory=dict)
     seen_ids: np.ndarray | None = None
+    policy: Any = None
+
+
+#: the former name of :class:`Unlearned`
+UnlearnResult = Unlearned
 
 
 class OptimConfig(Frozen):
@@ -113,6 +125,15 @@ class Unlearner(ABC):
     def __init__(self, config: Frozen) -> None:
         self.config = config
 
+    def requirements(self) -> dict[str, bool]:
+        """What this method, *with its settings*, reads: ``retain`` (D_r), ``labels``, ``full_train`` (all of D).
+
+        The runner refuses a scenario that cannot serve them before anything trains. Defaults come from the class
+        attributes; methods whose needs depend on a setting (e.g. a retain term with weight 0) override this.
+        """
+        return {"retain": bool(self.needs_retain), "labels": bool(self.needs_labels),
+                "full_train": bool(self.needs_full_train)}
+
     def unlearn(
         self,
         model: nn.Module,
@@ -135,8 +156,9 @@ class Unlearner(ABC):
         context = context or UnlearnContext()
         if len(forget) == 0:
             raise MethodError(f"{type(self).__name__}: the forget set is empty; nothing to unlearn")
-        if self.needs_retain and len(retain) == 0:
-            raise MethodError(f"{type(self).__name__} needs a non-empty retain set (D_r); this scenario has none")
+        if self.requirements()["retain"] and len(retain) == 0:
+            raise MethodError(f"{type(self).__name__} needs a non-empty retain set (D_r) with these settings; this "
+                              "scenario has none")
         overlap = np.intersect1d(forget.ids, retain.ids)
         if len(overlap):
             raise MethodError(f"forget and retain sets share {len(overlap)} sample ids (e.g. {overlap[:5].tolist()})")

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnkit.metrics.base import Metric, MetricOutput
+from unlearnkit.metrics.base import EvaluationContext, Metric, MetricOutput
 from unlearnkit.registry import METRICS
 
 
-class GraphEvalContext:
+class GraphEvalContext(EvaluationContext):
     """One model under evaluation on a :class:`~unlearnkit.data.graph.GraphTask`; outputs computed once per model.
 
     Args:
@@ -26,10 +26,14 @@ class GraphEvalContext:
     """
 
     def __init__(self, model: nn.Module, task: Any, engine: Any, *, seed: int = 0,
-                 references: dict[str, Any] | None = None) -> None:
-        self.model, self.task, self.engine, self.seed = model, task, engine, seed
-        self.references = references or {}
+                 references: dict[str, Any] | None = None, shared: dict[Any, Any] | None = None,
+                 policy: Any = None) -> None:
+        super().__init__(model, task, engine, seed=seed, references=references, shared=shared, policy=policy)
         self._out: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._out = {}
 
     def outputs(self, model: nn.Module | None = None, which: str = "retain") -> torch.Tensor:
         """float32 (n, out) outputs of ``model`` (default: the evaluated one) on the ``which`` view, no grad."""

@@ -21,6 +21,7 @@ import numpy as np
 from torch import nn
 
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.metrics.base import EvaluationContext
 
 
 @dataclass(frozen=True)
@@ -53,66 +54,52 @@ class LLMEvalSettings:
     privleak_k: float = 0.4
 
 
-class LLMEvalContext:
-    """One language model under evaluation on one :class:`TextTask`.
+class LLMEvalContext(EvaluationContext):
+    """One language model under evaluation on one :class:`TextTask` (the LLM track's evaluation context).
 
     Args:
         model: the causal LM (θ_u, θ_o or θ_r).  tokenizer: its tokenizer (pad token set).
         task: the text task (``eval_sets``, ``extras``).  engine: the run's engine (device).
         seed: the run seed.  references: ``original_model`` (θ_o) and ``oracle_model`` (θ_r), when available.
         settings: :class:`LLMEvalSettings`.
-        ref_cache: dict shared across evaluations for reference-model statistics (keyed by weight SHA-256).
+        shared: the cache of reference-model statistics for this evaluation point (keyed by weight SHA-256);
+            ``ref_cache`` is its former name.
+        policy: the model's inference-time policy: its guard and logits processor act on every generation, and on
+            teacher-forced scoring when it ``affects`` logits.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, task: Any, engine: Any = None, *, seed: int = 0,
                  references: dict[str, nn.Module] | None = None, settings: LLMEvalSettings | None = None,
-                 ref_cache: dict[tuple, Any] | None = None) -> None:
-        self.model = model
+                 shared: dict[Any, Any] | None = None, ref_cache: dict[Any, Any] | None = None,
+                 policy: Any = None) -> None:
+        super().__init__(model, task, engine, seed=seed, references=references,
+                         shared=shared if shared is not None else ref_cache, policy=policy)
         self.tokenizer = tokenizer
-        self.task = task
-        self.engine = engine
-        self.seed = seed
-        self.references = references or {}
         self.settings = settings or LLMEvalSettings()
-        self.ref_cache = ref_cache if ref_cache is not None else {}
         self._cache: dict[tuple, Any] = {}
-        self._sha: dict[int, str] = {}
 
-    # -- identity -------------------------------------------------------------------------------------------------
-    def model_sha(self, model: nn.Module) -> str:
-        """SHA-256 of ``model``'s weights (computed once per context)."""
-        from unlearnkit.engine.checkpoint import state_sha256
+    @property
+    def ref_cache(self) -> dict[Any, Any]:
+        """The reference-statistics cache (:attr:`shared`)."""
+        return self.shared
 
-        if id(model) not in self._sha:
-            self._sha[id(model)] = state_sha256(model)
-        return self._sha[id(model)]
+    def _reset(self) -> None:
+        super()._reset()
+        self._cache = {}
 
-    def reference(self, name: str, who: str) -> nn.Module:
-        """``references[name]`` or a ConfigError saying how to provide it (C07: never a silent None)."""
-        m = self.references.get(name)
-        if m is None:
-            what = {"oracle_model": "the retain model θ_r (trained on D_r only)",
-                    "original_model": "the original model θ_o (trained on D)"}.get(name, name)
-            raise ConfigError(f"{who} needs {what}, which was not supplied (references['{name}']); run it through the "
-                              "runner (`unlearnkit run`), which trains θ_o and θ_r and passes both, or pass "
-                              f"references={{'{name}': model}}")
-        return m
-
-    def for_reference(self, model: nn.Module, key: str, fn: Callable[[LLMEvalContext], Any]) -> Any:
-        """``fn`` evaluated on a context of ``model`` (same task/settings), cached by (weights SHA-256, key)."""
-        ck = (self.model_sha(model), key)
-        if ck not in self.ref_cache:
-            sub = LLMEvalContext(model, self.tokenizer, self.task, self.engine, seed=self.seed,
-                                 references=self.references, settings=self.settings, ref_cache=self.ref_cache)
-            sub._sha = self._sha
-            self.ref_cache[ck] = fn(sub)
-        return self.ref_cache[ck]
+    def reference(self, name: str, who: str = "this metric") -> nn.Module:  # noqa: D102 - see EvaluationContext
+        return super().reference(name, who)
 
     def cached(self, key: tuple, fn: Callable[[], Any]) -> Any:
         """``fn()`` once per context (the model does not change during one evaluation)."""
         if key not in self._cache:
             self._cache[key] = fn()
         return self._cache[key]
+
+    def _scoring_policy(self) -> Any:
+        """The policy where it changes teacher-forced logits, else None (scoring reads the weights alone)."""
+        p = self.policy
+        return p if p is not None and "logits" in getattr(p, "affects", ()) else None
 
     # -- data -------------------------------------------------------------------------------------------------------
     def eval_set(self, name: str) -> Any:
@@ -147,7 +134,8 @@ class LLMEvalContext:
 
         def run() -> np.ndarray:
             s, t = self._lm().answer_logprobs(self.model, self.tokenizer, pairs, fmt=self.settings.fmt,
-                                              batch_size=self.settings.batch_size, engine=self.engine)
+                                              batch_size=self.settings.batch_size, engine=self.engine,
+                                              policy=self._scoring_policy())
             return mean_logprob(s, t)
 
         return self.cached(("mlp",) + tag, run)
@@ -156,9 +144,15 @@ class LLMEvalContext:
                     max_new_tokens: int | None = None) -> list[str]:
         """Greedy continuations (left padding, per-row slicing: C58) of ``prompts``."""
         def run() -> list[str]:
-            return list(self._lm().generate(self.model, self.tokenizer, prompts, fmt=fmt or self.settings.fmt,
-                                            max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
-                                            batch_size=self.settings.batch_size, engine=self.engine))
+            import time
+
+            t0 = time.perf_counter()
+            out, n_tokens = self._lm().generate(self.model, self.tokenizer, prompts, fmt=fmt or self.settings.fmt,
+                                                max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+                                                batch_size=self.settings.batch_size, engine=self.engine,
+                                                policy=self.policy, count_tokens=True)
+            self.timed_query(time.perf_counter() - t0, max(1, n_tokens), unit="token")
+            return list(out)
 
         return self.cached(("gen",) + tag, run)
 
@@ -166,7 +160,8 @@ class LLMEvalContext:
         """Per-answer-token scores (log p, arg-max, μ, σ) of ``pairs`` (``TokenScores`` of :mod:`unlearnkit.llm.lm`)."""
         def run() -> list[Any]:
             return list(self._lm().score_tokens(self.model, self.tokenizer, pairs, fmt=fmt or self.settings.fmt,
-                                                batch_size=self.settings.batch_size, engine=self.engine, stats=True))
+                                                batch_size=self.settings.batch_size, engine=self.engine, stats=True,
+                                                policy=self._scoring_policy()))
 
         return self.cached(("tok",) + tag, run)
 
@@ -174,6 +169,7 @@ class LLMEvalContext:
         """Per-token scores of raw texts (every token after BOS)."""
         def run() -> list[Any]:
             return list(self._lm().token_scores(self.model, self.tokenizer, texts,
-                                                batch_size=self.settings.batch_size, engine=self.engine))
+                                                batch_size=self.settings.batch_size, engine=self.engine,
+                                                policy=self._scoring_policy()))
 
         return self.cached(("txt",) + tag, run)

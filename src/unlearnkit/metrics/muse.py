@@ -118,6 +118,7 @@ def _register() -> None:
         """
 
         track = "llm"
+        reads = frozenset({"logits", "generations"})  # VerbMem / KnowMem: generations; PrivLeak: logits
         source = "Shi et al., MUSE, arXiv:2407.06460 (reference code swj0419/muse_bench)"
         keys = {
             "verbmem_f": "ROUGE-L F1 (unstemmed) of continuations of D_f prompts (lower = less verbatim memory)",

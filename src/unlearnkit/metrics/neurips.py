@@ -56,7 +56,6 @@ Deviations from the reference, all documented in the result's ``notes`` when the
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -452,16 +451,9 @@ def neurips_score(
 
 # -- from a run folder ------------------------------------------------------------------------------------------------
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a truncated line from a crash
-    return rows
+    from unlearnkit.results import latest_rows, read_rows_quietly
+
+    return latest_rows(read_rows_quietly(path))  # truncated lines from a crash skipped; a retry replaces its row
 
 
 def _ok_rows_by_seed(rows: list[dict[str, Any]], pred) -> dict[int, dict[str, Any]]:  # noqa: ANN001
@@ -527,13 +519,10 @@ def neurips_score_from_run(
     results = run / "results.jsonl"
     if not results.is_file():
         raise DataError(f"no results.jsonl in {run}: pass a run folder written by `unlearnkit run`")
-    from unlearnkit.data.scenarios import stage_name
-    from unlearnkit.report.summary import ROW_DIMENSIONS, final_stage_rows
+    from unlearnkit.results import final_stage_rows, row_tag
 
     # staged runs (corrective p, sequential requests): the final stage, as in the summary table
     rows = final_stage_rows(_read_rows(results))
-    stage = {d: rows[0][d] for d in ROW_DIMENSIONS if rows and d in rows[0]}
-    suffix = f"-{stage_name(stage)}" if stage else ""
     oracle = _ok_rows_by_seed(rows, lambda r: bool(r.get("is_oracle")))
     if not oracle:
         raise DataError(f"{results} has no successful oracle row (is_oracle: true); the score compares against it")
@@ -559,7 +548,7 @@ def neurips_score_from_run(
     ref = None
     for s in seeds:
         for side, row, out in (("method", mine[s], u_logits), ("oracle", oracle[s], r_logits)):
-            path = run / "per_sample" / f"{row['method']}-seed{s}{suffix}.npz"
+            path = run / "per_sample" / f"{row_tag(row)}.npz"
             logits, labels, ids = _load_forget(path)
             if ref is None:
                 ref = (path, labels, ids)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from unlearnkit.errors import ConfigError, DataError
-from unlearnkit.metrics.base import Metric, MetricOutput
+from unlearnkit.metrics.base import EvaluationContext, Metric, MetricOutput
 from unlearnkit.registry import METRICS
 
 
@@ -127,7 +127,7 @@ def pairwise_auc(scores: torch.Tensor | np.ndarray, pos_rows: np.ndarray, pos_it
     return out
 
 
-class RecsysEvalContext:
+class RecsysEvalContext(EvaluationContext):
     """One recommender under evaluation on one :class:`~unlearnkit.data.recsys.RecsysTask`.
 
     The full score matrix float32 (n_users, n_items) is computed once (model in eval mode, on the engine's device)
@@ -135,14 +135,15 @@ class RecsysEvalContext:
     """
 
     def __init__(self, model: torch.nn.Module, task: Any, engine: Any, *, k: int = 20, seed: int = 0,
-                 references: dict[str, Any] | None = None) -> None:
-        self.model = model
-        self.task = task
-        self.engine = engine
+                 references: dict[str, Any] | None = None, shared: dict[Any, Any] | None = None,
+                 policy: Any = None) -> None:
+        super().__init__(model, task, engine, seed=seed, references=references, shared=shared, policy=policy)
         self.k = int(k)
-        self.seed = seed
-        self.references = references or {}
         self._scores: torch.Tensor | None = None
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._scores = None
 
     def scores(self) -> torch.Tensor:
         """float32 (n_users, n_items) scores ŷ of every (user, item), on CPU."""

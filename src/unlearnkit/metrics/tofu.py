@@ -360,6 +360,7 @@ def _register() -> None:
         """
 
         track = "llm"
+        reads = frozenset({"logits", "generations"})  # truth ratios / probabilities / FQ: logits; ROUGE: generations
         source = "Maini et al., TOFU, arXiv:2401.06121 (reference code locuslab/tofu)"
         keys = {
             "forget_quality": "KS-test p-value of θ_u vs θ_r forget-set truth ratios (higher = closer to θ_r; "

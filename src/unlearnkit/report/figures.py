@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.report.charts import ORACLE_COLOR, Bar, Series, color_for, hbar_svg, line_svg
-from unlearnkit.report.summary import ROW_DIMENSIONS, SummaryRow, as_number, latest_rows, row_status
+from unlearnkit.report.summary import SummaryRow, as_number, latest_rows, row_status
+from unlearnkit.results import row_dimensions
 
 #: (npz member-score key, [non-member keys in order of preference], mask prefix, what) of the ROC sources
 ROC_SOURCES: tuple[tuple[str, tuple[str, ...], str | None, str], ...] = (
@@ -95,7 +96,7 @@ def _ok_seed_rows(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[bool, str], M
     """The first ok row per (is_oracle, method) among rows without extra dimensions (p, request)."""
     out: dict[tuple[bool, str], Mapping[str, Any]] = {}
     for r in latest_rows(rows):
-        if row_status(r) != "ok" or any(d in r for d in ROW_DIMENSIONS):
+        if row_status(r) != "ok" or row_dimensions(r):
             continue
         out.setdefault((bool(r.get("is_oracle")), str(r["method"])), r)
     return out

@@ -17,32 +17,31 @@ Units and directions of the metrics aggregated (keys of a row's ``metrics``):
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from unlearnkit.errors import DataError
-
-RESULTS_FILE = "results.jsonl"
-CONFIG_FILE = "config.resolved.yaml"
-RESULT_SCHEMA = "unlearnkit.result/1"
+from unlearnkit.results import (  # noqa: F401 - re-exported: the report layer's readers are the results module's
+    CONFIG_FILE,
+    FAILED_STATUSES,
+    RESULT_SCHEMA,
+    RESULTS_FILE,
+    ROW_DIMENSIONS,
+    ReportWarning,
+    as_number,
+    final_stage_rows,
+    latest_rows,
+    load_rows,
+    read_results,
+    row_role,
+    row_status,
+    superseded_rows,
+)
 
 #: Metrics whose mean |Δ| to the oracle is the Avg. Gap (same keys as ``unlearnkit.metrics.gap.AVG_GAP_KEYS``;
 #: repeated here so that building a report does not import torch).
 AVG_GAP_KEYS: tuple[str, ...] = ("unlearn_acc", "retain_acc", "test_acc", "mia_efficacy")
-
-#: Row statuses that count as failures.
-FAILED_STATUSES: tuple[str, ...] = ("error", "diverged")
-
-
-class ReportWarning(UserWarning):
-    """A result row or line was skipped or looks inconsistent; the report is still built from the rest."""
-
 
 @dataclass
 class SummaryRow:
@@ -52,6 +51,7 @@ class SummaryRow:
         method: the row label (unique per config; the oracle's is ``"retrain"``).
         method_name: the registered method name (several labels may share one, e.g. two learning rates).
         is_oracle: True for the retrained model θ_r, the reference of every gap.
+        role: ``oracle`` (θ_r), ``original`` (θ_o, the model before unlearning) or ``method``.
         n_seeds: number of seeds whose (latest) row has ``status == "ok"``; means and stds are over these.
         n_failed: number of seeds whose latest row has status ``"error"`` or ``"diverged"``.
         status: ``"ok"`` (every seed ok), ``"partial"`` (some ok, some failed), ``"diverged"`` (every seed
@@ -87,6 +87,7 @@ class SummaryRow:
     params: dict[str, Any] = field(default_factory=dict)
     gap_n: int = 0
     gap_n_oracle: int = 0
+    role: str = "method"
 
     @property
     def n_total(self) -> int:
@@ -94,120 +95,7 @@ class SummaryRow:
         return self.n_seeds + self.n_failed
 
 
-# ----------------------------------------------------------------------------------------------------------- reading
-def read_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], int]:
-    """Parse a results.jsonl file: ``(rows in file order, number of skipped lines)``.
-
-    Blank lines are ignored. A line that is not valid JSON (typically the truncated last line of a crashed run), is
-    not a JSON object, or has no ``method`` is skipped with a :class:`ReportWarning`; it never raises for content.
-
-    Raises:
-        DataError: the file does not exist or cannot be read.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError as err:
-        raise DataError(
-            f"no {RESULTS_FILE} at {p}; run `unlearnkit run CONFIG` first, or pass the run directory it created "
-            "(runs/<name>-<hash8>/)"
-        ) from err
-    except OSError as err:
-        raise DataError(f"cannot read {p}: {err}; check the path and its permissions") from err
-    rows: list[dict[str, Any]] = []
-    skipped = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            skipped += 1
-            warnings.warn(
-                f"{p}:{lineno}: skipped a line that is not valid JSON ({err.msg}; probably cut off by a crash); "
-                "rerun `unlearnkit run` on the same config to redo that (method, seed)",
-                ReportWarning,
-                stacklevel=3,
-            )
-            continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("method"), str):
-            skipped += 1
-            warnings.warn(
-                f"{p}:{lineno}: skipped a line that is not a result row (expected a JSON object with a 'method')",
-                ReportWarning,
-                stacklevel=3,
-            )
-            continue
-        schema = obj.get("schema")
-        if schema is not None and schema != RESULT_SCHEMA:
-            warnings.warn(
-                f"{p}:{lineno}: row has schema {schema!r}, this report reads {RESULT_SCHEMA!r}; "
-                "values may be misread",
-                ReportWarning,
-                stacklevel=3,
-            )
-        rows.append(obj)
-    return rows, skipped
-
-
-def load_rows(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """All result rows of ``run_dir/results.jsonl`` in file order (retried rows included; see :func:`latest_rows`).
-
-    Invalid lines are skipped with a :class:`ReportWarning`. ``run_dir`` may also be the results.jsonl path itself.
-
-    Raises:
-        DataError: ``run_dir`` has no results.jsonl ("run `unlearnkit run CONFIG` first").
-    """
-    p = Path(run_dir)
-    path = p if p.is_file() else p / RESULTS_FILE
-    rows, _ = read_results(path)
-    return rows
-
-
-#: extra row dimensions of scenarios that produce several rows per (method, seed): corrective (identified fraction
-#: p), sequential (request index) and scalability (forget-set size in items, LLM track); part of the row identity so
-#: a retry replaces only its own point
-ROW_DIMENSIONS: tuple[str, ...] = ("identified_fraction", "request", "forget_size")
-
-
-def _row_key(row: Mapping[str, Any]) -> tuple[bool, str, str]:
-    seed = json.dumps([row.get("seed")] + [row[d] for d in ROW_DIMENSIONS if d in row], sort_keys=True, default=str)
-    return bool(row.get("is_oracle", False)), str(row.get("method")), seed
-
-
-def latest_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (oracle?, method, seed): the LAST one in file order wins (a retry replaces an error row).
-
-    The surviving row takes the position of the pair's first appearance, so method order is first-appearance order.
-    """
-    out: list[dict[str, Any]] = []
-    where: dict[tuple[bool, str, str], int] = {}
-    for row in rows:
-        key = _row_key(row)
-        if key in where:
-            out[where[key]] = dict(row)
-        else:
-            where[key] = len(out)
-            out.append(dict(row))
-    return out
-
-
-def superseded_rows(rows: Sequence[Mapping[str, Any]]) -> list[bool]:
-    """For each row in file order: True if a later row has the same (oracle?, method, seed) and replaces it."""
-    last: dict[tuple[bool, str, str], int] = {}
-    for i, row in enumerate(rows):
-        last[_row_key(row)] = i
-    return [last[_row_key(row)] != i for i, row in enumerate(rows)]
-
-
 # ---------------------------------------------------------------------------------------------------- aggregation
-def as_number(value: Any) -> float:
-    """A metric value as float: NaN for None, bools, strings, and anything non-numeric."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return float("nan")
-    return float(value)
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not values:
         return float("nan"), float("nan")
@@ -216,12 +104,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
         return m, 0.0
     var = math.fsum((v - m) ** 2 for v in values) / (len(values) - 1)
     return m, math.sqrt(var)
-
-
-def row_status(row: Mapping[str, Any]) -> str:
-    """A row's status: ``"ok"``, ``"error"``, ``"diverged"`` (missing → ``"ok"``; unknown strings are kept)."""
-    s = row.get("status", "ok")
-    return str(s) if s is not None else "ok"
 
 
 def _gap_diffs(summary_row: SummaryRow, oracle_row: SummaryRow | None) -> list[float]:
@@ -248,23 +130,6 @@ def avg_gap_of_means(summary_row: SummaryRow, oracle_row: SummaryRow | None) -> 
     return math.fsum(diffs) / len(diffs) if diffs else float("nan")
 
 
-def final_stage_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The rows of a staged run's last stage (largest ``identified_fraction`` / ``forget_size``, last ``request``);
-    others unchanged.
-
-    Corrective and sequential runs have one row per (method, seed, stage); the summary table shows the final state
-    (p = the largest identified fraction, after the last request) and the report's curves show every stage.
-    """
-    out = [dict(r) for r in rows]
-    for d in ROW_DIMENSIONS:
-        vals = [as_number(r[d]) for r in out if d in r]
-        vals = [v for v in vals if math.isfinite(v)]
-        if vals:
-            last = max(vals)
-            out = [r for r in out if d not in r or as_number(r[d]) == last]
-    return out
-
-
 def summarize(rows: Iterable[Mapping[str, Any]]) -> list[SummaryRow]:
     """Aggregate result rows per method: the oracle first, then methods in order of first appearance.
 
@@ -273,12 +138,13 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[SummaryRow]:
     ok seeds and ignore non-finite or non-numeric values (counted in ``SummaryRow.n``). ``gap_of_means`` is filled
     with :func:`avg_gap_of_means` against the oracle row (NaN if the run has no ok oracle).
     """
-    groups: dict[tuple[bool, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in final_stage_rows(latest_rows(rows)):
-        groups.setdefault((bool(row.get("is_oracle", False)), str(row["method"])), []).append(row)
+        groups.setdefault((row_role(row), str(row["method"])), []).append(row)
 
     out: list[SummaryRow] = []
-    for (is_oracle, method), grp in groups.items():
+    for (role, method), grp in groups.items():
+        is_oracle = role == "oracle"
         ok = [r for r in grp if row_status(r) == "ok"]
         failed = [r for r in grp if row_status(r) != "ok"]
         keys: list[str] = []
@@ -325,9 +191,11 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[SummaryRow]:
                 seeds=[r.get("seed") for r in ok],
                 failed_seeds=[r.get("seed") for r in failed],
                 params=dict(params) if isinstance(params, Mapping) else {},
+                role=role,
             )
         )
-    out.sort(key=lambda s: not s.is_oracle)  # stable: oracle(s) first, the rest keep first-appearance order
+    # stable: oracle(s) first, then θ_o, the rest keep first-appearance order
+    out.sort(key=lambda s: {"oracle": 0, "original": 1}.get(s.role, 2))
     oracle = next((s for s in out if s.is_oracle and s.n_seeds > 0), None)
     for s in out:
         s.gap_of_means = avg_gap_of_means(s, oracle)

@@ -1,4 +1,5 @@
-"""Tracks served by the runner (``TRACKS``): classifier, llm, graph, recsys. See :mod:`unlearnkit.bench.tracks.base`."""
+"""Tracks served by the runner (``TRACKS``): classifier, llm, graph, recsys, plus plug-ins' (entry-point group
+``unlearnkit.plugins``). See :mod:`unlearnkit.bench.tracks.base`."""
 
 from __future__ import annotations
 

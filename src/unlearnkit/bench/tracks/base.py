@@ -1,19 +1,29 @@
-"""Tracks: the families of models the one runner serves (classifier, llm, graph, recsys).
+"""Tracks: the families of models the one runner serves (classifier, llm, graph, recsys, and any plug-in's).
 
-A track turns an experiment config into a task (data + split), trains θ_o and θ_r, applies an unlearner and evaluates
-a model. The runner (``bench/runner.py``) owns everything generic — run folder, lock, model cache keyed by lineage,
-resume, result rows, per-sample files, reports — and asks the track for the rest::
+A track owns everything that depends on the model family; the runner (``bench/runner.py``) owns everything generic —
+run folder, lock, model cache keyed by lineage, the schedule walk, resume, result rows, per-sample files, reports.
+Adding a track touches only its own files plus one registration (``@TRACKS.register(name, config=ItsExperiment)``,
+or a plug-in's entry point)::
 
-    task = track.build_task()                               # raises ConfigError / DataError before any training
-    stages = track.stages(task)                             # one, or one per corrective p / sequential request
-    model, seconds, ids = track.train(task, "original", seed)   # or "oracle": D_r only, fresh init
-    result = track.unlearn(task, method, copy_of_original, ctx)
-    values, arrays = track.evaluate(task, model, seed, references)
+    class ToyExperiment(ExperimentConfig):           # the experiment's schema: track Literal + its own sections
+        default_metrics: ClassVar = ("toy_acc",)
+        track: Literal["toy"] = "toy"
+        toy: ToySection = Field(default_factory=ToySection)
 
-A track's own settings live in the experiment's section named after it (``llm:``, ``graph:``, ``recsys:``),
-validated by the track's ``config`` class; the classifier track uses the top-level ``data``/``model``/``scenario``/
-``train``/``oracle`` fields. Methods and metrics declare the track they serve (``Unlearner.track``, ``Metric.track``)
-and the config refuses a mismatch at load time.
+    @TRACKS.register("toy", config=ToyExperiment)
+    class ToyTrack(Track):
+        name = "toy"
+        def build_task(self): ...                     # data + split; ConfigError / DataError before any training
+        def new_model(self, task, init_seed): ...
+        def train(self, task, role, seed): ...        # θ_o on D ("original") or θ_r on D_r ("oracle"), fresh init
+        def unlearn(self, task, method, model, ctx): ...
+        def eval_context(self, task, model, seed, references, shared): ...
+
+The runner asks, in order: ``build_task`` → ``plan`` (the schedule: :mod:`unlearnkit.data.schedule`) → ``train`` /
+``learn`` for θ_o and θ_r at each point → ``unlearn`` for each method → ``evaluate`` at each point.
+
+Methods and metrics declare the track they serve (``Unlearner.track``, ``Metric.track``); :func:`unlearnkit.bench.
+resolve` refuses a mismatch before anything trains.
 """
 
 from __future__ import annotations
@@ -24,15 +34,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_chec
 import numpy as np
 from torch import nn
 
+from unlearnkit.errors import ConfigError
 from unlearnkit.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
-    from unlearnkit.config.schema import ExperimentConfig, Frozen
-    from unlearnkit.data.scenarios import Stage
+    from unlearnkit.config.schema import ExperimentConfig
+    from unlearnkit.data.schedule import Branch
     from unlearnkit.engine.loop import Engine
-    from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
+    from unlearnkit.methods.base import UnlearnContext, Unlearned, Unlearner
 
-#: track name → Track subclass (config class = the schema of the experiment's ``<track>:`` section)
+#: track name → Track subclass; the registered config class is the track's experiment class (the schema of a whole
+#: experiment of that track)
 TRACKS: Registry[type[Track]] = Registry("track")
 
 Role = Literal["original", "oracle"]
@@ -67,80 +79,134 @@ class Track(ABC):
     """Base class of tracks. Constructors store; nothing trains or loads until the runner asks.
 
     Args:
-        cfg: the whole experiment config.
-        section: the validated ``cfg.<name>`` section (an instance of ``config``), None for the classifier track.
+        cfg: the whole (resolved) experiment config, an instance of the track's experiment class.
         engine: the run's engine (device, seeds, threads, progress).
+
+    Class attributes:
+        name: the registered name.
+        extra: the ``pip install unlearnkit[extra]`` the track needs (for error messages), or None.
+        multi_process: the track trains with several processes (``accelerate launch``); others refuse a launch.
+        continual: the track implements :meth:`learn` (schedules that learn after their first operation).
     """
 
     name: ClassVar[str] = ""
-    #: metrics used when the experiment does not list any
-    default_metrics: ClassVar[tuple[str, ...]] = ()
-    #: what ``pip install`` extra the track needs (for error messages), e.g. ``"llm"``
     extra: ClassVar[str | None] = None
+    multi_process: ClassVar[bool] = False
+    continual: ClassVar[bool] = False
 
-    def __init__(self, cfg: ExperimentConfig, section: Frozen | None, engine: Engine) -> None:
+    def __init__(self, cfg: ExperimentConfig, engine: Engine) -> None:
         self.cfg = cfg
-        self.section = section
         self.engine = engine
+
+    # -- configuration ------------------------------------------------------------------------------------------------
+    @classmethod
+    def resolve(cls, cfg: ExperimentConfig) -> ExperimentConfig:
+        """Check the track's own names against the registries (data sets, model builders) and return the config with
+        their parameters filled in; called by :func:`unlearnkit.bench.resolve` before anything trains.
+
+        Raises:
+            ConfigError: an unknown name or a bad parameter.
+        """
+        return cfg
+
+    @property
+    def section(self) -> Any:
+        """The experiment's section named after the track (``cfg.llm`` for the llm track), or None."""
+        return getattr(self.cfg, self.name, None)
 
     # -- identity -------------------------------------------------------------------------------------------------
     def lineage(self) -> dict[str, Any]:
         """Config parts that determine θ_o / θ_r besides (role, recipe, seed, ids); part of the model cache key."""
         from unlearnkit.config.loader import to_plain
 
-        return {"track": self.name, "section": to_plain(self.section) if self.section is not None else None}
+        section = self.section
+        return {"track": self.name, "section": to_plain(section) if section is not None else None}
 
     def recipe(self, role: Role) -> Any:
         """The training recipe of θ_o (``role="original"``) or θ_r (``"oracle"``) as a pydantic model (hashed)."""
         return None
 
-    # -- the four steps -------------------------------------------------------------------------------------------
+    # -- data and schedule ----------------------------------------------------------------------------------------
     @abstractmethod
     def build_task(self) -> TrackTask:
         """Load data and draw the split; raise ``ConfigError``/``DataError`` on bad input (before any training)."""
 
+    def plan(self, task: TrackTask) -> list[Branch]:
+        """The schedule of ``task`` (:mod:`unlearnkit.data.schedule`); default: learn D, forget D_f, evaluate."""
+        from unlearnkit.data.schedule import single_branch
+
+        return [single_branch(task, task)]
+
+    # -- models -----------------------------------------------------------------------------------------------------
     @abstractmethod
     def new_model(self, task: TrackTask, init_seed: int) -> nn.Module:
         """A freshly initialised model for ``task`` (seeded by ``init_seed``); also the skeleton cached weights load into."""
 
     @abstractmethod
     def train(self, task: TrackTask, role: Role, seed: int) -> tuple[nn.Module, float, np.ndarray]:
-        """Train θ_o (``"original"``: on D, init seed = seed) or θ_r (``"oracle"``: on D_r only, a fresh init seed).
+        """Train θ_o (``"original"``: on D = ``task.train``, init seed = seed) or θ_r (``"oracle"``: on D_r =
+        ``task.retain`` only, a fresh init seed).
 
         Returns:
             (model, training seconds, int64 ids the model was trained on). The runner checks that the oracle's ids
             are exactly D_r.
         """
 
-    def stages(self, task: TrackTask) -> list[Stage]:
-        """The unlearning stages of ``task`` (one row per (method, seed, stage)); default: one stage, empty key.
+    def learn(self, model: nn.Module | None, task: TrackTask, role: Role, seed: int, position: int,
+              keep: np.ndarray | None = None) -> tuple[nn.Module, float, np.ndarray]:
+        """Continue training ``model`` (None: a fresh initialisation) on ``task``'s training data — the ``position``-th
+        Learn of a schedule; ``keep`` restricts it to those ids (the oracle skips what was forgotten).
 
-        The classifier track returns one stage per identified fraction p (``corrective``) or per deletion request
-        (``sequential``); the LLM track one per request (``sequential``) or forget-set size (``scalability``); see
-        :class:`unlearnkit.data.scenarios.Stage`.
+        Returns:
+            (model, training seconds, int64 ids trained on).
+
+        Raises:
+            ConfigError: the track does not support schedules that learn more than once (the default).
         """
-        from unlearnkit.data.scenarios import single_stage
+        raise ConfigError(f"track '{self.name}' does not support schedules that learn after their first step "
+                          "(continual learning); use a scenario with one training set")
 
-        return single_stage(task)
-
-    def check_method(self, method: type[Unlearner], label: str, task: TrackTask) -> None:
-        """Raise ``ConfigError`` if ``method`` cannot serve ``task`` (default: nothing to check)."""
-
-    @abstractmethod
-    def unlearn(self, task: TrackTask, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> UnlearnResult:
-        """Apply ``method`` to ``model`` (a copy of θ_o) for ``task``'s D_f / D_r."""
+    # -- methods ----------------------------------------------------------------------------------------------------
+    def check_method(self, method: Unlearner, label: str, task: TrackTask) -> None:
+        """Raise ``ConfigError`` / ``MethodError`` if ``method`` (an instance, with its settings) cannot serve
+        ``task``; called for every Forget of the plan before anything trains."""
 
     @abstractmethod
-    def evaluate(self, task: TrackTask, model: nn.Module, seed: int, references: dict[str, nn.Module],
-                 metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """Compute ``metrics`` on ``model``.
+    def unlearn(self, task: TrackTask, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> Unlearned:
+        """Apply ``method`` to ``model`` (a copy of θ_o or of the method's previous output) for ``task``'s D_f / D_r."""
+
+    # -- evaluation -------------------------------------------------------------------------------------------------
+    def eval_context(self, task: TrackTask, model: nn.Module, seed: int, references: dict[str, Any],
+                     shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:
+        """The :class:`unlearnkit.metrics.base.EvaluationContext` of ``model`` on ``task``.
 
         Args:
-            references: ``original_model`` (θ_o) and ``oracle_model`` (θ_r) of the same seed.
+            references: ``original_model`` (θ_o) and ``oracle_model`` (θ_r) of the same seed and point, plus the
+                point's own (e.g. the corrective manipulation).
+            shared: a cache that lives for one (seed, point): reference outputs are computed once there, not once
+                per method row.
+            policy: the inference-time policy of the model (None for weights-only methods).
+        """
+        raise NotImplementedError(f"track '{self.name}' has no evaluation context")
+
+    def evaluate(self, task: TrackTask, model: nn.Module, seed: int, references: dict[str, Any],
+                 metrics: list[str], *, shared: dict[Any, Any] | None = None,
+                 policy: Any = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """Compute ``metrics`` on ``model`` (through ``policy``, if any).
 
         Returns:
             (scalar values ``{key: float}``, per-sample arrays ``{key: ndarray}`` saved to ``per_sample/*.npz``).
         """
+        ctx = self.eval_context(task, model, seed, references, {} if shared is None else shared, policy)
+        values: dict[str, float] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for name in metrics:
+            out = self.build_metric(name).compute(ctx)
+            values.update(out.values)
+            arrays.update({f"{name}.{k}": np.asarray(v) for k, v in out.per_sample.items()})
+        arrays.update(ctx.arrays())
+        values.update(ctx.cost())
+        return values, arrays
 
     def build_metric(self, name: str) -> Any:
         """A fresh instance of metric ``name`` with the experiment's ``metric_params[name]`` (validated)."""

@@ -1,44 +1,94 @@
-"""The classifier track: image / tabular classification (digits, MNIST, CIFAR-10, user data sets and models)."""
+"""The classifier track: image / tabular classification (digits, MNIST, CIFAR-10, user data sets and models).
+
+Its experiment (:class:`ClassifierExperiment`) keeps the data, model, scenario and recipes at the top level of the
+config (``data``, ``model``, ``scenario``, ``train``, ``oracle``). Every scenario kind becomes a schedule
+(:mod:`unlearnkit.data.schedule`): plain kinds one point, ``corrective`` one branch per identified fraction,
+``sequential`` one point per request, ``continual`` a learn/forget sequence such as ``L1 L2 U1 L3``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
-from unlearnkit.config.schema import ExperimentConfig
+from unlearnkit.config.schema import (
+    DataConfig,
+    ExperimentConfig,
+    MethodSpec,
+    ModelSpec,
+    ScenarioConfig,
+    TrainConfig,
+)
 from unlearnkit.data.base import LoadedData
-from unlearnkit.data.scenarios import Stage, Task, build_stages, load_data, single_stage
+from unlearnkit.data.scenarios import Task, build_stages, load_data
+from unlearnkit.data.schedule import Branch, plan_from_stages, single_branch
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
-from unlearnkit.methods import METHODS, UnlearnContext, Unlearner, UnlearnResult, derive_seed
+from unlearnkit.methods import METHODS, UnlearnContext, Unlearned, Unlearner, derive_seed
 from unlearnkit.metrics import AVG_GAP_KEYS, EvalContext
 from unlearnkit.models import build_model
 
 
-def check_requirements(method: type, task: Task, *, label: str) -> None:
-    """Refuse a method whose declared needs the task cannot serve (before any training).
+class ClassifierExperiment(ExperimentConfig):
+    """A classifier experiment: data → model → θ_o → θ_r → methods × seeds → metrics (DESIGN §3)."""
+
+    default_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "mia_efficacy")
+
+    track: Literal["classifier"] = "classifier"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(name="mlp"))
+    scenario: ScenarioConfig = Field(default_factory=lambda: ScenarioConfig(kind="random", fraction=0.1))
+    train: TrainConfig = Field(default_factory=TrainConfig, description="recipe of the original model θ_o")
+    oracle: TrainConfig | None = Field(
+        None, description="recipe of the retrained oracle θ_r; default: the same as 'train'"
+    )
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(name="finetune")])
+
+    def _omit_when_default(self) -> dict[str, Any]:
+        return {"track": "classifier"}  # classifier configs hash as they did before tracks existed
+
+    @model_validator(mode="after")
+    def _check_scenario_metrics(self) -> ClassifierExperiment:
+        if "corrective" in self.metrics and self.scenario.kind != "corrective":
+            raise ValueError("metric 'corrective' measures the effect of a manipulated training set and needs "
+                             f"scenario kind: corrective (this scenario is '{self.scenario.kind}'); remove it from "
+                             "metrics or use a corrective scenario")
+        return self
+
+    @property
+    def oracle_recipe(self) -> TrainConfig:
+        """The oracle's training recipe (``oracle`` if set, else ``train``)."""
+        return self.oracle or self.train
+
+
+def check_requirements(method: Unlearner | type, task: Task, *, label: str) -> None:
+    """Refuse a method whose needs (derived from its settings) the task cannot serve, before any training.
 
     Raises:
         MethodError: the method needs a retain set and D_r is empty; or needs labels and the task has none; or
             needs the whole of D and only a sample of D_r is given.
     """
-    if getattr(method, "needs_retain", False) and len(task.retain) == 0:
-        raise MethodError(f"method '{label}' needs a retain set (D_r) but this scenario leaves none; "
-                          "forget fewer samples or choose a method that uses only D_f (e.g. grad_ascent)")
-    if getattr(method, "needs_labels", True) and not task.scenario.get("labels_available", True):
+    needs = method.requirements() if isinstance(method, Unlearner) else {
+        "retain": getattr(method, "needs_retain", False), "labels": getattr(method, "needs_labels", True),
+        "full_train": getattr(method, "needs_full_train", False)}
+    if needs["retain"] and len(task.retain) == 0:
+        raise MethodError(f"method '{label}' needs a retain set (D_r) with its settings but this scenario leaves "
+                          "none; forget fewer samples or choose a method (or setting) that uses only D_f")
+    if needs["labels"] and not task.scenario.get("labels_available", True):
         raise MethodError(f"method '{label}' needs labels but this task is label-free; choose a label-free "
                           "method (see `unlearnkit methods`)")
-    if getattr(method, "needs_full_train", False) and not task.scenario.get("retain_is_complete", True):
+    if needs["full_train"] and not task.scenario.get("retain_is_complete", True):
         raise MethodError(f"method '{label}' needs the whole original training set D (e.g. SSD's importances "
                           "I_D), but the retain set is only a sample of D_r; pass the complete retain set")
 
 
-@TRACKS.register("classifier")
+@TRACKS.register("classifier", config=ClassifierExperiment)
 class ClassifierTrack(Track):
     """Classifiers trained with the engine's loop; metrics from ``METRICS`` on an :class:`EvalContext`.
 
@@ -48,14 +98,26 @@ class ClassifierTrack(Track):
     """
 
     name = "classifier"
-    default_metrics = ("accuracy", "mia_efficacy")
+    continual = True
 
-    def __init__(self, cfg: ExperimentConfig, section: Any, engine: Engine, *, task: Task | None = None,
+    def __init__(self, cfg: ClassifierExperiment, engine: Engine, *, task: Task | None = None,
                  model_factory: Callable[[int], nn.Module] | None = None) -> None:
-        super().__init__(cfg, section, engine)
+        super().__init__(cfg, engine)
+        self.cfg: ClassifierExperiment = cfg
         self._task = task
         self._user_factory = model_factory
-        self._built: tuple[Task, list[Stage]] | None = None
+        self._built: tuple[Task, list[Branch]] | None = None
+
+    @classmethod
+    def resolve(cls, cfg: ExperimentConfig) -> ExperimentConfig:
+        from unlearnkit.data import DATASETS
+        from unlearnkit.models import MODELS
+
+        assert isinstance(cfg, ClassifierExperiment)
+        DATASETS.entry(cfg.data.name)
+        model = MODELS.validate_config(cfg.model.name, cfg.model.params)
+        params = model.model_dump(mode="json") if model is not None else {}
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params})})
 
     def lineage(self) -> dict[str, Any]:
         from unlearnkit.config.loader import to_plain
@@ -71,26 +133,35 @@ class ClassifierTrack(Track):
     def recipe(self, role: Role) -> Any:
         return self.cfg.train if role == "original" else self.cfg.oracle_recipe
 
-    def build_task(self) -> Task:
-        """The task (for corrective / sequential scenarios: the last stage's, see :func:`build_stages`).
-
-        A prebuilt task (user data) is used as is for the plain kinds; for ``corrective`` and ``sequential`` its
-        train and test sets are the data the scenario manipulates or deletes from (its own D_f is not used).
-        """
+    def _build(self) -> tuple[Task, list[Branch]]:
         if self._built is None:
-            if self._task is not None and not self.cfg.scenario.staged:
-                self._built = (self._task, single_stage(self._task))
+            sc = self.cfg.scenario
+            if self._task is not None and not sc.staged:
+                self._built = (self._task, [single_branch(self._task, self._task)])
             else:
                 data = load_data(self.cfg.data) if self._task is None else LoadedData(
                     self._task.name, self._task.train, self._task.test, self._task.num_classes,
                     tuple(str(c) for c in range(self._task.num_classes)))
-                self._built = build_stages(data, self.cfg.scenario)
-        return self._built[0]
+                if sc.kind == "continual":
+                    from unlearnkit.data.continual import continual_branch
 
-    def stages(self, task: Task) -> list[Stage]:
-        self.build_task()
-        assert self._built is not None
-        return list(self._built[1])
+                    task, branch = continual_branch(data, sc)
+                    self._built = (task, [branch])
+                else:
+                    task, stages = build_stages(data, sc)  # task.train: the D θ_o learns (manipulated if corrective)
+                    self._built = (task, plan_from_stages(task, stages))
+        return self._built
+
+    def build_task(self) -> Task:
+        """The task (for staged scenarios: the last evaluation point's).
+
+        A prebuilt task (user data) is used as is for the plain kinds; for staged kinds its train and test sets are
+        the data the scenario manipulates or deletes from (its own D_f is not used).
+        """
+        return self._build()[0]
+
+    def plan(self, task: Task) -> list[Branch]:
+        return self._build()[1]
 
     def new_model(self, task: Task, init_seed: int) -> nn.Module:
         if self._user_factory is not None:
@@ -112,26 +183,30 @@ class ClassifierTrack(Track):
         res = retrain.unlearn(self.new_model(task, 0), task.forget, task.retain, self.engine, ctx)
         return res.model, float(res.notes["train_seconds"]), res.seen_ids
 
-    def check_method(self, method: type[Unlearner], label: str, task: Task) -> None:
+    def learn(self, model: nn.Module | None, task: Task, role: Role, seed: int, position: int,
+              keep: np.ndarray | None = None) -> tuple[nn.Module, float, np.ndarray]:
+        """Continue training ``model`` (None: fresh init — θ_o's seed, or the oracle's derived one) on ``task.train``
+        (restricted to ``keep``) with θ_o's recipe (the oracle: its own), data order seeded per (role, position)."""
+        data = task.train if keep is None else task.train.select_ids(keep, "train")
+        if model is None:
+            model = self.new_model(task, seed if role == "original" else derive_seed(seed, "oracle-init"))
+        self.engine.seed_everything(derive_seed(seed, f"{role}-learn-{position}"))
+        fit = self.engine.fit(model, data, self.recipe(role), seed=derive_seed(seed, f"{role}-order-{position}"),
+                              desc=f"{role} seed {seed} learn {position}")
+        return model, fit.seconds, fit.seen_ids
+
+    def check_method(self, method: Unlearner, label: str, task: Task) -> None:
         check_requirements(method, task, label=label)
 
-    def unlearn(self, task: Task, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> UnlearnResult:
+    def unlearn(self, task: Task, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> Unlearned:
         return method.unlearn(model, task.forget, task.retain, self.engine, ctx)
 
-    def evaluate(self, task: Task, model: nn.Module, seed: int, references: dict[str, nn.Module],
-                 metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        ctx = EvalContext(model, task, self.engine, seed=seed, references=references)
-        values: dict[str, float] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for name in metrics:
-            out = self.build_metric(name).compute(ctx)
-            values.update(out.values)
-            arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
-        for split, pred in ctx.computed.items():
-            arrays[f"{split}.logits"] = pred.logits.numpy()
-            arrays[f"{split}.labels"] = pred.labels.numpy()
-            arrays[f"{split}.ids"] = pred.ids.numpy()
-        return values, arrays
+    def eval_context(self, task: Task, model: nn.Module, seed: int, references: dict[str, Any],
+                     shared: dict[Any, Any] | None = None, policy: Any = None) -> EvalContext:
+        return EvalContext(model, task, self.engine, seed=seed, references=references, shared=shared, policy=policy)
 
     def gap_keys(self) -> tuple[str, ...]:
         return AVG_GAP_KEYS
+
+
+__all__ = ["ClassifierExperiment", "ClassifierTrack", "check_requirements"]

@@ -17,14 +17,14 @@ Experiment section ``graph:`` (:class:`GraphTrackConfig`)::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 from torch import nn
 
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
-from unlearnkit.config.schema import Frozen
+from unlearnkit.config.schema import ExperimentConfig, Frozen
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.methods.graph._common import GraphTrainConfig
 
@@ -97,13 +97,23 @@ class GraphTrackConfig(Frozen):
         return self
 
 
-@TRACKS.register("graph", config=GraphTrackConfig)
+class GraphExperiment(ExperimentConfig):
+    """A graph experiment: ``track: graph`` and its ``graph:`` section (:class:`GraphTrackConfig`)."""
+
+    default_metrics: ClassVar[tuple[str, ...]] = ("graph_utility", "graph_forget_auroc", "graph_mia",
+                                                  "graph_oracle_distance")
+
+    track: Literal["graph"] = "graph"
+    graph: GraphTrackConfig = Field(default_factory=GraphTrackConfig, description="data, deletion, task, model "
+                                    "and recipes of the graph track")
+
+
+@TRACKS.register("graph", config=GraphExperiment)
 class GraphTrack(Track):
     """Graph unlearning through the one runner: GraphTask ids are edge ids (edge deletion) or node ids."""
 
     name = "graph"
     extra = "graph"
-    default_metrics = ("graph_utility", "graph_forget_auroc", "graph_mia", "graph_oracle_distance")
 
     @property
     def gcfg(self) -> GraphTrackConfig:
@@ -148,7 +158,7 @@ class GraphTrack(Track):
                             desc=f"{role} seed {seed}")
         return model, seconds, task.view(which).ids
 
-    def check_method(self, method: type, label: str, task: Any) -> None:
+    def check_method(self, method: Any, label: str, task: Any) -> None:
         targets = getattr(method, "targets", None)
         tasks = getattr(method, "tasks", None)
         if targets is None:
@@ -157,26 +167,19 @@ class GraphTrack(Track):
             raise MethodError(f"method '{label}' does not unlearn {task.target}s (it serves {', '.join(targets)})")
         if task.task not in tasks:
             raise MethodError(f"method '{label}' does not serve the {task.task} task (it serves {', '.join(tasks)})")
-        if label and method.__name__ == "CertifiedSGC" and self.gcfg.train.loss != "ovr_logistic":
+        if label and type(method).__name__ == "CertifiedSGC" and self.gcfg.train.loss != "ovr_logistic":
             raise MethodError(f"method '{label}' (certified_sgc) needs graph.model {{arch: sgc, bias: false}} and "
                               "graph.train.loss: ovr_logistic")
 
     def unlearn(self, task: Any, method: Any, model: nn.Module, ctx: Any) -> Any:
         return method.unlearn_graph(model, task, self.engine, ctx)
 
-    def evaluate(self, task: Any, model: nn.Module, seed: int, references: dict[str, nn.Module],
-                 metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        from unlearnkit.metrics import METRICS
+    def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
+                     shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:
         from unlearnkit.metrics.graph import GraphEvalContext
 
-        ctx = GraphEvalContext(model, task, self.engine, seed=seed, references=references)
-        values: dict[str, float] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for name in metrics:
-            out = METRICS.build(name).compute(ctx)
-            values.update(out.values)
-            arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
-        return values, arrays
+        return GraphEvalContext(model, task, self.engine, seed=seed, references=references, shared=shared,
+                                policy=policy)
 
     def gap_keys(self) -> tuple[str, ...]:
         return ("test_acc", "test_auroc", "forget_acc", "forget_auroc", "mi_member_prob")

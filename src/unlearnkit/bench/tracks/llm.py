@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
-from unlearnkit.config.schema import Frozen
+from unlearnkit.config.schema import ExperimentConfig, Frozen
 from unlearnkit.errors import ConfigError, DataError, MethodError
 
 
@@ -269,22 +269,30 @@ def _texts(task: Any) -> list[str]:
     return out
 
 
+class LLMExperiment(ExperimentConfig):
+    """An LLM experiment: ``track: llm`` and its ``llm:`` section (:class:`LLMTrackConfig`)."""
+
+    default_metrics: ClassVar[tuple[str, ...]] = ("tofu", "mia_text", "extraction")
+
+    track: Literal["llm"] = "llm"
+    llm: LLMTrackConfig = Field(default_factory=LLMTrackConfig, description="data, model, recipes, evaluation and "
+                                "scenario of the LLM track")
+
+
 # -- the track ---------------------------------------------------------------------------------------------------------
-@TRACKS.register("llm", config=LLMTrackConfig)
+@TRACKS.register("llm", config=LLMExperiment)
 class LLMTrack(Track):
     """Causal LMs on TOFU-style QA (synthetic or TOFU) or MUSE text; see the module docstring."""
 
     name = "llm"
-    default_metrics = ("tofu", "mia_text", "extraction")
     extra = "llm"
+    multi_process = True
 
-    def __init__(self, cfg: Any, section: LLMTrackConfig, engine: Any) -> None:
-        super().__init__(cfg, section, engine)
-        self.section: LLMTrackConfig = section
+    def __init__(self, cfg: Any, engine: Any) -> None:
+        super().__init__(cfg, engine)
         self._task: Any = None
         self._tokenizer: Any = None
         self._base: Any = None  # hf: the loaded pretrained (model, tokenizer), reused as a template
-        self._ref_cache: dict[tuple, Any] = {}
         self._stages: list[Any] = []
 
     # -- identity ---------------------------------------------------------------------------------------------------
@@ -375,6 +383,12 @@ class LLMTrack(Track):
         self.build_task()
         return list(self._stages)
 
+    def plan(self, task: Any) -> list[Any]:
+        """The schedule: learn D, then the stages' requests (:func:`unlearnkit.data.schedule.plan_from_stages`)."""
+        from unlearnkit.data.schedule import plan_from_stages
+
+        return plan_from_stages(self.build_task(), self.stages(task))
+
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
@@ -454,17 +468,13 @@ class LLMTrack(Track):
             DataError: an item lacks a field the method needs (names method, field, set and file).
             MethodError: the method needs D_r and the split leaves none.
         """
-        from unlearnkit.methods import METHODS
-
-        spec = next((m for m in self.cfg.methods if m.label == label), None)
-        inst = METHODS.build(spec.name, spec.params) if spec is not None else None
-        check = getattr(inst, "check_data", None)
+        check = getattr(method, "check_data", None)
         if check is not None:
             check(task.forget, task.retain)
             return
         for f in getattr(method, "required_fields", ()):
             task.forget.require(f, who=f"method '{label}'")
-        if getattr(inst if inst is not None else method, "needs_retain", False) is True and len(task.retain) == 0:
+        if method.requirements()["retain"] and len(task.retain) == 0:
             raise MethodError(f"method '{label}' needs a retain set (D_r) but this split leaves none")
 
     def context(self, ctx: Any) -> Any:
@@ -472,7 +482,8 @@ class LLMTrack(Track):
         from unlearnkit.methods.llm import LLMContext
 
         return LLMContext(seed=ctx.seed, train_recipe=ctx.train_recipe, init_seed=ctx.init_seed,
-                          model_factory=ctx.model_factory, tokenizer=self.tokenizer, fmt=self.section.fmt)
+                          model_factory=ctx.model_factory, policy=ctx.policy, tokenizer=self.tokenizer,
+                          fmt=self.section.fmt)
 
     def unlearn(self, task: Any, method: Any, model: nn.Module, ctx: Any) -> Any:
         check = getattr(method, "check_data", None)
@@ -491,28 +502,9 @@ class LLMTrack(Track):
                                verbmem_max_new_tokens=e.verbmem_max_new_tokens,
                                knowmem_max_new_tokens=e.knowmem_max_new_tokens, privleak_k=e.privleak_k)
 
-    def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, nn.Module]) -> Any:
+    def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
+                     shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:
         from unlearnkit.metrics.llm_context import LLMEvalContext
 
         return LLMEvalContext(model, self.tokenizer, task, self.engine, seed=seed, references=references,
-                              settings=self.eval_settings(), ref_cache=self._ref_cache_for(task))
-
-    def _ref_cache_for(self, task: Any) -> dict[tuple, Any]:
-        """The reference-statistics cache of one evaluation task: keyed by weights SHA-256 inside, so stages that
-        evaluate θ_o (shared by all stages) on different forget sets never reuse each other's statistics."""
-        from unlearnkit.data.scenarios import ids_digest
-
-        key = (ids_digest(task.forget_ids),) + tuple(f"{k}:{ids_digest(v.ids)}"
-                                                     for k, v in sorted(task.eval_sets.items()))
-        return self._ref_cache.setdefault(key, {})
-
-    def evaluate(self, task: Any, model: nn.Module, seed: int, references: dict[str, nn.Module],
-                 metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        ctx = self.eval_context(task, model, seed, references)
-        values: dict[str, float] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for name in metrics:
-            out = self.build_metric(name).compute(ctx)
-            values.update(out.values)
-            arrays.update({f"{name}.{k}": v for k, v in out.per_sample.items()})
-        return values, arrays
+                              settings=self.eval_settings(), shared=shared, policy=policy)

@@ -18,14 +18,14 @@ Avg. Gap averages |θ_u − θ_r| over recall@K, ndcg@K, forget_recall@K and for
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 from torch import nn
 
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
-from unlearnkit.config.schema import Frozen
+from unlearnkit.config.schema import ExperimentConfig, Frozen
 from unlearnkit.data.recsys import RecsysDataConfig, RecsysScenarioConfig, RecsysTask, load_recsys_task
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.models.recsys import RecModelConfig, RecTrainConfig
@@ -42,21 +42,26 @@ class RecsysTrackConfig(Frozen):
     k: int = Field(20, ge=1, description="cutoff K of Recall@K / NDCG@K (paper standard: 20)")
 
 
-@TRACKS.register("recsys", config=RecsysTrackConfig)
+class RecsysExperiment(ExperimentConfig):
+    """A recommender experiment: ``track: recsys`` and its ``recsys:`` section (:class:`RecsysTrackConfig`)."""
+
+    default_metrics: ClassVar[tuple[str, ...]] = ("rec_rank", "rec_forget")
+
+    track: Literal["recsys"] = "recsys"
+    recsys: RecsysTrackConfig = Field(default_factory=RecsysTrackConfig, description="data, scenario, model, "
+                                      "recipes and K of the recsys track")
+
+
+@TRACKS.register("recsys", config=RecsysExperiment)
 class RecsysTrack(Track):
     """Recommenders trained with BPR; unlearners from ``methods/recsys``; metrics ``rec_rank`` and ``rec_forget``."""
 
     name = "recsys"
-    default_metrics = ("rec_rank", "rec_forget")
     extra = None  # LightGCN uses PyG's LGConv when [graph] is installed, torch.sparse otherwise
 
     @property
     def cfg_section(self) -> RecsysTrackConfig:
-        sec = self.section
-        if not isinstance(sec, RecsysTrackConfig):
-            sec = RecsysTrackConfig.model_validate(sec or {})
-            self.section = sec
-        return sec
+        return self.section
 
     def lineage(self) -> dict[str, Any]:
         from unlearnkit.config.loader import to_plain
@@ -97,28 +102,21 @@ class RecsysTrack(Track):
         res = retrain.unlearn(self.new_model(task, 0), task.forget, task.retain, self.engine, ctx)
         return res.model, float(res.notes["train_seconds"]), res.seen_ids
 
-    def check_method(self, method: type, label: str, task: RecsysTask) -> None:
+    def check_method(self, method: Any, label: str, task: RecsysTask) -> None:
         if getattr(method, "track", "classifier") != "recsys":
             raise ConfigError(f"method '{label}' is not a recsys method; see `unlearnkit methods`")
-        if getattr(method, "needs_retain", False) and len(task.retain_pos) == 0:
+        if method.requirements()["retain"] and len(task.retain_pos) == 0:
             raise MethodError(f"method '{label}' needs a retain set (D_r) but this scenario leaves none")
 
     def unlearn(self, task: RecsysTask, method: Any, model: nn.Module, ctx: Any) -> Any:
         return method.unlearn(model, task.forget, task.retain, self.engine, ctx)
 
-    def evaluate(self, task: RecsysTask, model: nn.Module, seed: int, references: dict[str, nn.Module],
-                 metrics: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        from unlearnkit.metrics import METRICS
+    def eval_context(self, task: RecsysTask, model: nn.Module, seed: int, references: dict[str, Any],
+                     shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:
         from unlearnkit.metrics.recsys import RecsysEvalContext
 
-        ctx = RecsysEvalContext(model, task, self.engine, k=self.cfg_section.k, seed=seed, references=references)
-        values: dict[str, float] = {}
-        arrays: dict[str, np.ndarray] = {}
-        for name in metrics:
-            out = METRICS.build(name).compute(ctx)
-            values.update(out.values)
-            arrays.update({f"{name}.{k}": np.asarray(v) for k, v in out.per_sample.items()})
-        return values, arrays
+        return RecsysEvalContext(model, task, self.engine, k=self.cfg_section.k, seed=seed, references=references,
+                                 shared=shared, policy=policy)
 
     def gap_keys(self) -> tuple[str, ...]:
         k = self.cfg_section.k

@@ -14,6 +14,6 @@ from unlearnkit.methods.llm.base import (
     retain_pairing,
     shard_positions,
 )
-from unlearnkit.methods.llm import ga, grad_diff, idk, npo, original, rmu, simnpo  # noqa: F401  (registration)
+from unlearnkit.methods.llm import ga, grad_diff, idk, npo, original, rmu, simnpo, suppress_tokens  # noqa: F401, E501
 
 __all__ = ["LLMContext", "LLMOptimConfig", "LLMUnlearner", "RetainRegConfig", "retain_pairing", "shard_positions"]
