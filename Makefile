@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: install
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
+
+# static checks CI runs before the tests: ruff, and the import-layer contract (docs/ARCHITECTURE.md)
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 test-all: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m "slow or not slow"

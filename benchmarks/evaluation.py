@@ -90,7 +90,7 @@ def ulira_part(n_shadow: int, engine: Engine) -> list[str]:
     def factory(seed: int):
         return build_model(cfg.model, pool.input_shape, 10, seed=seed)
 
-    lines = ["", f"### U-LiRA (digits, pool 600, 200 targets, each shadow forgets the ~100 targets it trained on)", "",
+    lines = ["", "### U-LiRA (digits, pool 600, 200 targets, each shadow forgets the ~100 targets it trained on)", "",
              "| Method | shadows K | AUC | best balanced accuracy | IN / OUT instances | wall (s) |",
              "| :--- | ---: | ---: | ---: | ---: | ---: |"]
     for name, params in ULIRA_METHODS.items():

@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--runs", default="/tmp/recsys_bench")
     args = ap.parse_args()
     suites = list(args.suites) + (["ml_users"] if args.movielens and "ml_users" not in args.suites else [])
-    out = [f"# Recommendation unlearning (`benchmarks/recsys.py`)", "",
+    out = ["# Recommendation unlearning (`benchmarks/recsys.py`)", "",
            f"{args.seeds} seeds per suite; {platform.machine()} CPU, torch threads = 1, on a machine shared with other "
            "jobs (absolute seconds are noisy; the time ratio is measured against the oracle of the same seed in the "
            "same process). Metrics: Recall@20 / NDCG@20 on the retained test set (training items masked, ties in "

@@ -11,7 +11,7 @@ from unlearnkit.errors import (
     UnlearnkitError,
 )
 
-__version__ = "0.1.0"
+from unlearnkit._version import __version__  # noqa: E402
 
 from unlearnkit.api import compare, evaluate, make_task, unlearn  # noqa: E402
 from unlearnkit.bench import load_config, resolve, run_experiment  # noqa: E402

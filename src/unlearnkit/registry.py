@@ -8,11 +8,24 @@ Example::
     class SSD(Unlearner): ...
 
     METHODS.build("ssd", {"alpha": 10})   # -> SSD(SSDConfig(alpha=10))
+
+Plug-ins: a separately installed package registers methods, metrics, data sets, models and tracks through the entry-point
+group ``unlearnkit.plugins`` (in its ``pyproject.toml``)::
+
+    [project.entry-points."unlearnkit.plugins"]
+    my_track = "my_package.unlearnkit_plugin"          # a module imported for its registrations
+    my_methods = "my_package.plugin:register"          # or a callable run once with no arguments
+
+Every registry loads the installed plug-ins once, on its first lookup, so ``unlearnkit run``, ``unlearnkit methods``
+and the Python API see them without any import by the user. A plug-in that fails to load is reported (a
+:class:`PluginWarning`, and in the error of a lookup that misses), never silently ignored.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,6 +35,69 @@ from pydantic import BaseModel, ValidationError
 from unlearnkit.errors import ConfigError
 
 T = TypeVar("T")
+
+#: the entry-point group of plug-ins
+PLUGIN_GROUP = "unlearnkit.plugins"
+
+
+class PluginWarning(UserWarning):
+    """An installed unlearnkit plug-in could not be loaded."""
+
+
+class _Plugins:
+    """The plug-ins of this process: loaded once, on the first registry lookup (entry points are installed
+    metadata, so this is not configuration but the installation)."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self.failed: dict[str, str] = {}
+        self.names: list[str] = []
+
+    def ensure(self) -> None:
+        if self.loaded:
+            return
+        self.loaded = True  # before importing: a plug-in that looks a name up does not recurse
+        self.load()
+
+    def load(self) -> None:
+        from importlib.metadata import entry_points
+
+        for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+            if ep.name in self.names:
+                continue
+            try:
+                if ":" in ep.value:
+                    target = ep.load()
+                    if callable(target):
+                        target()
+                else:
+                    importlib.import_module(ep.value)
+            except Exception as err:  # noqa: BLE001 - a broken plug-in must not stop unlearnkit; it is reported
+                self.failed[ep.name] = f"{type(err).__name__}: {err}"
+                warnings.warn(f"unlearnkit plug-in '{ep.name}' ({ep.value}) failed to load: {type(err).__name__}: "
+                              f"{err}; its components are not available (fix or uninstall it)", PluginWarning,
+                              stacklevel=3)
+            else:
+                self.names.append(ep.name)
+
+    def reload(self) -> None:
+        """Load entry points installed since the first lookup (plug-ins already loaded are not imported twice)."""
+        self.loaded = True
+        self.load()
+
+    def hint(self) -> str:
+        return (f" (plug-ins that failed to load: {', '.join(f'{k} — {v}' for k, v in sorted(self.failed.items()))})"
+                if self.failed else "")
+
+
+PLUGINS = _Plugins()
+
+
+def load_plugins() -> dict[str, str]:
+    """Load the installed plug-ins now (normally they load on the first registry lookup); returns ``{name: error}``
+    of those that failed."""
+    PLUGINS.reload()
+    return dict(PLUGINS.failed)
 
 
 @dataclass(frozen=True)
@@ -129,12 +205,14 @@ class Registry(Generic[T]):
 
     def entry(self, name: str) -> Entry[T]:
         """Look ``name`` up; raises ``ConfigError`` naming valid names and the closest match."""
+        PLUGINS.ensure()
         try:
             return self._entries[name]
         except KeyError:
             valid = sorted(self._entries)
             raise ConfigError(
                 f"unknown {self.kind} '{name}'.{suggest(name, valid)} Valid {self.kind}s: {', '.join(valid) or '(none)'}"
+                f"{PLUGINS.hint()}"
             ) from None
 
     def get(self, name: str) -> T:
@@ -167,16 +245,20 @@ class Registry(Generic[T]):
         return obj(cfg) if cfg is not None else obj()  # type: ignore[operator]
 
     def names(self) -> list[str]:
-        """Sorted registered names."""
+        """Sorted registered names (installed plug-ins' included)."""
+        PLUGINS.ensure()
         return sorted(self._entries)
 
     def items(self) -> Iterator[tuple[str, Entry[T]]]:
+        PLUGINS.ensure()
         yield from sorted(self._entries.items())
 
     def __contains__(self, name: object) -> bool:
+        PLUGINS.ensure()
         return name in self._entries
 
     def __len__(self) -> int:
+        PLUGINS.ensure()
         return len(self._entries)
 
     def __repr__(self) -> str:

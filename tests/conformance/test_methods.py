@@ -48,7 +48,7 @@ def test_config_round_trip_and_typo(name):
     assert again == cfg
     with pytest.raises(ConfigError, match="unknown key"):
         METHODS.validate_config(name, {"definitely_not_a_field": 1})
-    with pytest.raises(Exception):  # frozen
+    with pytest.raises(ValueError):  # frozen (pydantic's ValidationError)
         cfg.__setattr__(next(iter(entry.config.model_fields)), None)
     assert entry.obj.source, f"{name} must name its source (paper, arXiv id)"
     assert entry.obj.__doc__ and len(entry.obj.__doc__) > 80, f"{name} needs a docstring with update rule and source"

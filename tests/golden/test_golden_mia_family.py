@@ -156,7 +156,7 @@ def test_mia_metric_auc_and_tpr_on_a_stub_model():
     task, (lf, yf, lr, yr, lt, yt) = _random_task(rng, conf_f, conf_r, conf_t)
     out = METRICS.build("mia").compute(EvalContext(IDENTITY, task, ENGINE))
     v = out.values
-    pf, pr, pt = true_conf(lf, yf), true_conf(lr, yr), true_conf(lt, yt)
+    pf, pt = true_conf(lf, yf), true_conf(lt, yt)
     want_f = brute_auc(pf, pt)
     assert 0.7 < want_f < 0.8  # half above every non-member, half interleaved
     for a in ATTACKS:  # all p_y > 0.5 in two classes: every attack ranks like p_y
@@ -249,7 +249,7 @@ def test_class_scenario_uses_matched_nonmember_pools():
     ct = np.concatenate([np.linspace(0.60, 0.88, 30), np.linspace(0.93, 0.99, 50)])
     lf, lr, lt = conf_logits(yf, cf), conf_logits(yr, cr), conf_logits(yt, ct)
     task = stub_task({"forget": (lf, yf), "retain": (lr, yr), "test": (lt, yt)}, kind="class", forgotten_classes=[1])
-    pf, pr, pt = true_conf(lf, yf), true_conf(lr, yr), true_conf(lt, yt)
+    pf, pt = true_conf(lf, yf), true_conf(lt, yt)
     v = METRICS.build("mia", {"attacks": ["loss"]}).compute(EvalContext(IDENTITY, task, ENGINE)).values
     assert v["mia_n_nonmembers_forget"] == 30 and v["mia_n_nonmembers_retain"] == 50
     assert v["mia_loss_auc_forget"] == pytest.approx(brute_auc(pf, pt[:30]), abs=1e-12)

@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from unlearnkit.data.text import QAItem, QASet, build_text_task

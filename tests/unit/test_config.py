@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from unlearnkit.bench import load_config
 from unlearnkit.config import parse_overrides
 from unlearnkit.config.loader import apply_overrides, config_hash, deep_merge, dump_yaml, load_raw
-from unlearnkit.config.schema import ExperimentConfig, ScenarioConfig, TrainConfig
+from unlearnkit.config.schema import ScenarioConfig, TrainConfig
 from unlearnkit.errors import ConfigError
 
 

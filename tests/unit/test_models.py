@@ -28,7 +28,7 @@ def test_builders_give_logits_and_seeded_init(name, shape):
 
 def test_mlp_layer_widths_follow_the_config():
     m = build_model(ModelSpec(name="mlp", hidden=[5, 4]), (6,), 3)
-    widths = [(l.in_features, l.out_features) for l in m if isinstance(l, nn.Linear)]
+    widths = [(layer.in_features, layer.out_features) for layer in m if isinstance(layer, nn.Linear)]
     assert widths == [(6, 5), (5, 4), (4, 3)]
 
 

@@ -75,7 +75,7 @@ def test_empty_task_is_a_data_error(tmp_path):
     cfg = load_config(data={**BASE, "output_dir": str(tmp_path), "methods": ["finetune"],
                             "scenario": {"kind": "continual", "tasks": [[0, 1], [11]], "sequence": "L1 L2 U1"}})
     with pytest.raises(DataError, match=r"task class\(es\) \[11\]"):
-        Runner(cfg).plan
+        _ = Runner(cfg).plan
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-import unlearnkit
+from unlearnkit._version import __version__
 from unlearnkit.bench.resolve import resolve
 from unlearnkit.bench.tracks import TRACKS, Role, Track
 from unlearnkit.bench.tracks.classifier import check_requirements  # noqa: F401 - public re-export
@@ -81,7 +81,7 @@ def _now() -> str:
 
 
 def versions() -> dict[str, str]:
-    return {"unlearnkit": unlearnkit.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"unlearnkit": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def run_dir_for(cfg: ExperimentConfig, extra_identity: str = "") -> Path:

@@ -547,7 +547,7 @@ def neurips_score_from_run(
     u_logits, r_logits = [], []
     ref = None
     for s in seeds:
-        for side, row, out in (("method", mine[s], u_logits), ("oracle", oracle[s], r_logits)):
+        for row, out in ((mine[s], u_logits), (oracle[s], r_logits)):
             path = run / "per_sample" / f"{row_tag(row)}.npz"
             logits, labels, ids = _load_forget(path)
             if ref is None:

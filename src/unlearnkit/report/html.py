@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from unlearnkit import __version__
+from unlearnkit._version import __version__
 from unlearnkit.report._common import (
     CELL_NOTE,
     FTA,

@@ -116,7 +116,8 @@ def _check_port_free(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as err:
-        raise ConfigError(f"cannot resolve host {host!r} ({err}); set host: to a local address, e.g. 127.0.0.1")
+        raise ConfigError(f"cannot resolve host {host!r} ({err}); set host: to a local address, e.g. 127.0.0.1"
+                          ) from err
     family, _, _, _, addr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

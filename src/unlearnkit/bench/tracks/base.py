@@ -109,6 +109,17 @@ class Track(ABC):
         """
         return cfg
 
+    @classmethod
+    def conformance_config(cls) -> dict[str, Any] | None:
+        """A tiny experiment of this track (fields of its experiment class, without ``output_dir``) that trains θ_o
+        and θ_r in seconds on a CPU: the task :mod:`unlearnkit.testing` checks components on. None: not provided."""
+        return None
+
+    @classmethod
+    def conformance_overrides(cls, component: type) -> dict[str, Any]:
+        """Changes to :meth:`conformance_config` a method or metric class needs (e.g. another deletion target)."""
+        return dict(getattr(component, "conformance", {}) or {})
+
     @property
     def section(self) -> Any:
         """The experiment's section named after the track (``cfg.llm`` for the llm track), or None."""
@@ -167,9 +178,9 @@ class Track(ABC):
                           "(continual learning); use a scenario with one training set")
 
     # -- methods ----------------------------------------------------------------------------------------------------
-    def check_method(self, method: Unlearner, label: str, task: TrackTask) -> None:
+    def check_method(self, method: Unlearner, label: str, task: TrackTask) -> None:  # noqa: B027 - optional hook
         """Raise ``ConfigError`` / ``MethodError`` if ``method`` (an instance, with its settings) cannot serve
-        ``task``; called for every Forget of the plan before anything trains."""
+        ``task``; called for every Forget of the plan before anything trains (default: nothing to check)."""
 
     @abstractmethod
     def unlearn(self, task: TrackTask, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> Unlearned:

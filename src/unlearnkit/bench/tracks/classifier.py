@@ -119,6 +119,12 @@ class ClassifierTrack(Track):
         params = model.model_dump(mode="json") if model is not None else {}
         return cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params})})
 
+    @classmethod
+    def conformance_config(cls) -> dict[str, Any]:
+        return {"data": {"name": "digits", "train_subset": 150, "test_subset": 50},
+                "model": {"name": "mlp", "hidden": [16]}, "scenario": {"kind": "random", "fraction": 0.1},
+                "train": {"epochs": 4, "batch_size": 32, "lr": 0.05, "scheduler": "none"}, "metrics": ["accuracy"]}
+
     def lineage(self) -> dict[str, Any]:
         from unlearnkit.config.loader import to_plain
 

@@ -115,6 +115,28 @@ class GraphTrack(Track):
     name = "graph"
     extra = "graph"
 
+    @classmethod
+    def conformance_config(cls) -> dict[str, Any]:
+        return {"graph": {"data": {"name": "synthetic", "num_nodes": 60, "num_features": 8}, "task": "node",
+                          "deletion": {"target": "edge", "count": 4, "seed": 0},
+                          "model": {"arch": "gcn", "hidden": 8}, "train": {"epochs": 10}},
+                "metrics": ["graph_utility"]}
+
+    @classmethod
+    def conformance_overrides(cls, component: type) -> dict[str, Any]:
+        """A deletion target and task the method serves; certified SGC's model and loss."""
+        sec: dict[str, Any] = {}
+        targets, tasks = getattr(component, "targets", None), getattr(component, "tasks", None)
+        if targets and "edge" not in targets:
+            sec["deletion"] = {"target": targets[0], "count": 2}
+        if tasks and "node" not in tasks:
+            sec["task"] = tasks[0]
+        if component.__name__ == "CertifiedSGC":
+            sec["model"] = {"arch": "sgc", "bias": False}
+            sec["train"] = {"loss": "ovr_logistic", "lbfgs_steps": 20}
+        metric_task = getattr(component, "conformance", None)
+        return {"graph": sec, **(metric_task or {})} if sec or metric_task else {}
+
     @property
     def gcfg(self) -> GraphTrackConfig:
         return self.section  # type: ignore[return-value]

@@ -295,6 +295,15 @@ class LLMTrack(Track):
         self._base: Any = None  # hf: the loaded pretrained (model, tokenizer), reused as a template
         self._stages: list[Any] = []
 
+    @classmethod
+    def conformance_config(cls) -> dict[str, Any]:
+        return {"llm": {"data": {"source": "synthetic", "n_persons": 10, "qa_per_person": 10, "forget_split": "forget10"},
+                        "model": {"kind": "tiny", "vocab_size": 320, "hidden_size": 16, "layers": 2, "heads": 2,
+                                  "max_len": 64},
+                        "train": {"epochs": 2, "batch_size": 32, "grad_accum": 1, "lr": 5e-3, "max_len": 64},
+                        "eval": {"max_items": 4, "max_new_tokens": 4, "batch_size": 64}},
+                "metrics": ["tofu"]}
+
     # -- identity ---------------------------------------------------------------------------------------------------
     def lineage(self) -> dict[str, Any]:
         from unlearnkit.config.loader import to_plain

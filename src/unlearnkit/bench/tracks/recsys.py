@@ -59,6 +59,13 @@ class RecsysTrack(Track):
     name = "recsys"
     extra = None  # LightGCN uses PyG's LGConv when [graph] is installed, torch.sparse otherwise
 
+    @classmethod
+    def conformance_config(cls) -> dict[str, Any]:
+        return {"recsys": {"data": {"source": "synthetic", "synthetic": {"n_users": 60, "n_items": 80,
+                                                                         "mean_interactions": 8.0}},
+                           "scenario": {"kind": "users", "fraction": 0.1}, "model": {"name": "mf", "dim": 8},
+                           "train": {"epochs": 3, "batch_size": 256, "lr": 0.01}, "k": 5}}
+
     @property
     def cfg_section(self) -> RecsysTrackConfig:
         return self.section

@@ -55,6 +55,9 @@ class GNNDelete(GraphUnlearner):
     ``ones/1000``; we initialise to the identity so the untrained operator is a no-op.
     """
 
+    #: θ_u is θ_o with GNNDelete's deletion operators added (its state dict has extra keys)
+    changes_architecture: ClassVar[bool] = True
+
     source: ClassVar[str] = "Cheng et al., GNNDelete, ICLR 2023, arXiv:2302.13406; code mims-harvard/GNNDelete"
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 5}
 

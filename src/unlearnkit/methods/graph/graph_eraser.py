@@ -99,6 +99,7 @@ class GraphEraser(GraphUnlearner):
     """
 
     kind: ClassVar[str] = "exact"
+    returns_ensemble: ClassVar[bool] = True  # a ShardEnsemble of shard models, not θ_o's architecture
     tasks: ClassVar[tuple[str, ...]] = ("node",)
     source: ClassVar[str] = "Chen et al., Graph Unlearning (GraphEraser), ACM CCS 2022, arXiv:2103.14991"
     smoke_params: ClassVar[dict[str, Any]] = {"num_shards": 2, "recipe": {"epochs": 5}, "aggregator_epochs": 5}

@@ -247,7 +247,7 @@ def fit_sharded(data: Interactions, assignment: np.ndarray, factory: Factory, cf
     (aligned with ``data``): K shard models, then the aggregator."""
     shards = [train_shard(k, data.subset(np.flatnonzero(assignment == k)), factory, recipe, engine, seed)
               for k in range(cfg.n_shards)]
-    dim = int(getattr(shards[0], "dim"))
+    dim = int(shards[0].dim)
     ens = ShardedRecommender(shards, dim=dim, seed=derive_seed(seed, "receraser/agg-init"),
                              attention_dim=cfg.attention_dim)
     ens.set_graph(data.ids)
@@ -289,6 +289,7 @@ class RecEraser(RecsysUnlearner):
     """
 
     kind = "exact"
+    returns_ensemble = True  # shard models and an aggregator, not θ_o's architecture
     needs_retain = True
     source = "Chen et al., RecEraser, WWW 2022, arXiv:2201.06820"
     smoke_params = {"n_shards": 2, "partition_iters": 2, "agg_epochs": 1,
