@@ -152,7 +152,11 @@ class ProcessPoolExecutor(Executor[J, R]):
         return self._pool
 
     def map(self, fn: Callable[[J], R], jobs: Sequence[J]) -> list[R]:
-        import cloudpickle
+        try:
+            import cloudpickle
+        except ImportError as err:
+            raise ConfigError("the process-pool executor ships model factories to its workers with cloudpickle, "
+                              "which is not installed: pip install 'unlearnkit[service]'") from err
 
         if not jobs:
             return []
