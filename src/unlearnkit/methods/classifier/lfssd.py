@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from pydantic import Field
 
 from unlearnkit.methods.classifier.ssd import SSD, SSDConfig
@@ -38,5 +40,6 @@ class LFSSD(SSD):
 
     needs_labels = False
     importance_kind = "output_norm"
-    smoke_params = {"batch_size": 32}
+    # α = 2: the conformance task forgets 10 %, where I_f/I_D ≤ |D|/|D_f| = 10 lets α = 10 select nothing
+    smoke_params: ClassVar[dict[str, Any]] = {"batch_size": 32, "selection_weighting": 2.0}
     source = "Foster, Schoepf, Brintrup, ICLR 2024 Tiny Paper, arXiv:2402.19308"

@@ -323,7 +323,8 @@ class SSD(Unlearner):
     needs_retain = True
     needs_full_train = True
     importance_kind: ClassVar[ImportanceKind] = "fisher"
-    smoke_params = {"batch_size": 32}
+    # α = 2: the conformance task forgets 10 %, where I_f/I_D ≤ |D|/|D_f| = 10 lets α = 10 select nothing
+    smoke_params: ClassVar[dict[str, Any]] = {"batch_size": 32, "selection_weighting": 2.0}
     source = "Foster, Schoepf, Brintrup, AAAI 2024, arXiv:2308.07707"
 
     def __init__(self, config: SSDConfig, train_importance: Importances | None = None) -> None:
