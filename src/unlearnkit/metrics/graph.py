@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearnkit.metrics._dtype import to_numpy64
 from unlearnkit.metrics.base import Metric, MetricOutput
 from unlearnkit.registry import METRICS
 
@@ -68,7 +69,7 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    return 100.0 * float(roc_auc_score(y, np.r_[pos, neg]))
+    return 100.0 * float(roc_auc_score(y, np.r_[to_numpy64(pos).reshape(-1), to_numpy64(neg).reshape(-1)]))
 
 
 def _forget_nodes(task: Any) -> np.ndarray:

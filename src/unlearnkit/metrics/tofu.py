@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.metrics._dtype import to_numpy64
 
 TruthRatioVariant = Literal["tofu", "arith_prob", "normalised"]
 TRUTH_RATIO_VARIANTS: tuple[str, ...] = ("tofu", "arith_prob", "normalised")
@@ -51,14 +52,14 @@ TOFU_ROUGE_STEMMER = True
 
 # -- probabilities -------------------------------------------------------------------------------------------------
 def _vec(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    a = to_numpy64(x)
     if a.ndim != 1:
         raise DataError(f"{name} must be a 1-d array (n_items,), got shape {a.shape}")
     return a
 
 
 def _pert(x: Any, n: int) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    a = to_numpy64(x)
     if a.ndim != 2 or a.shape[0] != n or a.shape[1] < 1:
         raise DataError(f"perturbed log-probs must be (n_items={n}, n_perturbed ≥ 1), got shape {a.shape}; every "
                         "item needs at least one perturbed answer")
@@ -71,8 +72,8 @@ def mean_logprob(sum_logprob: Any, n_tokens: Any) -> np.ndarray:
     Raises:
         DataError: shapes differ or an answer has 0 tokens (its probability is undefined).
     """
-    s = np.asarray(sum_logprob, dtype=np.float64)
-    t = np.asarray(n_tokens, dtype=np.float64)
+    s = to_numpy64(sum_logprob)
+    t = to_numpy64(n_tokens)
     if s.shape != t.shape:
         raise DataError(f"sum_logprob {s.shape} and n_tokens {t.shape} must have the same shape")
     if (t <= 0).any():
