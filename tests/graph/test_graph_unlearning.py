@@ -430,3 +430,35 @@ def test_gif_default_converges_on_a_gcn_where_damp_zero_does_not():
     assert default.notes["solver"]["converged"] is True, default.notes["solver"]
     zero = METHODS.build("gif", {"damp": 0.0}).unlearn_graph(copy.deepcopy(model), t, ENGINE, ctx)
     assert zero.notes["solver"]["converged"] is False and zero.notes["solver"]["residual"] > 1e-2
+
+
+@pytest.mark.parametrize("p_member", [1e-5, 0.3])
+def test_graph_mi_ratio_is_nan_with_a_flag_when_its_denominator_is_near_zero(p_member, monkeypatch):
+    """GNNDelete's MI ratio P_o/P_u: a member probability under the model below 1e-3 gives NaN plus
+    mi_ratio.near_zero_denominator, never 1e5 (issue 13)."""
+    import sklearn.linear_model
+
+    from unlearnkit.metrics import METRICS
+    from unlearnkit.metrics.graph import GraphEvalContext
+
+    class Attack:  # member probability p_member for every element, under any model
+        def __init__(self, **kw):
+            pass
+
+        def fit(self, X, y):
+            return self
+
+        def predict_proba(self, X):
+            return np.c_[np.full(len(X), 1 - p_member), np.full(len(X), p_member)]
+
+    monkeypatch.setattr(sklearn.linear_model, "LogisticRegression", Attack)
+    g = tiny(60)
+    t = build_graph_task(g, task="node", target="node", count=4, seed=0)
+    model = build_gnn("gcn", 8, 3, hidden=8, seed=0)
+    ctx = GraphEvalContext(model, t, ENGINE, seed=0, references={"original_model": model})
+    v = METRICS.build("graph_mia").compute(ctx).values
+    assert v["mi_member_prob"] == pytest.approx(100 * p_member)
+    if p_member < 1e-3:
+        assert np.isnan(v["mi_ratio"]) and v["mi_ratio.near_zero_denominator"] == 1.0
+    else:
+        assert v["mi_ratio"] == pytest.approx(1.0) and "mi_ratio.near_zero_denominator" not in v

@@ -29,28 +29,33 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.errors import DataError
+from unlearnkit.metrics._ratio import flag_key, guarded_ratio
 
 #: MUSE's defaults (reference eval.py)
 VERBMEM_MAX_NEW_TOKENS = 128
 KNOWMEM_MAX_NEW_TOKENS = 32
 PRIVLEAK_K = 0.4
+#: the smallest oracle AUC PrivLeak divides by. AUC_r is θ_r's Min-K% AUC of D_f vs holdout (≈ 0.5 for a model that
+#: saw neither); below 0.05 the attack separates the two pools almost perfectly in the inverted direction (a data or
+#: labelling problem) and the relative change (AUC_u − AUC_r)/AUC_r would be a meaningless number in the hundreds or
+#: thousands: PrivLeak is then NaN and ``privleak.near_zero_denominator`` = 1.
+PRIVLEAK_MIN_ORACLE_AUC = 0.05
 MUSE_ROUGE_STEMMER = False
 KNOWMEM_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion", "Question:")
 
 
-def privleak(auc_unlearned: float, auc_oracle: float) -> float:
-    """PrivLeak in percent: (AUC_u − AUC_r) / AUC_r × 100.
+def privleak(auc_unlearned: float, auc_oracle: float, *, min_oracle_auc: float = PRIVLEAK_MIN_ORACLE_AUC) -> float:
+    """PrivLeak in percent: (AUC_u − AUC_r) / AUC_r × 100; NaN when AUC_r < ``min_oracle_auc``
+    (:data:`PRIVLEAK_MIN_ORACLE_AUC` = 0.05: the denominator is near zero, see there).
 
     Raises:
-        DataError: AUC_r is 0 or an AUC is outside [0, 1].
+        DataError: an AUC is outside [0, 1] or NaN.
     """
     for name, v in (("AUC_unlearned", auc_unlearned), ("AUC_oracle", auc_oracle)):
         if not 0.0 <= v <= 1.0:
             raise DataError(f"{name} must be in [0, 1], got {v}")
-    if auc_oracle == 0:
-        raise DataError("PrivLeak divides by the oracle's AUC, which is 0; the oracle's attack is inverted — check "
-                        "which pool is labelled member")
-    return (auc_unlearned - auc_oracle) / auc_oracle * 100.0
+    value, _ = guarded_ratio(auc_unlearned - auc_oracle, auc_oracle, min_oracle_auc)
+    return value * 100.0
 
 
 def verbmem_reference(tokenizer: Any, gt: str, max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS) -> str:
@@ -127,7 +132,9 @@ def _register() -> None:
                         "< 0 under-unlearning, > 0 over-unlearning)",
             "privleak.auc": "that AUC of the evaluated model: P(holdout text more member-like than a D_f text) "
                             "(MUSE orientation: ≈ 0 while D_f is still known, θ_r ≈ 0.5)",
-            "privleak.auc_oracle": "θ_r's AUC (the denominator; PrivLeak is NaN only when it is 0)",
+            "privleak.auc_oracle": "θ_r's AUC (the denominator; PrivLeak is NaN when it is below 0.05)",
+            "privleak.near_zero_denominator": "1.0 when θ_r's AUC < PRIVLEAK_MIN_ORACLE_AUC (0.05) made PrivLeak "
+                                              "NaN (absent otherwise)",
         }
 
         def compute(self, ctx: Any) -> MetricOutput:
@@ -165,9 +172,11 @@ def _register() -> None:
             oracle = ctx.reference("oracle_model", "MUSE PrivLeak")
             auc_r = ctx.for_reference(oracle, f"muse.privleak.{st.privleak_k}.{n}",
                                       lambda c: _privleak_auc(c, texts, st.privleak_k)[0])
-            # AUC_r = 0 (θ_r ranks every holdout text above every forget text: only with tiny pools) leaves the
-            # relative change undefined: NaN on this one key, with both AUCs recorded
-            values["privleak"] = privleak(auc, auc_r) if auc_r > 0 else float("nan")
+            # AUC_r ≈ 0 (θ_r ranks nearly every holdout text above every forget text: tiny or shifted pools) leaves
+            # the relative change meaningless: NaN on this one key plus its flag, with both AUCs recorded
+            values["privleak"] = privleak(auc, auc_r)
+            if auc_r < PRIVLEAK_MIN_ORACLE_AUC:
+                values[flag_key("privleak")] = 1.0
             values["privleak.auc"] = auc
             values["privleak.auc_oracle"] = auc_r
             per["privleak.forget"] = scores["forget"]
