@@ -126,6 +126,14 @@ class _FakeMuseCtx:
     def reference(self, key, what):
         return "oracle"
 
+    max_context = None  # a model that does not state its context: nothing is cut
+
+    def generation_budget(self, max_new_tokens):
+        return max_new_tokens, None
+
+    def truncated_inputs(self, *splits):
+        return 0
+
     def for_reference(self, model, key, fn):
         return fn(_FakeMuseCtx(self.oracle_logp))
 

@@ -304,7 +304,7 @@ def test_progress_lines_at_a_fixed_interval_with_epoch_step_and_eta():
     now = [100.0]
     buf = io.StringIO()
     log = ProgressLog(40, "train θ_o", interval=10.0, epochs=4, clock=lambda: now[0], stream=buf)
-    for step in range(40):
+    for _ in range(40):
         now[0] += 1.0  # one second per step
         log.advance(1, info=lambda: "loss 0.5000")
     log.finish()

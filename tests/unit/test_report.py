@@ -480,3 +480,22 @@ def test_means_that_would_print_alike_get_more_digits_in_the_whole_column(tmp_pa
     md = to_markdown(summarize(rows), {"run": "t"})
     assert "| a | 7.071 |" in md and "| b | 7.074 |" in md and "| c | 7.074 |" in md  # b and c: a real tie
     assert "| retrain (oracle) | 5.000 |" in md
+
+
+def test_muse_run_header_names_the_corpus_not_a_tofu_split(tmp_path):
+    """Issue 13 item 11: the header said `forget10` (TOFU's default split) for MUSE data."""
+    from unlearnkit.report import build_meta
+    from unlearnkit.report._common import meta_lines
+
+    sc = {"kind": "muse", "source": "muse", "root": "/data/muse/bbc", "corpus": "bbc", "n_forget": 889,
+          "n_retain": 1778, "derived": ["raw/retain1 missing: D_r = raw/retain2 (...)"]}
+    rows = [{**_row("retrain", 0, oracle=True, verbmem_f=0.2), "scenario": sc}]
+    cfg = {"name": "m", "track": "llm", "llm": {"data": {"source": "muse", "root": "/data/muse/bbc",
+                                                         "forget_split": "forget10"}}}
+    meta = dict(meta_lines(build_meta(tmp_path, rows, config=cfg)))
+    assert meta["data"] == "muse (bbc)" and "forget10" not in str(meta)
+    assert meta["scenario"].startswith("muse: corpus bbc, D_f = raw/forget (889 chunks), D_r = raw/retain2 (derived)")
+    assert "raw/retain1 missing" in meta["scenario"]
+    hub = build_meta(tmp_path, rows, config={"track": "llm", "llm": {"data": {"source": "muse",
+                                                                               "hub_id": "muse-bench/MUSE-Books"}}})
+    assert hub["data"] == "muse (muse-bench/MUSE-Books)"

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,7 +31,18 @@ from torch import nn
 from unlearnkit.config.schema import Frozen
 from unlearnkit.engine.distributed import DistState
 from unlearnkit.errors import ConfigError, MethodError
-from unlearnkit.llm.tokenize import IGNORE_INDEX, Encoded, collate, encode_prompt, encode_qa, pad_id_of
+from unlearnkit.llm.tokenize import (
+    IGNORE_INDEX,
+    Encoded,
+    TruncationWarning,
+    collate,
+    encode_prompt,
+    encode_qa,
+    keep_tail,
+    pad_id_of,
+    truncation_count,
+    truncation_message,
+)
 from unlearnkit.models.llm import parameter_bytes
 
 log = logging.getLogger("unlearnkit")
@@ -107,9 +119,17 @@ def sequence_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple
 
 
 def encode_pairs(tokenizer: Any, pairs: Iterable[tuple[str, str]], fmt: str = "qa", max_len: int | None = None,
-                 *, add_eos: bool = True) -> list[Encoded]:
-    """:func:`encode_qa` over ``pairs``."""
-    return [encode_qa(tokenizer, q, a, fmt, max_len, add_eos=add_eos) for q, a in pairs]
+                 *, add_eos: bool = True, what: str = "encode") -> list[Encoded]:
+    """:func:`encode_qa` over ``pairs``; when ``max_len`` cuts any of them, one
+    :class:`~unlearnkit.llm.tokenize.TruncationWarning` says how many (never a silent cut)."""
+    enc = [encode_qa(tokenizer, q, a, fmt, max_len, add_eos=add_eos) for q, a in pairs]
+    n_cut, dropped = truncation_count(enc)
+    if n_cut and max_len is not None:
+        warnings.warn(TruncationWarning(truncation_message(
+            what, n_cut, len(enc), max_len, dropped,
+            "their tails are not read; raise max_len (training: llm.train.max_len) or use shorter texts (MUSE: "
+            "llm.data.chunk_chars)")), stacklevel=2)
+    return enc
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -216,23 +236,28 @@ def token_logprobs(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch
 
 
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str = "qa", max_new_tokens: int = 32,
-             batch_size: int = 16, engine: Any = None) -> list[str]:
+             batch_size: int = 16, engine: Any = None, max_prompt_tokens: int | None = None) -> list[str]:
     """Greedy continuations of ``prompts`` (each formatted by ``fmt``; ``raw`` = verbatim).
 
     Batches are left-padded with attention masks and position ids from lengths; every row's new tokens start right
     after its own prompt (the same column for all rows under left padding), and are cut at the first EOS
     (KNOWN_FAULTS C58). Returns decoded strings without special tokens, stripped of surrounding whitespace.
+    ``max_prompt_tokens``: prompts longer than this keep their last tokens (and BOS), see
+    :func:`~unlearnkit.llm.tokenize.keep_tail`; None = fed whole.
     """
-    ids = generate_ids(model, tokenizer, prompts, fmt, max_new_tokens, batch_size, engine)
+    ids = generate_ids(model, tokenizer, prompts, fmt, max_new_tokens, batch_size, engine, max_prompt_tokens)
     return [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
 
 
 def generate_ids(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str = "qa", max_new_tokens: int = 32,
-                 batch_size: int = 16, engine: Any = None) -> list[list[int]]:
+                 batch_size: int = 16, engine: Any = None, max_prompt_tokens: int | None = None) -> list[list[int]]:
     """Token ids of greedy continuations (EOS and what follows removed); see :func:`generate`."""
     if max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
     enc = [encode_prompt(tokenizer, p, fmt) for p in prompts]
+    if max_prompt_tokens is not None:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        enc = [keep_tail(e, max_prompt_tokens, bos)[0] for e in enc]
     enc = [Encoded(tuple(e), (IGNORE_INDEX,) * len(e), len(e)) for e in enc]
     pad, eos = pad_id_of(tokenizer), tokenizer.eos_token_id
     dev = model_device(model, engine)

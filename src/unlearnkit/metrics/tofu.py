@@ -371,6 +371,8 @@ def _register() -> None:
             "<split>.rouge": "mean ROUGE-L recall (stemmed) of greedy answers (forget: lower = forgotten)",
             "<split>.truth_ratio": "forget: mean min(R, 1/R) (θ_r-like ≈ high); others: mean max(0, 1 − R) (higher "
                                    "= prefers true answers)",
+            "tofu.truncated": "QA inputs (scored pairs and generation prompts) cut to fit the model's context: "
+                              "answers lose their tails, prompts their heads (0 when all fit)",
         }
 
         def compute(self, ctx: Any) -> MetricOutput:
@@ -379,6 +381,9 @@ def _register() -> None:
             oracle = ctx.reference("oracle_model", "TOFU forget quality")
             oracle_forget = ctx.for_reference(oracle, "tofu.forget", lambda c: split_stats(c, "forget"))
             values = tofu_summary(stats, oracle_forget, variant=variant)
+            truncated = getattr(ctx, "truncated_inputs", None)
+            if truncated is not None:  # inputs cut to the model's context (issue 13); 0 when all fit
+                values["tofu.truncated"] = float(truncated(*TOFU_SPLITS))
             per: dict[str, np.ndarray] = {"forget.oracle_truth_ratio": oracle_forget.ratios("tofu")}
             for s, st in stats.items():
                 per[f"{s}.ids"] = np.asarray(st.ids, dtype=np.int64)

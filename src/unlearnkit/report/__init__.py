@@ -72,6 +72,9 @@ def _name_of(spec: Any) -> str | None:
     if isinstance(spec, str):
         return spec
     if isinstance(spec, Mapping):
+        if spec.get("source") == "muse":  # MUSE has no TOFU forget split: name the corpus (root folder or hub id)
+            root = spec.get("root")
+            return f"muse ({Path(str(root)).name if root else spec.get('hub_id') or 'muse-bench/MUSE-News'})"
         for key in ("name", "source", "arch", "kind"):  # classifier specs have a name; track sections vary
             if spec.get(key):
                 extra = spec.get("forget_split") or spec.get("path")

@@ -243,6 +243,13 @@ def scenario_text(scenario: Mapping[str, Any] | None) -> str:
         elif kind == "sequential" and sc.get("n_requests") is not None:
             return (f"sequential: {sc['n_requests']} deletion requests applied one after another (table: after the "
                     "last one; curves: after every request)")
+        elif kind == "muse":
+            corpus = sc.get("corpus") or (str(sc["root"]).rstrip("/").split("/")[-1] if sc.get("root") else "?")
+            derived = sc.get("derived") or []
+            return (f"muse: corpus {corpus}, D_f = raw/forget ({sc.get('n_forget', '?')} chunks), D_r = "
+                    f"{'raw/retain2 (derived)' if any('retain1' in str(d) for d in derived) else 'raw/retain1'} "
+                    f"({sc.get('n_retain', '?')} chunks)" + (f"; derived: {'; '.join(map(str, derived))}"
+                                                               if derived else ""))
         elif kind == "scalability" and sc.get("forget_fractions"):
             fr = ", ".join(_pct(float(f)) for f in sc["forget_fractions"])
             return (f"scalability: forget {fr} of the forget split, each from θ_o with its own oracle (table: the "
