@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -21,8 +23,9 @@ def test_privleak_sign_and_scale():
     assert privleak(0.75, 0.5) == pytest.approx(50.0)    # over-unlearning: positive
     assert privleak(0.25, 0.5) == pytest.approx(-50.0)   # under-unlearning: negative
     assert privleak(0.5, 0.5) == 0.0
-    with pytest.raises(DataError):
-        privleak(0.5, 0.0)
+    # a near-zero oracle AUC (< 0.05) gives NaN, never a huge number (issue 13): 0.5 vs 0.001 would be +49,900 %
+    assert math.isnan(privleak(0.5, 0.0)) and math.isnan(privleak(0.5, 0.001)) and math.isnan(privleak(0.5, 0.0499))
+    assert privleak(0.5, 0.05) == pytest.approx(900.0)
     with pytest.raises(DataError):
         privleak(1.5, 0.5)
 
@@ -89,3 +92,78 @@ def test_privleak_auc_uses_muse_orientation():
     assert privleak(auc, 0.5) == pytest.approx(-100.0)  # under-unlearning is negative, as in MUSE's tables
     auc_over, _ = _privleak_auc(Ctx(), {"forget": ["h1", "h2"], "holdout": ["f1", "f2"]}, 0.4)
     assert auc_over == 1.0 and privleak(auc_over, 0.5) == pytest.approx(100.0)  # D_f less likely than unseen text
+
+
+class _FakeMuseCtx:
+    """The parts of the LLM evaluation context the muse metric reads; Min-K% scores come from ``logp``."""
+
+    def __init__(self, logp, oracle_logp=None):
+        from types import SimpleNamespace
+
+        self.logp, self.oracle_logp = logp, oracle_logp
+        self.settings = SimpleNamespace(max_items=None, verbmem_max_new_tokens=8, knowmem_max_new_tokens=4,
+                                        privleak_k=0.4, knowmem_rouge="f1")
+        qa = SimpleNamespace(question="q?", answer="a")
+        self.task = SimpleNamespace(name="muse_fake", extras={
+            "verbmem": [{"prompt": "p", "gt": "one two"}], "knowmem_forget_icl": [qa], "knowmem_retain_icl": [qa],
+            "privleak": {"forget": ["f1", "f2"], "holdout": ["h1", "h2"]}})
+        self.tokenizer = lambda text, add_special_tokens=True: {"input_ids": text.split()}
+        self.tokenizer.decode = lambda ids, skip_special_tokens=True: " ".join(ids)
+
+    def generations(self, prompts, tag, fmt=None, max_new_tokens=None):
+        return ["one two" for _ in prompts]
+
+    def eval_set(self, split):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(questions=["q?"], answers=["a"])
+
+    def text_token_scores(self, texts, tag):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(logp=np.array(self.logp[t])) for t in texts]
+
+    def reference(self, key, what):
+        return "oracle"
+
+    max_context = None  # a model that does not state its context: nothing is cut
+
+    def generation_budget(self, max_new_tokens):
+        return max_new_tokens, None
+
+    def truncated_inputs(self, *splits):
+        return 0
+
+    def for_reference(self, model, key, fn):
+        return fn(_FakeMuseCtx(self.oracle_logp))
+
+
+@pytest.mark.parametrize("oracle_inverted", [True, False])
+def test_muse_metric_flags_a_near_zero_oracle_auc(oracle_inverted, monkeypatch):
+    """θ_r with AUC 0 (every D_f text ranked above every holdout text): PrivLeak NaN plus its flag; AUC 0.5: a
+    number and no flag."""
+    import unlearnkit.metrics.muse as muse_mod
+    from unlearnkit.metrics import METRICS
+
+    monkeypatch.setattr(muse_mod, "verbmem_reference", lambda tok, gt, n: gt)
+    model = {"f1": [-0.1], "f2": [-0.3], "h1": [-3.0], "h2": [-4.0]}  # AUC 0: D_f still known
+    oracle = dict(model) if oracle_inverted else {"f1": [-1.0], "f2": [-4.0], "h1": [-2.0], "h2": [-3.0]}  # 0.5
+    out = METRICS.build("muse").compute(_FakeMuseCtx(model, oracle))
+    v = out.values
+    if oracle_inverted:
+        assert v["privleak.auc_oracle"] == 0.0 and math.isnan(v["privleak"])
+        assert v["privleak.near_zero_denominator"] == 1.0
+    else:
+        assert v["privleak.auc_oracle"] == 0.5 and v["privleak"] == pytest.approx(-100.0)
+        assert "privleak.near_zero_denominator" not in v
+
+
+def test_guarded_ratio():
+    from unlearnkit.metrics._ratio import flag_key, guarded_ratio
+
+    assert guarded_ratio(3.0, 2.0, 1e-3) == (1.5, False)
+    assert guarded_ratio(-3.0, -2.0, 1e-3) == (1.5, False)
+    for den in (0.0, 5e-4, -5e-4, float("nan"), float("inf")):
+        val, flagged = guarded_ratio(1.0, den, 1e-3)
+        assert math.isnan(val) and flagged
+    assert flag_key("mi_ratio") == "mi_ratio.near_zero_denominator"

@@ -181,6 +181,24 @@ def test_certified_removal_is_the_newton_step_and_approaches_retraining(target):
     w_r = _np_retrain(X_new, Y(rv.train_nodes), 1e-2)
     assert np.linalg.norm(w_u - w_r) < 0.1 * np.linalg.norm(w_o - w_r)
     assert res.notes["bound_total"] > 0 and res.notes["retrains"] == 0
+    solver = res.notes["solver"]
+    assert solver["name"] == "cholesky" and solver["converged"] and solver["residual"] < 1e-9
+    assert solver["iterations"] == 1 and "retrain_solver" not in res.notes
+
+
+def test_newton_residual_is_relative_to_the_gradient():
+    """H(1.1Δ) − g = 0.1 g when HΔ = g exactly: the residual of the scaled step is 0.1."""
+    from unlearnkit.methods.graph._common import ovr_hessian_solve, ovr_targets
+    from unlearnkit.methods.graph.certified import newton_residual
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(30, 5, generator=gen, dtype=torch.float64)
+    Y = ovr_targets(torch.randint(0, 3, (30,), generator=gen), 3)
+    w = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    g = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    delta = ovr_hessian_solve(w, X, Y, 1e-2, g)
+    assert newton_residual(w, X, Y, 1e-2, g, delta) < 1e-12
+    assert newton_residual(w, X, Y, 1e-2, g, 1.1 * delta) == pytest.approx(0.1, rel=1e-9)
 
 
 def test_certified_budget_triggers_retraining():
@@ -195,6 +213,8 @@ def test_certified_budget_triggers_retraining():
 
     assert res.notes["budget"] == pytest.approx(1e-6 * 1.0 / np.sqrt(2 * np.log(1.5 / 1e-4)) * 3)
     assert res.notes["retrains"] >= 1 and res.notes["bound_sum"] <= res.notes["budget"]
+    assert res.notes["retrain_solver"]["name"] == "lbfgs" and res.notes["retrain_solver"]["converged"]
+    assert res.notes["solver"]["converged"]
     assert certificate_budget(1e-2, 1, 1e-4, 7) == pytest.approx(1e-2 / np.sqrt(2 * np.log(15000)) * 7)
     with pytest.raises(MethodError, match="ovr_logistic"):
         METHODS.build("certified_sgc", {}).unlearn_graph(copy.deepcopy(model), t, ENGINE,
@@ -325,8 +345,9 @@ def test_gif_on_a_one_vs_rest_sgc_is_the_influence_step_of_its_own_objective(tar
     model = build_gnn("sgc", 8, 3, bias=False, seed=0)
     fit_graph(model, t, "original", recipe, seed=0)
     w_o = model.convs[0].lin.weight.detach().double().t().numpy()
-    res = METHODS.build("gif", {"iterations": 3000}).unlearn_graph(copy.deepcopy(model), t, ENGINE,
-                                                                    UnlearnContext(seed=0, train_recipe=recipe))
+    res = METHODS.build("gif", {"iterations": 3000, "damp": 0.0, "tolerance": 1e-5}).unlearn_graph(
+        copy.deepcopy(model), t, ENGINE, UnlearnContext(seed=0, train_recipe=recipe))
+    assert res.notes["solver"]["converged"] and res.notes["solver"]["residual"] <= 1e-5  # float32 model
     assert res.notes["loss"].startswith("ovr_logistic")
     assert res.notes["hops"] == (3 if target == "node" else 2)  # K = 2, + 1 for a node deletion (degrees change)
     w_u = res.model.convs[0].lin.weight.detach().double().t().numpy()
@@ -344,3 +365,100 @@ def test_gif_on_a_one_vs_rest_sgc_is_the_influence_step_of_its_own_objective(tar
     np.testing.assert_allclose(w_u, w_o + step, rtol=1e-3, atol=2e-5)
     w_r = _np_retrain(X_new, Yn, 1e-2)
     assert np.linalg.norm(w_u - w_r) < 0.2 * np.linalg.norm(w_o - w_r)  # one influence step lands near retraining
+
+
+def _ovr_gif_problem(target="node"):
+    g = tiny(60, normalize_features="standard_maxnorm")
+    t = build_graph_task(g, task="node", target=target, count=4, seed=1)
+    recipe = GraphTrainConfig(loss="ovr_logistic", l2=1e-2, noise_std=0.0, lbfgs_steps=50)
+    model = build_gnn("sgc", 8, 3, bias=False, seed=0)
+    fit_graph(model, t, "original", recipe, seed=0)
+    w_o = model.convs[0].lin.weight.detach().double().t().numpy()
+    ov, rv = t.view("original"), t.view("retain")
+    X_old = _numpy_sgc_features(g.x.double().numpy(), g.edges[ov.edge_ids], 2)[ov.train_nodes]
+    X_new = _numpy_sgc_features(rv.x.double().numpy(), g.edges[rv.edge_ids], 2)[rv.train_nodes]
+    Y = lambda nodes: np.eye(3)[g.y.numpy()[nodes]] * 2 - 1  # noqa: E731
+    Yo = Y(ov.train_nodes)
+    v = _np_grad(w_o, X_old, Yo, 1e-2) - _np_grad(w_o, X_new, Y(rv.train_nodes), 1e-2)
+    H = []
+    for k in range(3):
+        z = 1 / (1 + np.exp(-Yo[:, k] * (X_old @ w_o[:, k])))
+        H.append(X_old.T @ (X_old * (z * (1 - z))[:, None]) + 1e-2 * len(X_old) * np.eye(8))
+    return t, recipe, model, w_o, v, H
+
+
+def test_gif_reports_an_unconverged_solve():
+    """Issue 13 item 4: a LiSSA solve stopped above its tolerance says so in notes["solver"], with the residual of
+    the returned step computed independently: ‖v − (H + damp·scale·I)Δw‖ / ‖v‖."""
+    t, recipe, model, w_o, v, H = _ovr_gif_problem()
+    res = METHODS.build("gif", {"iterations": 2, "damp": 0.0, "tolerance": 1e-8}).unlearn_graph(
+        copy.deepcopy(model), t, ENGINE, UnlearnContext(seed=0, train_recipe=recipe))
+    s = res.notes["solver"]
+    assert s["name"] == "lissa" and s["converged"] is False and s["iterations"] == 2 and s["tolerance"] == 1e-8
+    dw = res.model.convs[0].lin.weight.detach().double().t().numpy() - w_o
+    r = np.sqrt(sum(np.sum((v[:, k] - H[k] @ dw[:, k]) ** 2) for k in range(3))) / np.linalg.norm(v)
+    assert s["residual"] == pytest.approx(r, rel=1e-3)
+    assert r > 1e-8
+
+
+def test_gif_damped_solve_converges_to_the_ridge_system_and_stops_at_its_tolerance():
+    """With damp > 0 LiSSA solves (H + damp·scale·I)Δw = v; it stops as soon as the residual is ≤ tolerance."""
+    t, recipe, model, w_o, v, H = _ovr_gif_problem()
+    res = METHODS.build("gif", {"iterations": 2000, "damp": 0.05, "tolerance": 1e-5}).unlearn_graph(
+        copy.deepcopy(model), t, ENGINE, UnlearnContext(seed=0, train_recipe=recipe))
+    s = res.notes["solver"]
+    assert s["converged"] is True and s["residual"] <= 1e-5 and s["iterations"] < 2000  # float32 model
+    mu = 0.05 * s["scale"]
+    dw = res.model.convs[0].lin.weight.detach().double().t().numpy() - w_o
+    want = np.stack([np.linalg.solve(H[k] + mu * np.eye(8), v[:, k]) for k in range(3)], 1)
+    np.testing.assert_allclose(dw, want, rtol=1e-3, atol=1e-5 * np.abs(want).max())
+    loose = METHODS.build("gif", {"iterations": 2000, "damp": 0.05, "tolerance": 1e-2}).unlearn_graph(
+        copy.deepcopy(model), t, ENGINE, UnlearnContext(seed=0, train_recipe=recipe))
+    assert loose.notes["solver"]["converged"] and loose.notes["solver"]["iterations"] < s["iterations"]
+
+
+def test_gif_default_converges_on_a_gcn_where_damp_zero_does_not():
+    """The default damping (0.05) converges within the default 100 iterations on a trained GCN; the reference's
+    damp 0 stops unconverged there (flagged, not silent)."""
+    g = tiny(80)
+    t = build_graph_task(g, task="node", target="node", fraction=0.05, seed=0)
+    model = build_gnn("gcn", 8, 3, hidden=16, seed=0)
+    recipe = GraphTrainConfig(epochs=100, weight_decay=5e-4)
+    fit_graph(model, t, "original", recipe, seed=0)
+    ctx = UnlearnContext(seed=0, train_recipe=recipe)
+    default = METHODS.build("gif", {}).unlearn_graph(copy.deepcopy(model), t, ENGINE, ctx)
+    assert default.notes["solver"]["converged"] is True, default.notes["solver"]
+    zero = METHODS.build("gif", {"damp": 0.0}).unlearn_graph(copy.deepcopy(model), t, ENGINE, ctx)
+    assert zero.notes["solver"]["converged"] is False and zero.notes["solver"]["residual"] > 1e-2
+
+
+@pytest.mark.parametrize("p_member", [1e-5, 0.3])
+def test_graph_mi_ratio_is_nan_with_a_flag_when_its_denominator_is_near_zero(p_member, monkeypatch):
+    """GNNDelete's MI ratio P_o/P_u: a member probability under the model below 1e-3 gives NaN plus
+    mi_ratio.near_zero_denominator, never 1e5 (issue 13)."""
+    import sklearn.linear_model
+
+    from unlearnkit.metrics import METRICS
+    from unlearnkit.metrics.graph import GraphEvalContext
+
+    class Attack:  # member probability p_member for every element, under any model
+        def __init__(self, **kw):
+            pass
+
+        def fit(self, X, y):
+            return self
+
+        def predict_proba(self, X):
+            return np.c_[np.full(len(X), 1 - p_member), np.full(len(X), p_member)]
+
+    monkeypatch.setattr(sklearn.linear_model, "LogisticRegression", Attack)
+    g = tiny(60)
+    t = build_graph_task(g, task="node", target="node", count=4, seed=0)
+    model = build_gnn("gcn", 8, 3, hidden=8, seed=0)
+    ctx = GraphEvalContext(model, t, ENGINE, seed=0, references={"original_model": model})
+    v = METRICS.build("graph_mia").compute(ctx).values
+    assert v["mi_member_prob"] == pytest.approx(100 * p_member)
+    if p_member < 1e-3:
+        assert np.isnan(v["mi_ratio"]) and v["mi_ratio.near_zero_denominator"] == 1.0
+    else:
+        assert v["mi_ratio"] == pytest.approx(1.0) and "mi_ratio.near_zero_denominator" not in v

@@ -159,6 +159,26 @@ def test_lightgcn_propagation_matches_dense_formula_on_both_backends(task):
         np.testing.assert_allclose(out.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
+def test_lightgcn_auto_backend_is_torch_sparse_on_cpu(task):
+    """Issue 13 item 10: `auto` picked PyG LGConv, 8–10× slower on CPU (benchmarks/lightgcn_backend.py); it now
+    resolves per device, torch.sparse on CPU, and gives the same embeddings as an explicit sparse model."""
+    from unlearnkit.errors import ConfigError
+    from unlearnkit.models.recsys import RecModelConfig
+
+    tr = task.train
+    auto = LightGCN(task.n_users, task.n_items, tr.ids, tr.users, tr.items, dim=4, init_std=0.1, seed=0, layers=2)
+    assert RecModelConfig().backend == "auto" and auto.backend == "auto"
+    assert auto.resolved_backend() == "sparse" and auto.resolved_backend("cpu") == "sparse"
+    sparse = LightGCN(task.n_users, task.n_items, tr.ids, tr.users, tr.items, dim=4, init_std=0.1, seed=0, layers=2,
+                      backend="sparse")
+    assert torch.equal(torch.cat(auto.propagate()), torch.cat(sparse.propagate()))
+    assert LightGCN(task.n_users, task.n_items, tr.ids, tr.users, tr.items, dim=4, init_std=0.1, seed=0,
+                    backend="pyg").resolved_backend("cpu") == "pyg"  # an explicit choice is kept
+    with pytest.raises(ConfigError, match="backend"):
+        LightGCN(task.n_users, task.n_items, tr.ids, tr.users, tr.items, dim=4, init_std=0.1, seed=0,
+                 backend="dense")
+
+
 @pytest.mark.parametrize("name", RECSYS_METHODS)
 def test_recsys_method_conformance(name, task, original, engine):
     entry = METHODS.entry(name)

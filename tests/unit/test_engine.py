@@ -293,3 +293,63 @@ def test_progress_is_silent_when_stderr_is_not_a_terminal(capfd):
                 advance()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_progress_lines_at_a_fixed_interval_with_epoch_step_and_eta():
+    """Issue 13 item 10: in a log, progress is a line at most every `interval` seconds (fake clock), plus `done`."""
+    import io
+
+    from unlearnkit.engine.loop import ProgressLog
+
+    now = [100.0]
+    buf = io.StringIO()
+    log = ProgressLog(40, "train θ_o", interval=10.0, epochs=4, clock=lambda: now[0], stream=buf)
+    for _ in range(40):
+        now[0] += 1.0  # one second per step
+        log.advance(1, info=lambda: "loss 0.5000")
+    log.finish()
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 5  # after 10, 20, 30, 40 s, then done
+    assert lines[0] == ("[unlearnkit] train θ_o: epoch 2/4, step 10/40 (25 %), 10.0 s elapsed, ETA 30 s, "
+                        "loss 0.5000")
+    assert lines[1].startswith("[unlearnkit] train θ_o: epoch 3/4, step 20/40 (50 %), 20.0 s elapsed, ETA 20 s")
+    assert lines[-1] == "[unlearnkit] train θ_o: epoch 4/4, step 40/40 (100 %), 40.0 s elapsed, done, loss 0.5000"
+    quick = io.StringIO()
+    short = ProgressLog(5, "short", interval=10.0, clock=lambda: now[0], stream=quick)
+    for _ in range(5):
+        short.advance()
+    short.finish()
+    assert quick.getvalue() == ""  # shorter than one interval: silent
+
+
+_PROGRESS_SCRIPT = """
+import numpy as np, torch
+from torch import nn
+from unlearnkit.config.schema import EngineConfig, TrainConfig
+from unlearnkit.data.base import SampleSet, TensorSource
+from unlearnkit.engine.loop import Engine
+torch.manual_seed(0)
+x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+pos = np.arange(64)
+data = SampleSet(TensorSource(x, y), pos, pos, y.numpy(), 2, "toy")
+eng = Engine(EngineConfig(device="cpu", progress=True, progress_interval=0.0))
+eng.fit(nn.Linear(4, 2), data, TrainConfig(epochs=3, batch_size=16, lr=0.1, scheduler="none"), seed=0,
+        desc="fit toy")
+"""
+
+
+def test_training_with_stderr_redirected_to_a_file_writes_progress_lines(tmp_path):
+    """A run whose stderr is a log file gets progress lines (before the fix: nothing, however long it ran)."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "stderr.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as err:
+        subprocess.run([sys.executable, "-c", _PROGRESS_SCRIPT], stderr=err, stdout=subprocess.DEVNULL, env=env,
+                       check=True, timeout=120)
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("[unlearnkit] fit toy:")]
+    assert len(lines) == 13, log.read_text()  # interval 0: every one of the 12 steps, then done
+    assert "epoch 1/3, step 1/12" in lines[0] and "ETA" in lines[0] and "loss" in lines[0]
+    assert lines[-1].startswith("[unlearnkit] fit toy: epoch 3/3, step 12/12 (100 %)") and "done" in lines[-1]

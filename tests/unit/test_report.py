@@ -442,3 +442,60 @@ def test_console_table_prints_markup_in_labels_literally():
     buf = StringIO()
     Console(file=buf, width=200, color_system=None).print(console_table(summarize([_row("[bold]x[/bold]", 0)])))
     assert "[bold]x[/bold]" in buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ number format
+def test_small_values_keep_their_digits_and_p_values_use_scientific_notation():
+    from unlearnkit.report._common import column_sig, fmt_num
+
+    assert [fmt_num(v) for v in (0.0143, 0.0068, 0.0030, 1e-11)] == ["0.014", "0.0068", "0.0030", "1.0e-11"]
+    assert [fmt_num(v) for v in (98.0712, 3.48, 0.53, 0.0, -0.25)] == ["98.07", "3.48", "0.53", "0.00", "-0.25"]
+    assert fmt_num(float("nan")) == "—" and fmt_num(True) == "—" and fmt_num(None) == "—"
+    # a column gets more digits only where two different values would print alike
+    assert column_sig([0.0143, 0.0068, 0.0030, 1e-11]) == 2
+    assert column_sig([0.0143, 0.0141]) == 3 and fmt_num(0.0143, sig=3) == "0.0143"
+    assert column_sig([98.071, 98.074]) == 5 and fmt_num(98.071, sig=5) == "98.071"
+    assert column_sig([98.07, 98.07, float("nan")]) == 2  # a real tie stays a tie
+    assert column_sig([1.0, 1.0 + 1e-12]) == 2  # equal to 6 significant digits: a real tie
+
+
+def test_forget_quality_p_values_print_differently_in_report_md_and_html(tmp_path):
+    """Issue 13 item 8: 0.0143 / 0.0068 / 0.0030 / 1e-11 printed as 0.01 / 0.01 / 0.00 / 0.00 (false ties)."""
+    fq = {"oracle": 1.0, "a": 0.0143, "b": 0.0068, "c": 0.0030, "d": 1e-11}
+    rows = [_row("retrain" if m == "oracle" else m, 0, oracle=m == "oracle", forget_quality=v, model_utility=0.5)
+            for m, v in fq.items()]
+    d = _write_run(tmp_path / "r", rows, config=None)
+    md_path, html_path = write_reports(d)
+    md, page = md_path.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8")
+    want = {"a": "0.014", "b": "0.0068", "c": "0.0030", "d": "1.0e-11"}
+    for m, text in want.items():
+        assert f"| {m} | {text} | 0.50 |" in md
+        assert re.search(rf"{m}</td><td>{re.escape(text)}</td>", page), (m, text)
+    assert len(set(want.values())) == 4
+
+
+def test_means_that_would_print_alike_get_more_digits_in_the_whole_column(tmp_path):
+    rows = [_row("retrain", 0, oracle=True, unlearn_acc=5.0), _row("a", 0, unlearn_acc=7.071),
+            _row("b", 0, unlearn_acc=7.074), _row("c", 0, unlearn_acc=7.074)]
+    md = to_markdown(summarize(rows), {"run": "t"})
+    assert "| a | 7.071 |" in md and "| b | 7.074 |" in md and "| c | 7.074 |" in md  # b and c: a real tie
+    assert "| retrain (oracle) | 5.000 |" in md
+
+
+def test_muse_run_header_names_the_corpus_not_a_tofu_split(tmp_path):
+    """Issue 13 item 11: the header said `forget10` (TOFU's default split) for MUSE data."""
+    from unlearnkit.report import build_meta
+    from unlearnkit.report._common import meta_lines
+
+    sc = {"kind": "muse", "source": "muse", "root": "/data/muse/bbc", "corpus": "bbc", "n_forget": 889,
+          "n_retain": 1778, "derived": ["raw/retain1 missing: D_r = raw/retain2 (...)"]}
+    rows = [{**_row("retrain", 0, oracle=True, verbmem_f=0.2), "scenario": sc}]
+    cfg = {"name": "m", "track": "llm", "llm": {"data": {"source": "muse", "root": "/data/muse/bbc",
+                                                         "forget_split": "forget10"}}}
+    meta = dict(meta_lines(build_meta(tmp_path, rows, config=cfg)))
+    assert meta["data"] == "muse (bbc)" and "forget10" not in str(meta)
+    assert meta["scenario"].startswith("muse: corpus bbc, D_f = raw/forget (889 chunks), D_r = raw/retain2 (derived)")
+    assert "raw/retain1 missing" in meta["scenario"]
+    hub = build_meta(tmp_path, rows, config={"track": "llm", "llm": {"data": {"source": "muse",
+                                                                               "hub_id": "muse-bench/MUSE-Books"}}})
+    assert hub["data"] == "muse (muse-bench/MUSE-Books)"

@@ -61,6 +61,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
 from unlearnkit.metrics import METRICS, avg_gap
+from unlearnkit.metrics._ratio import flag_key, guarded_ratio
 from unlearnkit.models.policy import compose, policy_from_saved
 from unlearnkit.persist import atomic_write, refuse_symlink, stable_hash
 from unlearnkit.results import (
@@ -763,7 +764,10 @@ class Runner:
             cost = _split_cost(metrics)
             seconds = float(last.get("seconds", 0.0))
             metrics["unlearn_seconds"] = seconds
-            metrics["rte_ratio"] = seconds / oracle.seconds if oracle.seconds > 0 else float("nan")
+            # a near-zero oracle time (< 1 ms: cached or not measured) gives NaN plus a flag, never a huge ratio
+            metrics["rte_ratio"], near_zero = guarded_ratio(seconds, oracle.seconds, 1e-3)
+            if near_zero:
+                metrics[flag_key("rte_ratio")] = 1.0
             gap_keys = self.track.gap_keys()
             if gap_keys:
                 metrics["avg_gap"] = avg_gap(metrics, oracle_metrics, gap_keys)

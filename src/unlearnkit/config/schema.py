@@ -54,7 +54,9 @@ class EngineConfig(Frozen):
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (cuda if available)")
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms + fixed seeds")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None = torch's default")
-    progress: bool = Field(True, description="show rich progress bars")
+    progress: bool = Field(True, description="show rich progress bars (on a terminal) or progress lines (in a log)")
+    progress_interval: float = Field(15.0, ge=0, description="seconds between progress lines when stderr is not a "
+                                                             "terminal (a log file or pipe)")
     eval_batch_size: int = Field(512, ge=1)
 
     @field_validator("device")

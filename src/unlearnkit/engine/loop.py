@@ -108,6 +108,67 @@ def make_scheduler(opt: torch.optim.Optimizer, recipe: TrainConfig, steps_per_ep
     return None
 
 
+
+class ProgressLog:
+    """Progress as plain lines on stderr for logs (see :meth:`Engine.progress`).
+
+    ``advance(n, info)`` counts steps; a line is written when ``interval`` seconds have passed since the last one
+    (the first after ``interval`` seconds of work); :meth:`finish` writes a ``done`` line when any line was written.
+    ``clock`` and ``stream`` are injectable for tests (default ``time.perf_counter`` and ``sys.stderr``).
+    """
+
+    def __init__(self, total: int, desc: str, *, interval: float, epochs: int | None = None,
+                 clock: Callable[[], float] = time.perf_counter, stream=None) -> None:
+        self.total, self.desc, self.interval, self.epochs = int(total), desc, float(interval), epochs
+        self.clock, self.stream = clock, stream
+        self.done = 0
+        self.lines = 0
+        self.start = self.last = clock()
+        self._info: Callable[[], str] | None = None
+
+    def _write(self, text: str) -> None:
+        import sys
+
+        stream = self.stream if self.stream is not None else sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+
+    def _line(self, now: float, final: bool = False) -> str:
+        elapsed = now - self.start
+        parts = []
+        if self.epochs and self.total > 0:
+            per_epoch = max(self.total // self.epochs, 1)
+            parts.append(f"epoch {min(self.done // per_epoch + 1, self.epochs)}/{self.epochs}")  # the one running
+        pct = f" ({100.0 * self.done / self.total:.0f} %)" if self.total > 0 else ""
+        parts.append(f"step {self.done}/{self.total}{pct}")
+        parts.append(f"{elapsed:.1f} s elapsed")
+        if final:
+            parts.append("done")
+        elif 0 < self.done < self.total:
+            parts.append(f"ETA {elapsed / self.done * (self.total - self.done):.0f} s")
+        if self._info is not None:
+            try:
+                parts.append(self._info())
+            except Exception:  # noqa: BLE001 — a status that cannot be formatted must not stop training
+                pass
+        return f"[unlearnkit] {self.desc}: " + ", ".join(parts)
+
+    def advance(self, n: int = 1, info: Callable[[], str] | None = None) -> None:
+        self.done += n
+        if info is not None:
+            self._info = info
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self._write(self._line(now))
+            self.lines += 1
+            self.last = now
+
+    def finish(self) -> None:
+        if self.lines:
+            self._write(self._line(self.clock(), final=True))
+            self.lines += 1
+
+
 class Engine:
     """Runs training and evaluation.
 
@@ -194,18 +255,32 @@ class Engine:
             yield x, y, ids
 
     @contextmanager
-    def progress(self, total: int, desc: str):
-        """A progress bar of ``total`` steps on stderr; yields ``advance(n=1, info=None)``.
+    def progress(self, total: int, desc: str, *, epochs: int | None = None):
+        """Progress of ``total`` steps on stderr; yields ``advance(n=1, info=None)`` (``info``: a callable giving a
+        short status such as ``"loss 0.1234"``, evaluated only when shown).
 
-        No bar (a no-op ``advance``) when ``config.progress`` is false or stderr is not a terminal (a log file or a
-        pipe would collect one line per refresh). Updates are throttled to about 10 per second.
+        On a terminal: a rich bar, updates throttled to about 10 per second. When stderr is not a terminal (a log
+        file or a pipe, where a bar would write one line per refresh, or nothing): plain lines
+        ``[unlearnkit] DESC: epoch e/E, step s/S (p %), t s elapsed, ETA r s, INFO`` at most every
+        ``config.progress_interval`` seconds (15 by default) and a final ``done`` line — work shorter than one
+        interval prints nothing, longer work never stays silent for more than an interval. Nothing at all when
+        ``config.progress`` is false or on ranks > 0 of a distributed launch.
+
+        Args:
+            total: steps expected (≥ 0).  desc: what runs (e.g. ``"original seed 0"``).
+            epochs: when given, lines also show the epoch (``total`` must then be epochs × steps per epoch).
         """
         from rich.console import Console
 
         console = Console(stderr=True)
         rank0 = os.environ.get("RANK", "0") == "0"  # one bar per launch (ranks > 0 of torchrun / accelerate: none)
-        if not self.config.progress or not console.is_terminal or not rank0:
+        if not self.config.progress or not rank0:
             yield lambda n=1, info=None: None
+            return
+        if not console.is_terminal:
+            log = ProgressLog(total, desc, interval=self.config.progress_interval, epochs=epochs)
+            yield log.advance
+            log.finish()
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -290,7 +365,7 @@ class Engine:
         step = 0
         samples = 0
         t0 = time.perf_counter()
-        with self.progress(recipe.epochs * steps_per_epoch, desc) as advance:
+        with self.progress(recipe.epochs * steps_per_epoch, desc, epochs=recipe.epochs) as advance:
             for epoch in range(recipe.epochs):
                 total, count = 0.0, 0
                 for x, y, ids in self.batches(data, recipe.batch_size, shuffle=True, generator=gen):

@@ -12,6 +12,16 @@ Prompt formats:
     ``raw``   ``{q}`` verbatim (may be empty: the whole text is the answer, e.g. MUSE corpora), then ``{a}`` verbatim.
 Prompt and answer are tokenised separately and concatenated, so the answer boundary is exact; the answer ends with
 EOS (labelled) unless ``add_eos=False``.
+
+Inputs longer than the model's context are never fed whole (issue 13). The rules, by use:
+    scoring / training (:func:`encode_qa` with ``max_len``): keep the prompt, cut the answer's tail; a prompt longer
+        than ``max_len − 1`` loses its head (one answer token remains). For a raw text (empty prompt) this keeps its
+        first ``max_len`` tokens, as MUSE's JSON training data (``pad_or_trim``) and open-unlearning's
+        ``preprocess_pretraining_instance`` (content cut to ``max_length``) do.
+    generation (:func:`keep_tail`): keep the prompt's last tokens (and its BOS), the text right before the
+        continuation — MUSE's reference feeds whole prompts to a 4,096-position LLaMA, so it has no rule; for its
+        VerbMem prompts (a prefix whose verbatim continuation is scored) the tail is what the continuation depends on.
+Each cut is counted (``Encoded.truncated``, :class:`TruncationWarning`) and reported by the caller.
 """
 
 from __future__ import annotations
@@ -26,6 +36,44 @@ from unlearnkit.errors import ConfigError
 
 PROMPT_FORMATS = ("qa", "chat", "raw")
 IGNORE_INDEX = -100
+#: model-config attributes that hold the context length (positions), in the order they are tried
+CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "seq_length")
+
+
+class TruncationWarning(UserWarning):
+    """Inputs were cut to fit a token budget (the message says how many, of how many, and the budget)."""
+
+
+def context_length(model: Any) -> int | None:
+    """The number of positions ``model`` can attend to: the first of :data:`CONTEXT_ATTRS` set on ``model.config``
+    (a positive int below 10⁷); None when the model does not say (then nothing is truncated for it)."""
+    cfg = getattr(model, "config", None)
+    for attr in CONTEXT_ATTRS:
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 10_000_000:
+            return v
+    return None
+
+
+def keep_tail(ids: Sequence[int], budget: int, bos_id: int | None = None) -> tuple[list[int], int]:
+    """``ids`` cut to at most ``budget`` tokens by dropping tokens from the front; a leading ``bos_id`` is kept.
+
+    Returns:
+        ``(ids, dropped)``: the kept ids and how many were dropped (0 when ``ids`` already fit).
+
+    Raises:
+        ConfigError: ``budget`` < 1 (or < 2 when a BOS must be kept with at least one token).
+    """
+    ids = [int(t) for t in ids]
+    if len(ids) <= budget:
+        return ids, 0
+    keep_bos = bos_id is not None and bool(ids) and ids[0] == bos_id
+    if budget < (2 if keep_bos else 1):
+        raise ConfigError(f"a token budget of {budget} cannot hold a prompt; give the model a longer context or "
+                          "generate fewer tokens")
+    tail = ids[len(ids) - (budget - 1):] if keep_bos else ids[len(ids) - budget:]
+    out = [ids[0], *tail] if keep_bos else tail
+    return out, len(ids) - len(out)
 
 
 @dataclass(frozen=True)
@@ -37,11 +85,13 @@ class Encoded:
         labels: same length; ``-100`` on prompt positions, the token id on answer positions (HF convention: the
             model at position t predicts ``labels[t]`` from ``input_ids[:t]``; the shift happens in the loss).
         prompt_len: number of prompt tokens (the answer starts at this index).
+        truncated: tokens dropped to fit ``max_len`` (0 when the example fit).
     """
 
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
     prompt_len: int
+    truncated: int = 0
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -95,7 +145,7 @@ def encode_qa(
         question, answer: the texts (``raw``: ``question`` is a prefix, possibly empty).
         fmt: ``qa`` | ``chat`` | ``raw``.
         max_len: truncate to this many tokens: the answer loses its tail first; if the prompt alone is too long its
-            head is dropped so that one answer token remains.
+            head is dropped so that one answer token remains. ``Encoded.truncated`` counts the dropped tokens.
         add_eos: end the answer with EOS (labelled).
 
     Returns:
@@ -109,6 +159,7 @@ def encode_qa(
     ans = list(tokenizer(ans_text, add_special_tokens=False)["input_ids"])
     if add_eos and tokenizer.eos_token_id is not None:
         ans.append(int(tokenizer.eos_token_id))
+    full_len = len(prompt) + len(ans)
     if max_len is not None:
         if max_len < 2:
             raise ConfigError(f"max_len must be ≥ 2, got {max_len}")
@@ -120,7 +171,20 @@ def encode_qa(
             ans = ans[:keep]
     ids = tuple(int(t) for t in prompt + ans)
     labels = (IGNORE_INDEX,) * len(prompt) + tuple(int(t) for t in ans)
-    return Encoded(ids, labels, len(prompt))
+    return Encoded(ids, labels, len(prompt), full_len - len(ids))
+
+
+def truncation_count(encoded: Sequence[Encoded]) -> tuple[int, int]:
+    """``(examples cut, tokens dropped)`` over ``encoded`` (see ``Encoded.truncated``)."""
+    cut = [e.truncated for e in encoded if e.truncated > 0]
+    return len(cut), int(sum(cut))
+
+
+def truncation_message(what: str, n_cut: int, n: int, budget: int, dropped: int, fix: str = "") -> str:
+    """One sentence for a :class:`TruncationWarning` / a report: ``"train: 45 of 100 examples (45 %) ..."``."""
+    pct = 100.0 * n_cut / max(n, 1)
+    return (f"{what}: {n_cut} of {n} inputs ({pct:.0f} %) exceed {budget} tokens and were cut ({dropped} tokens "
+            f"dropped in all)" + (f"; {fix}" if fix else ""))
 
 
 def collate(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:

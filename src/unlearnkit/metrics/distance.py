@@ -27,6 +27,7 @@ from torch import nn
 
 from unlearnkit.config.schema import Frozen
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.metrics._dtype import input_eps, to_numpy64, to_tensor64
 from unlearnkit.metrics._refs import ORACLE_KEY, ORIGINAL_KEY, full_test_split, require_reference
 from unlearnkit.metrics.base import EvalContext, Metric, MetricOutput
 from unlearnkit.registry import METRICS
@@ -48,7 +49,7 @@ def _js_log(lp: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
 
 
 def _log_softmax64(logits: torch.Tensor, what: str) -> torch.Tensor:
-    lg = torch.as_tensor(logits).double()
+    lg = to_tensor64(logits)
     if lg.ndim != 2:
         raise DataError(f"{what} must be (n, C) logits, got shape {tuple(lg.shape)}")
     if not bool(torch.isfinite(lg).all()):
@@ -57,9 +58,13 @@ def _log_softmax64(logits: torch.Tensor, what: str) -> torch.Tensor:
 
 
 def _log_probs(p: np.ndarray, what: str) -> torch.Tensor:
-    arr = np.asarray(p, dtype=np.float64)
-    if arr.ndim != 2 or (arr < 0).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=1e-6):
+    arr = to_numpy64(p)
+    # rows rounded to a low-precision dtype (float16 / bfloat16) sum to 1 only within C·eps of that dtype
+    tol = max(1e-6, 2.0 * input_eps(p) * (arr.shape[1] if arr.ndim == 2 else 1))
+    if arr.ndim != 2 or (arr < 0).any() or not np.allclose(arr.sum(axis=1), 1.0, atol=tol):
         raise DataError(f"{what} must be (n, C) probabilities (non-negative rows summing to 1)")
+    if tol > 1e-6:  # renormalise the upcast rows so that KL/JS are those of probability vectors
+        arr = arr / arr.sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore"):
         return torch.from_numpy(np.log(arr))
 

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearnkit.metrics._dtype import to_numpy64
+from unlearnkit.metrics._ratio import flag_key, guarded_ratio
 from unlearnkit.metrics.base import EvaluationContext, Metric, MetricOutput
 from unlearnkit.registry import METRICS
 
@@ -72,7 +74,7 @@ def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    return 100.0 * float(roc_auc_score(y, np.r_[pos, neg]))
+    return 100.0 * float(roc_auc_score(y, np.r_[to_numpy64(pos).reshape(-1), to_numpy64(neg).reshape(-1)]))
 
 
 def _forget_nodes(task: Any) -> np.ndarray:
@@ -150,6 +152,10 @@ def _attack_features(ctx: GraphEvalContext, model: nn.Module, which: str, elems:
     return np.stack([s, np.log(s + 1e-12) - np.log(1 - s + 1e-12)], 1)
 
 
+#: the smallest mean member probability (0–1) of the evaluated model that ``mi_ratio`` divides by
+MI_RATIO_MIN_PROB = 1e-3
+
+
 @METRICS.register("graph_mia")
 class GraphMIA(Metric):
     """Membership inference on D_f's elements with an attack fitted on θ_o.
@@ -158,12 +164,16 @@ class GraphMIA(Metric):
     from non-members (test nodes / test edges), on the top-3 posteriors and the loss (node task) or the edge score
     and its logit (link task). ``mi_member_prob``: mean attack probability that D_f's elements are members under
     the evaluated model, % (→ the oracle's). ``mi_ratio``: θ_o's value over the evaluated model's — GNNDelete's
-    "MI ratio" (higher = D_f looks less like training data than before).
+    "MI ratio" (higher = D_f looks less like training data than before); NaN with
+    ``mi_ratio.near_zero_denominator`` = 1 when the evaluated model's mean member probability is below
+    :data:`MI_RATIO_MIN_PROB` (1e-3), where the ratio would be an arbitrarily large number.
     """
 
     track: ClassVar[str] = "graph"
     keys: ClassVar[dict[str, str]] = {"mi_member_prob": "P(member | D_f), % (→ the oracle's)",
-                                      "mi_ratio": "P_member under θ_o / under the model (higher = more forgotten)"}
+                                      "mi_ratio": "P_member under θ_o / under the model (higher = more forgotten)",
+                                      "mi_ratio.near_zero_denominator": "1.0 when P_member under the model < 1e-3 "
+                                                                        "made mi_ratio NaN (absent otherwise)"}
     source: ClassVar[str] = ("MI ratio of GNNDelete (Cheng et al., ICLR 2023, arXiv:2302.13406, §5); posterior-"
                              "feature attack (Olatunji et al. 2021, arXiv:2101.06570)")
 
@@ -192,8 +202,11 @@ class GraphMIA(Metric):
             return MetricOutput({"mi_member_prob": float("nan"), "mi_ratio": float("nan")})
         p_u = attack.predict_proba(_attack_features(ctx, ctx.model, "retain", f))[:, 1]
         p_o = attack.predict_proba(_attack_features(ctx, orig, "original", f))[:, 1]
-        return MetricOutput({"mi_member_prob": 100.0 * float(p_u.mean()),
-                             "mi_ratio": float(p_o.mean() / max(p_u.mean(), 1e-12))}, {"mi_member_probs": p_u})
+        ratio, near_zero = guarded_ratio(float(p_o.mean()), float(p_u.mean()), MI_RATIO_MIN_PROB)
+        values = {"mi_member_prob": 100.0 * float(p_u.mean()), "mi_ratio": ratio}
+        if near_zero:
+            values[flag_key("mi_ratio")] = 1.0
+        return MetricOutput(values, {"mi_member_probs": p_u})
 
 
 @METRICS.register("graph_oracle_distance")

@@ -56,6 +56,7 @@ from unlearnkit.config.schema import Frozen, TrainConfig
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.metrics._dtype import to_numpy64
 from unlearnkit.metrics._refs import ORACLE_KEY, full_test_split, require_reference
 from unlearnkit.metrics.base import EvalContext, Metric, MetricOutput
 from unlearnkit.metrics.mia_family import FPR_LEVELS, roc_auc, tpr_at_fpr
@@ -97,7 +98,7 @@ class ShadowScores:
     method: str = ""
 
     def __post_init__(self) -> None:
-        c = np.asarray(self.confidences, dtype=np.float64)
+        c = to_numpy64(self.confidences)
         object.__setattr__(self, "confidences", c)
         object.__setattr__(self, "ids", np.asarray(self.ids, dtype=np.int64))
         object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64))
@@ -183,7 +184,7 @@ def fit_gaussians(confidences: np.ndarray, in_mask: np.ndarray, out_mask: np.nda
         σ pooled over all examples' within-example residuals (one σ per side); σ floored at 1e-30. Examples
         with too few samples get NaN (see :attr:`GaussianFits.valid`).
     """
-    c = np.asarray(confidences, dtype=np.float64)
+    c = to_numpy64(confidences)
     fixed = _use_fixed(fixed_variance, c.shape[0])
     mi, si, ni = _side(c, np.asarray(in_mask, bool), fixed)
     mo, so, no = _side(c, np.asarray(out_mask, bool), fixed)
@@ -198,7 +199,7 @@ def likelihood_ratio(phi: np.ndarray, fits: GaussianFits) -> np.ndarray:
     """
     from scipy.stats import norm
 
-    p = np.asarray(phi, dtype=np.float64)
+    p = to_numpy64(phi)
     out = norm.logpdf(p, fits.mu_in, fits.sd_in) - norm.logpdf(p, fits.mu_out, fits.sd_out)
     return np.where(fits.valid, out, np.nan)
 
@@ -210,7 +211,7 @@ def offline_score(phi: np.ndarray, fits: GaussianFits) -> np.ndarray:
     """
     from scipy.stats import norm
 
-    p = np.asarray(phi, dtype=np.float64)
+    p = to_numpy64(phi)
     need = 1 if fits.fixed_variance else 2
     return np.where(fits.n_out >= need, norm.logcdf(p, fits.mu_out, fits.sd_out), np.nan)
 
@@ -219,7 +220,7 @@ def best_balanced_accuracy(member: np.ndarray, nonmember: np.ndarray) -> float:
     """max over thresholds of ½(TPR + TNR) of "score > t ⇒ IN" (fraction in [0.5, 1])."""
     from sklearn.metrics import roc_curve
 
-    m, n = np.asarray(member, float), np.asarray(nonmember, float)
+    m, n = to_numpy64(member), to_numpy64(nonmember)
     y = np.concatenate([np.ones(len(m)), np.zeros(len(n))])
     f, t, _ = roc_curve(y, np.concatenate([m, n]))
     return float(np.max(0.5 * (t + 1.0 - f)))
@@ -381,7 +382,7 @@ def train_shadows(
             model = res.model
             in_mask[k] = f_mask
         pred = engine.predict(model, pool)
-        conf[k] = logit_confidence(pred.logits.numpy(), pred.labels.numpy())
+        conf[k] = logit_confidence(to_numpy64(pred.logits), pred.labels.numpy())
         if progress is not None:
             progress(k + 1, n_shadow)
     out_mask = ~keep
@@ -424,7 +425,7 @@ class LiRAConfig(Frozen):
 
 def _phi(pred: Any) -> np.ndarray:
     """φ of a :class:`~unlearnkit.engine.loop.Predictions`: float64 (n,)."""
-    return logit_confidence(pred.logits.numpy(), pred.labels.numpy())
+    return logit_confidence(to_numpy64(pred.logits), pred.labels.numpy())
 
 
 @METRICS.register("lira", config=LiRAConfig)

@@ -13,7 +13,9 @@ Metrics never train and never read files (DESIGN §4); every model call runs in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,8 @@ class LLMEvalSettings:
         knowmem_rouge: MUSE KnowMem ROUGE-L kind (``f1`` as MUSE's eval.py, or ``recall``).
         verbmem_max_new_tokens, knowmem_max_new_tokens: MUSE generation lengths (128 and 32 in MUSE).
         privleak_k: Min-K% fraction of PrivLeak (MUSE: 0.4).
+        max_context: token positions the model may read; None = the model's own (``model.config``, see
+            :func:`unlearnkit.llm.tokenize.context_length`), and no truncation when the model does not say.
     """
 
     fmt: str = "qa"
@@ -52,10 +56,18 @@ class LLMEvalSettings:
     verbmem_max_new_tokens: int = 128
     knowmem_max_new_tokens: int = 32
     privleak_k: float = 0.4
+    max_context: int | None = None
 
 
 class LLMEvalContext(EvaluationContext):
     """One language model under evaluation on one :class:`TextTask` (the LLM track's evaluation context).
+
+    Inputs longer than the model's context are never fed whole (issue 13): scored sequences keep their first
+    ``context`` tokens (answers lose their tails, a raw text its end), generation prompts their last
+    ``context − max_new_tokens`` tokens (see :mod:`unlearnkit.llm.tokenize`), and when the context cannot hold
+    ``max_new_tokens`` plus a prompt of as many tokens, generation is shortened to half the context
+    (:meth:`generation_budget`). Every cut is counted in :attr:`truncation` (per call tag) and metrics report the
+    counts (:meth:`truncated_inputs`).
 
     Args:
         model: the causal LM (θ_u, θ_o or θ_r).  tokenizer: its tokenizer (pad token set).
@@ -77,6 +89,47 @@ class LLMEvalContext(EvaluationContext):
         self.tokenizer = tokenizer
         self.settings = settings or LLMEvalSettings()
         self._cache: dict[tuple, Any] = {}
+        #: per call tag: {"n": inputs, "truncated": inputs cut, "tokens_dropped": ..., "budget": tokens allowed}
+        self.truncation: dict[tuple, dict[str, int]] = {}
+
+    # -- context length -------------------------------------------------------------------------------------------
+    @property
+    def max_context(self) -> int | None:
+        """Token positions the model reads: ``settings.max_context`` or the model's own; None = unknown."""
+        from unlearnkit.llm.tokenize import context_length
+
+        return self.settings.max_context or context_length(self.model)
+
+    def generation_budget(self, max_new_tokens: int) -> tuple[int, int | None]:
+        """``(new tokens, prompt tokens allowed)`` for a generation of ``max_new_tokens`` within the context.
+
+        With context C: ``(max_new_tokens, C − max_new_tokens)`` when that leaves at least ``max_new_tokens`` for the
+        prompt, else ``(C // 2, C − C // 2)`` (half for the prompt, half for the continuation; MUSE's VerbMem also
+        cuts its reference to the tokens generated). ``(max_new_tokens, None)`` when C is unknown.
+
+        Raises:
+            ConfigError: C < 2.
+        """
+        c = self.max_context
+        if c is None:
+            return max_new_tokens, None
+        if c < 2:
+            raise ConfigError(f"a context of {c} token(s) cannot hold a prompt and a continuation")
+        if c - max_new_tokens >= max_new_tokens:
+            return max_new_tokens, c - max_new_tokens
+        return c // 2, c - c // 2
+
+    def _count(self, tag: tuple, enc: list, budget: int | None, n: int | None = None) -> None:
+        from unlearnkit.llm.tokenize import truncation_count
+
+        cut, dropped = truncation_count(enc)
+        self.truncation[tag] = {"n": len(enc) if n is None else n, "truncated": cut, "tokens_dropped": dropped,
+                                "budget": -1 if budget is None else int(budget)}
+
+    def truncated_inputs(self, *splits: str) -> int:
+        """Inputs cut to fit the context so far, over the calls whose tag starts with one of ``splits`` (e.g.
+        ``"verbmem"``, ``"forget"``; all calls when none is given)."""
+        return sum(v["truncated"] for k, v in self.truncation.items() if not splits or k[1] in splits)
 
     @property
     def ref_cache(self) -> dict[Any, Any]:
@@ -86,6 +139,7 @@ class LLMEvalContext(EvaluationContext):
     def _reset(self) -> None:
         super()._reset()
         self._cache = {}
+        self.truncation = {}
 
     def reference(self, name: str, who: str = "this metric") -> nn.Module:  # noqa: D102 - see EvaluationContext
         return super().reference(name, who)
@@ -133,24 +187,38 @@ class LLMEvalContext(EvaluationContext):
         from unlearnkit.metrics.tofu import mean_logprob
 
         def run() -> np.ndarray:
-            s, t = self._lm().answer_logprobs(self.model, self.tokenizer, pairs, fmt=self.settings.fmt,
-                                              batch_size=self.settings.batch_size, engine=self.engine,
-                                              policy=self._scoring_policy())
+            from unlearnkit.llm.tokenize import encode_qa
+
+            ml = self.max_context
+            self._count(("mlp",) + tag, [encode_qa(self.tokenizer, q, a, self.settings.fmt, ml) for q, a in pairs]
+                        if ml is not None else [], ml, n=len(pairs))
+            with _quiet():
+                s, t = self._lm().answer_logprobs(self.model, self.tokenizer, pairs, fmt=self.settings.fmt,
+                                                  batch_size=self.settings.batch_size, engine=self.engine,
+                                                  max_len=ml, policy=self._scoring_policy())
             return mean_logprob(s, t)
 
         return self.cached(("mlp",) + tag, run)
 
     def generations(self, prompts: list[str], tag: tuple, *, fmt: str | None = None,
                     max_new_tokens: int | None = None) -> list[str]:
-        """Greedy continuations (left padding, per-row slicing: C58) of ``prompts``."""
+        """Greedy continuations (left padding, per-row slicing: C58) of ``prompts``, within the context: at most
+        :meth:`generation_budget` new tokens, prompts cut to their last tokens (counted under ``("gen",) + tag``)."""
         def run() -> list[str]:
             import time
 
+            from unlearnkit.llm.tokenize import Encoded, encode_prompt
+
+            f = fmt or self.settings.fmt
+            new, budget = self.generation_budget(max_new_tokens or self.settings.max_new_tokens)
+            lens = [len(encode_prompt(self.tokenizer, p, f)) for p in prompts] if budget is not None else []
+            self._count(("gen",) + tag, [Encoded((), (), 0, max(n - budget, 0)) for n in lens], budget,
+                        n=len(prompts))
+            self.truncation[("gen",) + tag]["max_new_tokens"] = new
             t0 = time.perf_counter()
-            out, n_tokens = self._lm().generate(self.model, self.tokenizer, prompts, fmt=fmt or self.settings.fmt,
-                                                max_new_tokens=max_new_tokens or self.settings.max_new_tokens,
+            out, n_tokens = self._lm().generate(self.model, self.tokenizer, prompts, fmt=f, max_new_tokens=new,
                                                 batch_size=self.settings.batch_size, engine=self.engine,
-                                                policy=self.policy, count_tokens=True)
+                                                max_prompt_tokens=budget, policy=self.policy, count_tokens=True)
             self.timed_query(time.perf_counter() - t0, max(1, n_tokens), unit="token")
             return list(out)
 
@@ -159,17 +227,38 @@ class LLMEvalContext(EvaluationContext):
     def token_scores(self, pairs: list[tuple[str, str]], tag: tuple, *, fmt: str | None = None) -> list[Any]:
         """Per-answer-token scores (log p, arg-max, μ, σ) of ``pairs`` (``TokenScores`` of :mod:`unlearnkit.llm.lm`)."""
         def run() -> list[Any]:
-            return list(self._lm().score_tokens(self.model, self.tokenizer, pairs, fmt=fmt or self.settings.fmt,
-                                                batch_size=self.settings.batch_size, engine=self.engine, stats=True,
-                                                policy=self._scoring_policy()))
+            from unlearnkit.llm.tokenize import encode_qa, pad_id_of
+
+            ml = self.max_context
+            enc = [encode_qa(self.tokenizer, q, a, fmt or self.settings.fmt, ml) for q, a in pairs]
+            self._count(("tok",) + tag, enc, ml)
+            return list(self._lm().score_encoded(self.model, enc, pad_id=pad_id_of(self.tokenizer),
+                                                 batch_size=self.settings.batch_size, engine=self.engine,
+                                                 stats=True, policy=self._scoring_policy()))
 
         return self.cached(("tok",) + tag, run)
 
     def text_token_scores(self, texts: list[str], tag: tuple) -> list[Any]:
-        """Per-token scores of raw texts (every token after BOS)."""
+        """Per-token scores of raw texts (every token after BOS), each cut to its first ``max_context`` tokens
+        (counted under ``("txt",) + tag``)."""
         def run() -> list[Any]:
-            return list(self._lm().token_scores(self.model, self.tokenizer, texts,
-                                                batch_size=self.settings.batch_size, engine=self.engine,
-                                                policy=self._scoring_policy()))
+            from unlearnkit.llm.tokenize import encode_qa, pad_id_of
+
+            ml = self.max_context
+            enc = [encode_qa(self.tokenizer, "", t, "raw", ml, add_eos=False) for t in texts]
+            self._count(("txt",) + tag, enc, ml)
+            return list(self._lm().score_encoded(self.model, enc, pad_id=pad_id_of(self.tokenizer),
+                                                 batch_size=self.settings.batch_size, engine=self.engine,
+                                                 stats=True, policy=self._scoring_policy()))
 
         return self.cached(("txt",) + tag, run)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence :class:`~unlearnkit.llm.tokenize.TruncationWarning` (the context counts cuts itself)."""
+    from unlearnkit.llm.tokenize import TruncationWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        yield

@@ -10,14 +10,16 @@ from pydantic import Field
 
 from unlearnkit.config.schema import Frozen
 from unlearnkit.errors import DataError
+from unlearnkit.metrics._dtype import to_numpy64, to_tensor64
 from unlearnkit.metrics.base import EvalContext, Metric, MetricOutput
 from unlearnkit.registry import METRICS
 
 
 def true_label_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """Softmax probability of the true label: float64 (n,) from logits float (n, C) and labels int64 (n,)."""
-    p = torch.softmax(logits.double(), dim=1)
-    return p.gather(1, labels.view(-1, 1)).squeeze(1).numpy()
+    """Softmax probability of the true label: float64 (n,) from logits float (n, C) (any float dtype, upcast to
+    float64 first) and labels int64 (n,)."""
+    p = torch.softmax(to_tensor64(logits), dim=1)
+    return p.gather(1, labels.view(-1, 1).cpu()).squeeze(1).numpy()
 
 
 def svc_mia_efficacy(
@@ -44,11 +46,11 @@ def svc_mia_efficacy(
         raise DataError(
             f"MIA pools must be non-empty: members {len(member)}, non-members {len(nonmember)}, target {len(target)}"
         )
-    xs = np.concatenate([np.asarray(member).reshape(len(member), -1), np.asarray(nonmember).reshape(len(nonmember), -1)])
+    xs = np.concatenate([to_numpy64(member).reshape(len(member), -1), to_numpy64(nonmember).reshape(len(nonmember), -1)])
     ys = np.concatenate([np.ones(len(member)), np.zeros(len(nonmember))])
     clf = SVC(C=C, gamma="auto", kernel="rbf")
     clf.fit(xs, ys)
-    pred = clf.predict(np.asarray(target).reshape(len(target), -1)).astype(np.int64)
+    pred = clf.predict(to_numpy64(target).reshape(len(target), -1)).astype(np.int64)
     return float(100.0 * (1.0 - pred.mean())), pred
 
 

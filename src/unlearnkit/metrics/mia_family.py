@@ -32,6 +32,7 @@ from pydantic import Field, field_validator
 from unlearnkit.config.schema import Frozen
 from unlearnkit.data.base import SampleSet
 from unlearnkit.errors import DataError
+from unlearnkit.metrics._dtype import to_numpy64, to_tensor64
 from unlearnkit.metrics.base import EvalContext, Metric, MetricOutput
 from unlearnkit.registry import METRICS
 
@@ -46,8 +47,8 @@ LN_CLAMP = math.log(LOG_CLAMP)  # = −69.0776: the clamp in log space
 
 # -- attack scores ------------------------------------------------------------------------------------------------
 def _check_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
+    p = to_numpy64(probs)
+    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels, dtype=np.int64)
     if p.ndim != 2 or y.shape != (p.shape[0],):
         raise DataError(f"probs must be (n, C) and labels (n,), got {p.shape} and {y.shape}")
     if len(y) and (y.min() < 0 or y.max() >= p.shape[1]):
@@ -86,7 +87,7 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     """Shannon entropy H(p) = −Σ_i p_i ln p_i (0 ln 0 = 0), float64 (n,), nats; lower = more member-like."""
     from scipy.special import xlogy
 
-    p = np.asarray(probs, dtype=np.float64)
+    p = to_numpy64(probs)
     return -xlogy(p, p).sum(axis=1)
 
 
@@ -125,13 +126,13 @@ def attack_scores(logits: torch.Tensor, labels: torch.Tensor, attacks: Sequence[
     bad = [a for a in attacks if a not in ATTACKS]
     if bad:
         raise DataError(f"unknown MIA attack(s) {bad}; valid: {', '.join(ATTACKS)}")
-    lg = torch.as_tensor(logits).double()
+    lg = to_tensor64(logits)
     if lg.ndim != 2:
         raise DataError(f"logits must be (n, C), got shape {tuple(lg.shape)}")
     if not bool(torch.isfinite(lg).all()):
         raise DataError(f"logits contain {int((~torch.isfinite(lg)).sum())} NaN/inf values; the model has diverged, "
                         "so no membership score exists; check the run's status before computing MIA")
-    y = torch.as_tensor(labels).long().view(-1)
+    y = torch.as_tensor(labels).long().view(-1).cpu()
     logp = torch.log_softmax(lg, dim=1).numpy()
     p = np.exp(logp)
     p_np, y_np = _check_probs(p, y.numpy())
@@ -163,8 +164,8 @@ def attack_scores(logits: torch.Tensor, labels: torch.Tensor, attacks: Sequence[
 
 # -- ROC summaries -----------------------------------------------------------------------------------------------
 def _check_pools(member: np.ndarray, nonmember: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    m = np.asarray(member, dtype=np.float64).reshape(-1)
-    n = np.asarray(nonmember, dtype=np.float64).reshape(-1)
+    m = to_numpy64(member).reshape(-1)
+    n = to_numpy64(nonmember).reshape(-1)
     if len(m) == 0 or len(n) == 0:
         raise DataError(f"MIA needs non-empty pools: {len(m)} members, {len(n)} non-members (after de-duplication); "
                         "use larger forget/test sets")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.errors import DataError
+from unlearnkit.metrics._dtype import to_numpy64, to_tensor64
 from unlearnkit.metrics.mia_family import roc_auc, tpr_at_fpr
 
 TEXT_ATTACKS: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_pp", "ref")
@@ -38,7 +39,7 @@ SIGMA_EPS = 1e-12
 
 
 def _tokens(lp: Any, what: str = "token log-probs") -> np.ndarray:
-    a = np.asarray(lp, dtype=np.float64).reshape(-1)
+    a = to_numpy64(lp).reshape(-1)
     if a.size == 0:
         raise DataError(f"{what} are empty: a text needs at least 2 tokens (the first token has no prediction)")
     if not np.isfinite(a).all():
@@ -79,7 +80,7 @@ def next_token_stats(logits: Any) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    lg = torch.as_tensor(logits).double()
+    lg = to_tensor64(logits)
     if lg.ndim != 2:
         raise DataError(f"logits must be (T, V), got shape {tuple(lg.shape)}")
     logp = torch.log_softmax(lg, dim=-1)
@@ -94,8 +95,8 @@ def next_token_stats(logits: Any) -> tuple[np.ndarray, np.ndarray]:
 def min_k_pp_tokens(token_lp: Any, mu: Any, sigma: Any) -> np.ndarray:
     """Per-token Min-K%++ z_t = (ln p(x_t) − μ_t) / σ_t, float64 (T,); 0 where σ_t ≈ 0."""
     a = _tokens(token_lp)
-    m = np.asarray(mu, dtype=np.float64).reshape(-1)
-    s = np.asarray(sigma, dtype=np.float64).reshape(-1)
+    m = to_numpy64(mu).reshape(-1)
+    s = to_numpy64(sigma).reshape(-1)
     if not (len(m) == len(s) == len(a)):
         raise DataError(f"Min-K%++ needs μ and σ per token: {len(a)} tokens, {len(m)} μ, {len(s)} σ")
     ok = s > SIGMA_EPS

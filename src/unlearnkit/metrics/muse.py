@@ -19,6 +19,14 @@ Pure functions (no model) following the reference code (swj0419/muse_bench ``eva
   **negative = under-unlearning** (MUSE's target model: −99.8 on News), positive = over-unlearning (D_f now less
   likely than unseen text), as in the MUSE paper's tables. Golden: AUC_u 0.75, AUC_r 0.5 → +50.0; AUC_u 0.25,
   AUC_r 0.5 → −50.0; forget pool scored above every holdout text → AUC 0 → −100 against AUC_r 0.5.
+
+Inputs longer than the evaluated model's context (MUSE's reference runs LLaMA-2 with 4,096 positions and never cuts;
+a small model with 128 positions would be fed 2,600-token VerbMem prompts) are cut by documented rules, and counted:
+VerbMem prompts keep their last tokens (the text the continuation follows), generation is shortened to half the
+context when ``max_new_tokens`` plus an equal prompt does not fit (and the reference is cut to match); KnowMem
+prompts drop whole in-context examples from the front first (:func:`fit_knowmem_prompt`), then keep their last
+tokens; PrivLeak texts keep their first tokens (as MUSE's training data and open-unlearning's pretraining
+preprocessing do). The counts are the metric's ``*.truncated`` / ``*.icl_dropped`` values.
 """
 
 from __future__ import annotations
@@ -29,28 +37,33 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.errors import DataError
+from unlearnkit.metrics._ratio import flag_key, guarded_ratio
 
 #: MUSE's defaults (reference eval.py)
 VERBMEM_MAX_NEW_TOKENS = 128
 KNOWMEM_MAX_NEW_TOKENS = 32
 PRIVLEAK_K = 0.4
+#: the smallest oracle AUC PrivLeak divides by. AUC_r is θ_r's Min-K% AUC of D_f vs holdout (≈ 0.5 for a model that
+#: saw neither); below 0.05 the attack separates the two pools almost perfectly in the inverted direction (a data or
+#: labelling problem) and the relative change (AUC_u − AUC_r)/AUC_r would be a meaningless number in the hundreds or
+#: thousands: PrivLeak is then NaN and ``privleak.near_zero_denominator`` = 1.
+PRIVLEAK_MIN_ORACLE_AUC = 0.05
 MUSE_ROUGE_STEMMER = False
 KNOWMEM_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion", "Question:")
 
 
-def privleak(auc_unlearned: float, auc_oracle: float) -> float:
-    """PrivLeak in percent: (AUC_u − AUC_r) / AUC_r × 100.
+def privleak(auc_unlearned: float, auc_oracle: float, *, min_oracle_auc: float = PRIVLEAK_MIN_ORACLE_AUC) -> float:
+    """PrivLeak in percent: (AUC_u − AUC_r) / AUC_r × 100; NaN when AUC_r < ``min_oracle_auc``
+    (:data:`PRIVLEAK_MIN_ORACLE_AUC` = 0.05: the denominator is near zero, see there).
 
     Raises:
-        DataError: AUC_r is 0 or an AUC is outside [0, 1].
+        DataError: an AUC is outside [0, 1] or NaN.
     """
     for name, v in (("AUC_unlearned", auc_unlearned), ("AUC_oracle", auc_oracle)):
         if not 0.0 <= v <= 1.0:
             raise DataError(f"{name} must be in [0, 1], got {v}")
-    if auc_oracle == 0:
-        raise DataError("PrivLeak divides by the oracle's AUC, which is 0; the oracle's attack is inverted — check "
-                        "which pool is labelled member")
-    return (auc_unlearned - auc_oracle) / auc_oracle * 100.0
+    value, _ = guarded_ratio(auc_unlearned - auc_oracle, auc_oracle, min_oracle_auc)
+    return value * 100.0
 
 
 def verbmem_reference(tokenizer: Any, gt: str, max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS) -> str:
@@ -65,6 +78,28 @@ def knowmem_prompt(question: str, icl: Sequence[tuple[str, str]] = ()) -> str:
     """MUSE's few-shot QA prompt: each (q, a) example as "Question: q\\nAnswer: a\\n\\n", then the question."""
     head = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in icl)
     return head + f"Question: {question}\nAnswer: "
+
+
+def fit_knowmem_prompt(tokenizer: Any, question: str, icl: Sequence[tuple[str, str]], budget: int | None
+                       ) -> tuple[str, int]:
+    """:func:`knowmem_prompt` with as many in-context examples as fit in ``budget`` tokens.
+
+    Rule (MUSE's reference has none: its few-shot prompts fit LLaMA's 4,096 positions): drop whole in-context
+    examples from the front (the one furthest from the question first) until the prompt's tokens (``raw`` format,
+    with BOS) fit; the question itself is never cut here (if it alone is too long, the generation step keeps its last
+    tokens and counts it). ``budget`` None = everything fits.
+
+    Returns:
+        ``(prompt, examples dropped)``.
+    """
+    from unlearnkit.llm.tokenize import encode_prompt
+
+    icl = list(icl)
+    dropped = 0
+    while budget is not None and icl and len(encode_prompt(tokenizer, knowmem_prompt(question, icl), "raw")) > budget:
+        icl.pop(0)
+        dropped += 1
+    return knowmem_prompt(question, icl), dropped
 
 
 def cut_answer(text: str, stops: Sequence[str] = KNOWMEM_STOPS) -> str:
@@ -128,7 +163,17 @@ def _register() -> None:
                         "< 0 under-unlearning, > 0 over-unlearning)",
             "privleak.auc": "that AUC of the evaluated model: P(holdout text more member-like than a D_f text) "
                             "(MUSE orientation: ≈ 0 while D_f is still known, θ_r ≈ 0.5)",
-            "privleak.auc_oracle": "θ_r's AUC (the denominator; PrivLeak is NaN only when it is 0)",
+            "privleak.auc_oracle": "θ_r's AUC (the denominator; PrivLeak is NaN when it is below 0.05)",
+            "privleak.near_zero_denominator": "1.0 when θ_r's AUC < PRIVLEAK_MIN_ORACLE_AUC (0.05) made PrivLeak "
+                                              "NaN (absent otherwise)",
+            "verbmem.truncated": "VerbMem prompts longer than the context allows, cut to their last tokens",
+            "verbmem.max_new_tokens": "tokens generated per VerbMem prompt (MUSE: 128; half the context when "
+                                      "that does not fit) — the reference is cut to the same length",
+            "knowmem_f.icl_dropped": "KnowMem-forget prompts that lost in-context examples to fit the context "
+                                     "(same key with _r for retain)",
+            "knowmem_f.truncated": "KnowMem-forget prompts cut even without in-context examples (same with _r)",
+            "privleak.truncated": "PrivLeak texts of the evaluated model cut to the context's first tokens",
+            "context_length": "token positions of the evaluated model (what the cuts above fit)",
         }
 
         def compute(self, ctx: Any) -> MetricOutput:
@@ -144,20 +189,28 @@ def _register() -> None:
             vm = list(extras["verbmem"])[:n] if n else list(extras["verbmem"])
             if not vm:
                 raise DataError("MUSE verbmem set is empty")
+            # inputs beyond the model's context are cut by the context's rules and counted (issue 13)
+            new_vm, _ = ctx.generation_budget(st.verbmem_max_new_tokens)
             prompts = [d["prompt"] for d in vm]
-            gts = [verbmem_reference(ctx.tokenizer, d["gt"], st.verbmem_max_new_tokens) for d in vm]
+            gts = [verbmem_reference(ctx.tokenizer, d["gt"], new_vm) for d in vm]
             gens = ctx.generations(prompts, ("verbmem",), fmt="raw", max_new_tokens=st.verbmem_max_new_tokens)
             s = verbmem_scores(gts, gens)
             values["verbmem_f"] = float(s.mean())
+            values["verbmem.truncated"] = float(ctx.truncated_inputs("verbmem"))
+            values["verbmem.max_new_tokens"] = float(new_vm)
             per["verbmem.rouge_f1"] = s
             per["verbmem.generation"] = np.array(gens, dtype=str)
+            _, km_budget = ctx.generation_budget(st.knowmem_max_new_tokens)
             for tag, split in (("f", "knowmem_forget"), ("r", "knowmem_retain")):
                 qs = ctx.eval_set(split)
                 icl = [(it.question, it.answer) for it in extras[f"{split}_icl"]]
-                kp = [knowmem_prompt(q, icl) for q in qs.questions]
+                fitted = [fit_knowmem_prompt(ctx.tokenizer, q, icl, km_budget) for q in qs.questions]
+                kp = [p for p, _ in fitted]
                 g = ctx.generations(kp, (split,), fmt="raw", max_new_tokens=st.knowmem_max_new_tokens)
                 sc = knowmem_scores(list(qs.answers), g, kind=st.knowmem_rouge)
                 values[f"knowmem_{tag}"] = float(sc.mean())
+                values[f"knowmem_{tag}.icl_dropped"] = float(sum(1 for _, d in fitted if d))
+                values[f"knowmem_{tag}.truncated"] = float(ctx.truncated_inputs(split))
                 per[f"{split}.rouge"] = sc
                 per[f"{split}.generation"] = np.array([cut_answer(x) for x in g], dtype=str)
             pl = extras["privleak"]
@@ -166,11 +219,16 @@ def _register() -> None:
             oracle = ctx.reference("oracle_model", "MUSE PrivLeak")
             auc_r = ctx.for_reference(oracle, f"muse.privleak.{st.privleak_k}.{n}",
                                       lambda c: _privleak_auc(c, texts, st.privleak_k)[0])
-            # AUC_r = 0 (θ_r ranks every holdout text above every forget text: only with tiny pools) leaves the
-            # relative change undefined: NaN on this one key, with both AUCs recorded
-            values["privleak"] = privleak(auc, auc_r) if auc_r > 0 else float("nan")
+            # AUC_r ≈ 0 (θ_r ranks nearly every holdout text above every forget text: tiny or shifted pools) leaves
+            # the relative change meaningless: NaN on this one key plus its flag, with both AUCs recorded
+            values["privleak"] = privleak(auc, auc_r)
+            if auc_r < PRIVLEAK_MIN_ORACLE_AUC:
+                values[flag_key("privleak")] = 1.0
             values["privleak.auc"] = auc
             values["privleak.auc_oracle"] = auc_r
+            values["privleak.truncated"] = float(ctx.truncated_inputs("privleak"))
+            if ctx.max_context is not None:
+                values["context_length"] = float(ctx.max_context)
             per["privleak.forget"] = scores["forget"]
             per["privleak.holdout"] = scores["holdout"]
             return MetricOutput(values, per)

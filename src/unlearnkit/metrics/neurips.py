@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.metrics._dtype import to_numpy64
 
 DELTA = 1e-5
 EPSILON_CAP = 50.0
@@ -93,8 +94,8 @@ def logit_confidence(logits: np.ndarray, labels: np.ndarray, *, floor: float | N
     Raises:
         DataError: wrong shapes, fewer than 2 classes, labels out of range.
     """
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels)
+    z = to_numpy64(logits)
+    y = labels.cpu().numpy() if hasattr(labels, "cpu") else np.asarray(labels)
     if z.ndim != 2 or y.ndim != 1 or len(y) != len(z):
         raise DataError(f"logits must be (n, C) and labels (n,): got logits {z.shape}, labels {y.shape}")
     n, c = z.shape
@@ -220,7 +221,7 @@ def example_epsilon(unlearned: np.ndarray, oracle: np.ndarray, delta: float = DE
     Runs the reference's rules: larger median = positive, too-peaky → cap, best of the single- and
     double-threshold attacks, clip to [0, ``EPSILON_CAP``]. See the module docstring.
     """
-    u, r = np.asarray(unlearned, dtype=np.float64), np.asarray(oracle, dtype=np.float64)
+    u, r = to_numpy64(unlearned), to_numpy64(oracle)
     if u.shape != r.shape or u.ndim != 1 or len(u) < 1:
         raise DataError(f"need two 1-D samples of equal size, got unlearned {u.shape} and oracle {r.shape}")
     return _example_epsilon(u, r, _epsilon_table(len(u), delta)).eps
@@ -228,7 +229,7 @@ def example_epsilon(unlearned: np.ndarray, oracle: np.ndarray, delta: float = DE
 
 def epsilons_from_confidences(unlearned: np.ndarray, oracle: np.ndarray, delta: float = DELTA) -> np.ndarray:
     """Per-example ε: float64 (n,) from confidences float (N, n) of the unlearned and of the oracle models."""
-    return _epsilons(np.asarray(unlearned, np.float64), np.asarray(oracle, np.float64), delta)[0]
+    return _epsilons(to_numpy64(unlearned), to_numpy64(oracle), delta)[0]
 
 
 def _epsilons(u: np.ndarray, r: np.ndarray, delta: float) -> tuple[np.ndarray, dict[str, int]]:

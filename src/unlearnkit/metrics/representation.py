@@ -36,6 +36,7 @@ from unlearnkit.config.schema import Frozen
 from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import DataError
+from unlearnkit.metrics._dtype import to_numpy64
 from unlearnkit.metrics._refs import ORACLE_KEY, ORIGINAL_KEY, full_test_split, require_reference
 from unlearnkit.metrics.base import EvalContext, Metric, MetricOutput
 from unlearnkit.models.parts import find_head, forward_with_features
@@ -60,8 +61,8 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     Raises:
         DataError: different numbers of rows, fewer than 2 rows, or non-finite features.
     """
-    xa = np.asarray(x, dtype=np.float64)
-    ya = np.asarray(y, dtype=np.float64)
+    xa = to_numpy64(x)
+    ya = to_numpy64(y)
     if xa.shape[0] != ya.shape[0]:
         raise DataError(f"CKA needs the same samples on both sides: x has {xa.shape[0]} rows, y has {ya.shape[0]}")
     n = xa.shape[0]
@@ -125,7 +126,7 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         raise DataError(f"k-NN needs ≥ k = {k} fit samples and a non-empty evaluation set, got {len(train_y)} and "
                         f"{len(test_y)}; lower k")
     clf = KNeighborsClassifier(n_neighbors=k, metric=metric)
-    clf.fit(np.asarray(train_x, dtype=np.float64), np.asarray(train_y))
+    clf.fit(to_numpy64(train_x), np.asarray(train_y))
     pred = clf.predict(np.asarray(test_x, dtype=np.float64)).astype(np.int64)
     return float(100.0 * (pred == np.asarray(test_y)).mean()), pred
 
@@ -146,7 +147,7 @@ def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
         raise DataError(f"a linear probe needs ≥ 2 classes in its fit set and a non-empty evaluation set, got "
                         f"{len(np.unique(train_y))} class(es) and {len(test_y)} samples")
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
-    clf.fit(np.asarray(train_x, dtype=np.float64), np.asarray(train_y))
+    clf.fit(to_numpy64(train_x), np.asarray(train_y))
     pred = clf.predict(np.asarray(test_x, dtype=np.float64)).astype(np.int64)
     return float(100.0 * (pred == np.asarray(test_y)).mean()), pred
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from unlearnkit.errors import ConfigError, DataError
+from unlearnkit.metrics._dtype import to_numpy64
 
 TruthRatioVariant = Literal["tofu", "arith_prob", "normalised"]
 TRUTH_RATIO_VARIANTS: tuple[str, ...] = ("tofu", "arith_prob", "normalised")
@@ -51,14 +52,14 @@ TOFU_ROUGE_STEMMER = True
 
 # -- probabilities -------------------------------------------------------------------------------------------------
 def _vec(x: Any, name: str) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    a = to_numpy64(x)
     if a.ndim != 1:
         raise DataError(f"{name} must be a 1-d array (n_items,), got shape {a.shape}")
     return a
 
 
 def _pert(x: Any, n: int) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float64)
+    a = to_numpy64(x)
     if a.ndim != 2 or a.shape[0] != n or a.shape[1] < 1:
         raise DataError(f"perturbed log-probs must be (n_items={n}, n_perturbed ≥ 1), got shape {a.shape}; every "
                         "item needs at least one perturbed answer")
@@ -71,8 +72,8 @@ def mean_logprob(sum_logprob: Any, n_tokens: Any) -> np.ndarray:
     Raises:
         DataError: shapes differ or an answer has 0 tokens (its probability is undefined).
     """
-    s = np.asarray(sum_logprob, dtype=np.float64)
-    t = np.asarray(n_tokens, dtype=np.float64)
+    s = to_numpy64(sum_logprob)
+    t = to_numpy64(n_tokens)
     if s.shape != t.shape:
         raise DataError(f"sum_logprob {s.shape} and n_tokens {t.shape} must have the same shape")
     if (t <= 0).any():
@@ -371,6 +372,8 @@ def _register() -> None:
             "<split>.rouge": "mean ROUGE-L recall (stemmed) of greedy answers (forget: lower = forgotten)",
             "<split>.truth_ratio": "forget: mean min(R, 1/R) (θ_r-like ≈ high); others: mean max(0, 1 − R) (higher "
                                    "= prefers true answers)",
+            "tofu.truncated": "QA inputs (scored pairs and generation prompts) cut to fit the model's context: "
+                              "answers lose their tails, prompts their heads (0 when all fit)",
         }
 
         def compute(self, ctx: Any) -> MetricOutput:
@@ -379,6 +382,9 @@ def _register() -> None:
             oracle = ctx.reference("oracle_model", "TOFU forget quality")
             oracle_forget = ctx.for_reference(oracle, "tofu.forget", lambda c: split_stats(c, "forget"))
             values = tofu_summary(stats, oracle_forget, variant=variant)
+            truncated = getattr(ctx, "truncated_inputs", None)
+            if truncated is not None:  # inputs cut to the model's context (issue 13); 0 when all fit
+                values["tofu.truncated"] = float(truncated(*TOFU_SPLITS))
             per: dict[str, np.ndarray] = {"forget.oracle_truth_ratio": oracle_forget.ratios("tofu")}
             for s, st in stats.items():
                 per[f"{s}.ids"] = np.asarray(st.ids, dtype=np.int64)

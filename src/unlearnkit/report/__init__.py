@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from unlearnkit.errors import DataError
 from unlearnkit.persist import atomic_write
-from unlearnkit.report._common import cell, columns_for, label, seeds_cell
+from unlearnkit.report._common import cell, column_sigs, columns_for, label, seeds_cell
 from unlearnkit.report.html import to_html
 from unlearnkit.report.markdown import to_markdown
 from unlearnkit.report.neurips_section import compute_neurips, html_section, load_neurips, markdown_section
@@ -72,6 +72,9 @@ def _name_of(spec: Any) -> str | None:
     if isinstance(spec, str):
         return spec
     if isinstance(spec, Mapping):
+        if spec.get("source") == "muse":  # MUSE has no TOFU forget split: name the corpus (root folder or hub id)
+            root = spec.get("root")
+            return f"muse ({Path(str(root)).name if root else spec.get('hub_id') or 'muse-bench/MUSE-News'})"
         for key in ("name", "source", "arch", "kind"):  # classifier specs have a name; track sections vary
             if spec.get(key):
                 extra = spec.get("forget_split") or spec.get("path")
@@ -170,7 +173,8 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
 def console_table(summary: Sequence[SummaryRow], title: str | None = None) -> Table:
     """A rich Table with the markdown table's columns (Method, UA, RA, TA, MIA-Eff., Avg. Gap, RTE (s), seeds).
 
-    Cells are "mean ± std" over the successful seeds (2 decimals); the oracle row is bold and labelled
+    Cells are "mean ± std" over the successful seeds (as in report.md: at least 2 decimals and 2 significant
+    digits, more where a column's means would print alike); the oracle row is bold and labelled
     "retrain (oracle)"; methods with failed seeds show the seeds column in red. Labels are printed literally
     (rich markup in a label is not interpreted).
     """
@@ -188,10 +192,11 @@ def console_table(summary: Sequence[SummaryRow], title: str | None = None) -> Ta
     for c in cols:
         table.add_column(c.header, justify="right", min_width=6)
     table.add_column("seeds", justify="right", min_width=4)
+    sigs = column_sigs(summary, cols)
     for s in summary:
         style = "bold" if s.is_oracle else None
         seeds = Text(seeds_cell(s), style="red" if s.n_failed else "")
-        table.add_row(Text(label(s)), *(cell(s, c) for c in cols), seeds, style=style)
+        table.add_row(Text(label(s)), *(cell(s, c, sigs[c.key]) for c in cols), seeds, style=style)
     return table
 
 

@@ -42,7 +42,10 @@ FTA = Column("forgotten_test_acc", "Forgotten-class TA", "%", "test accuracy on 
              "Closer to the oracle (which never saw them) is better.")
 CELL_NOTE = ("Cells are mean ± sample std (ddof = 1) over the successful seeds; a single value when only one seed "
              "contributed; — when missing; (n=k) when only k seeds had the value; an Avg. Gap marked (k of K metrics) "
-             "covers fewer metrics than the oracle has and is not comparable with the others.")
+             "covers fewer metrics than the oracle has and is not comparable with the others. Numbers show at least "
+             "2 decimals and 2 significant digits (below 0.001 in scientific notation, e.g. 1.0e-11), and a column "
+             "gets more digits where two different means would otherwise print alike: equal cells are equal to 6 "
+             "significant digits.")
 SEEDS_DIRECTION = "successful seeds; `k/n` when n − k seeds failed (listed below the table)."
 
 
@@ -117,21 +120,60 @@ def columns_for(summary: Sequence[SummaryRow]) -> list[Column]:
     return cols
 
 
-def fmt_num(x: Any, digits: int = 2) -> str:
-    """``x`` with ``digits`` decimals, or "—" when missing / NaN / infinite."""
+#: magnitudes below this print in scientific notation (p-values: 1e-11 must not print as 0.00)
+SCI_BELOW = 1e-3
+#: the most significant digits :func:`column_sig` adds to tell different means apart
+MAX_SIG = 6
+
+
+def fmt_num(x: Any, digits: int = 2, sig: int = 2) -> str:
+    """``x`` with at least ``digits`` decimals and at least ``sig`` significant digits; "—" when missing / NaN / inf.
+
+    0 prints as ``0.00`` (``digits`` decimals); 0 < |x| < ``SCI_BELOW`` (1e-3) in scientific notation with ``sig``
+    significant digits (``1.0e-11``); otherwise fixed-point with max(digits, sig − 1 − ⌊log10|x|⌋) decimals:
+    98.07, 0.53, 0.014, 0.0068, 0.0030 (``sig`` = 2). Booleans and non-numbers are missing.
+    """
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return MISSING
-    return f"{x:.{digits}f}"
+    a = abs(float(x))
+    if a == 0.0:
+        return f"{0.0:.{digits}f}"
+    if a < SCI_BELOW:
+        return f"{x:.{max(sig - 1, 0)}e}"
+    decimals = max(digits, sig - 1 - math.floor(math.log10(a)))
+    return f"{x:.{decimals}f}"
 
 
-def cell(s: SummaryRow, col: Column) -> str:
-    """A summary cell: "mean ± std" (2 decimals); only the mean when one seed contributed; "—" when missing.
+def column_sig(values: Sequence[Any], sig: int = 2) -> int:
+    """The fewest significant digits (from ``sig`` up to ``MAX_SIG``) with which the different finite ``values``
+    all print differently under :func:`fmt_num`: a printed tie is then a real one (equal to ``MAX_SIG`` digits)."""
+    finite = [float(v) for v in values
+              if not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)]
+    distinct = {float(f"{v:.{MAX_SIG - 1}e}") for v in finite}
+    for k in range(sig, MAX_SIG + 1):
+        if len({fmt_num(v, sig=k) for v in distinct}) == len(distinct):
+            return k
+    return MAX_SIG
+
+
+def column_sigs(summary: Sequence[SummaryRow], cols: Sequence[Column]) -> dict[str, int]:
+    """:func:`column_sig` of every column's means over the summary rows (the Avg. Gap column: the gaps)."""
+    out = {}
+    for c in cols:
+        vals = [s.gap_of_means if c.key == "gap_of_means" else s.mean.get(c.key, float("nan")) for s in summary]
+        out[c.key] = column_sig(vals)
+    return out
+
+
+def cell(s: SummaryRow, col: Column, sig: int = 2) -> str:
+    """A summary cell: "mean ± std" (:func:`fmt_num`, ``sig`` significant digits at least — pass the column's
+    :func:`column_sigs`); only the mean when one seed contributed; "—" when missing.
 
     When fewer ok seeds than ``n_seeds`` had a finite value, "(n=k)" is appended; an Avg. Gap computed over fewer
     metrics than the oracle has gets "(k of K metrics)".
     """
     if col.key == "gap_of_means":
-        text = fmt_num(s.gap_of_means)
+        text = fmt_num(s.gap_of_means, sig=sig)
         if text != MISSING and s.gap_n < s.gap_n_oracle:
             text += f" ({s.gap_n} of {s.gap_n_oracle} metrics)"
         return text
@@ -140,7 +182,9 @@ def cell(s: SummaryRow, col: Column) -> str:
         return MISSING
     k = s.n.get(col.key, s.n_seeds)
     sd = s.std.get(col.key, float("nan"))
-    text = f"{m:.2f}" if k <= 1 or not math.isfinite(sd) else f"{m:.2f} ± {sd:.2f}"
+    text = fmt_num(m, sig=sig)
+    if k > 1 and math.isfinite(sd):
+        text += f" ± {fmt_num(sd, sig=sig)}"
     if k < s.n_seeds:
         text += f" (n={k})"
     return text
@@ -199,6 +243,13 @@ def scenario_text(scenario: Mapping[str, Any] | None) -> str:
         elif kind == "sequential" and sc.get("n_requests") is not None:
             return (f"sequential: {sc['n_requests']} deletion requests applied one after another (table: after the "
                     "last one; curves: after every request)")
+        elif kind == "muse":
+            corpus = sc.get("corpus") or (str(sc["root"]).rstrip("/").split("/")[-1] if sc.get("root") else "?")
+            derived = sc.get("derived") or []
+            return (f"muse: corpus {corpus}, D_f = raw/forget ({sc.get('n_forget', '?')} chunks), D_r = "
+                    f"{'raw/retain2 (derived)' if any('retain1' in str(d) for d in derived) else 'raw/retain1'} "
+                    f"({sc.get('n_retain', '?')} chunks)" + (f"; derived: {'; '.join(map(str, derived))}"
+                                                               if derived else ""))
         elif kind == "scalability" and sc.get("forget_fractions"):
             fr = ", ".join(_pct(float(f)) for f in sc["forget_fractions"])
             return (f"scalability: forget {fr} of the forget split, each from θ_o with its own oracle (table: the "

@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from unlearnkit.report._common import column_sig, fmt_num
+
 #: Okabe–Ito colour-blind-safe palette (without yellow, which is unreadable on white); cycled over methods.
 PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#7F7F7F", "#8C564B")
 ORACLE_COLOR = "#111111"
@@ -178,7 +180,7 @@ def scatter_svg(
     if oracle is not None:
         ox, oy = sx(oracle.x), sy(oracle.y)
         errbars(oracle, ox, oy, ORACLE_COLOR)
-        tip = f"oracle ({oracle.label}): {x_label} {oracle.x:.2f}, {y_label} {oracle.y:.2f}"
+        tip = f"oracle ({oracle.label}): {x_label} {fmt_num(oracle.x)}, {y_label} {fmt_num(oracle.y)}"
         d = 9.0
         out.append(f'<g class="oracle"><polygon points="{_f(ox)},{_f(oy - d)} {_f(ox + d)},{_f(oy)} '
                    f'{_f(ox)},{_f(oy + d)} {_f(ox - d)},{_f(oy)}" fill="{ORACLE_COLOR}">'
@@ -189,7 +191,8 @@ def scatter_svg(
     for p in points:
         cx, cy = sx(p.x), sy(p.y)
         errbars(p, cx, cy, p.color)
-        tip = f"{p.label}: {x_label} {p.x:.2f} ± {p.xerr:.2f}, {y_label} {p.y:.2f} ± {p.yerr:.2f}"
+        tip = (f"{p.label}: {x_label} {fmt_num(p.x)} ± {fmt_num(p.xerr)}, {y_label} {fmt_num(p.y)} ± "
+               f"{fmt_num(p.yerr)}")
         out.append(f'<g class="point"><circle cx="{_f(cx)}" cy="{_f(cy)}" r="5.5" fill="{p.color}">'
                    f"<title>{escape(tip)}</title></circle>")
         anchor, dx = ("end", -9) if cx > ml + pw * 0.75 else ("start", 9)
@@ -225,7 +228,8 @@ def hbar_svg(
     """Horizontal bar chart, one bar per method, value printed at the bar's end.
 
     ``marker`` = (value, text) draws a dashed reference line (e.g. the oracle's retraining time) across all bars.
-    An all-zero chart still has a unit-wide axis.
+    An all-zero chart still has a unit-wide axis. Values print with :func:`~unlearnkit.report._common.fmt_num`
+    (at least ``digits`` decimals, more where two different bars would print alike, scientific below 1e-3).
     """
     ml, mr, mt, mb = 190, 70, 34, 40
     row = 28
@@ -262,10 +266,15 @@ def hbar_svg(
     out.append(f'<text x="{ml + pw / 2:.1f}" y="{top + ph + 34}" class="axis-label" text-anchor="middle">'
                f"{escape(unit)}</text>")
     zero = sx(0.0)
+    sig = column_sig([b.value for b in bars])
+
+    def num(v: float) -> str:
+        return fmt_num(v, digits, sig)
+
     for i, b in enumerate(bars):
         y = top + i * row
         bx, bw = (zero, sx(b.value) - zero) if b.value >= 0 else (sx(b.value), zero - sx(b.value))
-        tip = f"{b.label}: {b.value:.{digits}f}" + (f" ± {b.err:.{digits}f}" if b.err > 0 else "") + f" {unit}"
+        tip = f"{b.label}: {num(b.value)}" + (f" ± {num(b.err)}" if b.err > 0 else "") + f" {unit}"
         out.append(f'<g class="bar"><text x="{ml - 8}" y="{y + row / 2:.1f}" dy="0.32em" text-anchor="end" '
                    f'class="bar-label">{escape(_short(b.label))}</text>')
         out.append(f'<rect x="{_f(bx)}" y="{y + 5}" width="{_f(max(bw, 0.0))}" height="{row - 10}" '
@@ -278,7 +287,7 @@ def hbar_svg(
                        'stroke="#333"/>')
             end = max(end, c)
         out.append(f'<text x="{_f(end + 6)}" y="{y + row / 2:.1f}" dy="0.32em" class="bar-value">'
-                   f"{b.value:.{digits}f}</text></g>")
+                   f"{num(b.value)}</text></g>")
     out.append(f'<line x1="{_f(zero)}" y1="{top}" x2="{_f(zero)}" y2="{top + ph}" class="axis"/>')
     if marker is not None:
         mx = sx(marker[0])

@@ -24,6 +24,8 @@ from unlearnkit.report._common import (
     TA,
     UA,
     cell,
+    column_sig,
+    column_sigs,
     columns_for,
     failures,
     fmt_num,
@@ -118,8 +120,9 @@ def _summary_table(summary: Sequence[SummaryRow], colors: Mapping[str, str]) -> 
     head = "".join(f'<th title="{_e(c.direction)}">{_e(c.header)}</th>' for c in cols)
     out = ['<div class="scroll"><table class="summary">',
            f"<thead><tr><th>Method</th>{head}<th>seeds</th><th>status</th></tr></thead>", "<tbody>"]
+    sigs = column_sigs(summary, cols)
     for s in summary:
-        tds = "".join(f"<td>{_e(cell(s, c))}</td>" for c in cols)
+        tds = "".join(f"<td>{_e(cell(s, c, sigs[c.key]))}</td>" for c in cols)
         cls = ' class="oracle"' if s.is_oracle else ""
         name = _swatch(_color(colors, s), s.is_oracle) + _e(label(s))
         out.append(f"<tr{cls}><td>{name}</td>{tds}<td>{_e(seeds_cell(s))}</td><td>{_status_badge(s.status)}</td></tr>")
@@ -219,7 +222,7 @@ def _time_bars(summary: Sequence[SummaryRow], colors: Mapping[str, str]) -> str:
         v = s.mean.get(RTE.key, float("nan"))
         if s.is_oracle:
             if _finite(v):
-                marker = (v, f"oracle retrain: {v:.2f} s")
+                marker = (v, f"oracle retrain: {fmt_num(v)} s")
             continue
         if not _finite(v):
             skipped.append(f"{label(s)} ({'no successful seed' if s.n_seeds == 0 else 'no time recorded'})")
@@ -244,15 +247,21 @@ def _per_seed_table(rows: Sequence[Mapping[str, Any]], with_fta: bool) -> str:
            f"<thead><tr><th>Method</th><th>seed</th><th>status</th>{head}<th>Avg. Gap</th><th>RTE (s)</th>"
            '<th class="err">error</th></tr></thead>', "<tbody>"]
     replaced = superseded_rows(rows)
+
+    def metric(row: Mapping[str, Any], key: str) -> float:
+        m = row.get("metrics")
+        return as_number(m.get(key)) if isinstance(m, Mapping) else float("nan")
+
+    sigs = {k: column_sig([metric(r, k) for r in rows]) for k in [*(c.key for c in cols), "avg_gap", RTE.key]}
     for row, old in zip(rows, replaced):
         metrics = row.get("metrics") if isinstance(row.get("metrics"), Mapping) else {}
         oracle = bool(row.get("is_oracle", False))
         name = str(row.get("method")) + (" (oracle)" if oracle else "")
         status = row_status(row)
         badge = _status_badge(status) + (' <span class="note">(replaced by a later row)</span>' if old else "")
-        vals = "".join(f"<td>{_e(fmt_num(as_number(metrics.get(c.key))))}</td>" for c in cols)
-        gap = _e(fmt_num(as_number(metrics.get("avg_gap"))))
-        rte = _e(fmt_num(as_number(metrics.get(RTE.key))))
+        vals = "".join(f"<td>{_e(fmt_num(as_number(metrics.get(c.key)), sig=sigs[c.key]))}</td>" for c in cols)
+        gap = _e(fmt_num(as_number(metrics.get("avg_gap")), sig=sigs["avg_gap"]))
+        rte = _e(fmt_num(as_number(metrics.get(RTE.key)), sig=sigs[RTE.key]))
         err = row.get("error")
         classes = [c for c, on in (("oracle", oracle), ("superseded", old)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""

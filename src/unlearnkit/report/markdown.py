@@ -10,6 +10,7 @@ from unlearnkit.report._common import (
     CELL_NOTE,
     SEEDS_DIRECTION,
     cell,
+    column_sigs,
     columns_for,
     failures,
     label,
@@ -38,7 +39,9 @@ def to_markdown(summary: Sequence[SummaryRow], meta: Mapping[str, Any]) -> str:
 
     Returns:
         The markdown text: a header, the table ``Method | UA | RA | TA | MIA-Eff. | Avg. Gap | RTE (s) | seeds``
-        (plus ``Forgotten-class TA`` for class scenarios) with "mean ± std" cells, 2 decimals, what each column
+        (plus ``Forgotten-class TA`` for class scenarios) with "mean ± std" cells (at least 2 decimals and 2
+        significant digits, more where a column's different means would print alike; see
+        :func:`~unlearnkit.report._common.fmt_num`), what each column
         means and which direction is better, and a section listing failed / diverged methods with their reasons.
     """
     run = meta.get("run") or "unnamed run"
@@ -51,8 +54,9 @@ def to_markdown(summary: Sequence[SummaryRow], meta: Mapping[str, Any]) -> str:
     header = ["Method", *(c.header for c in cols), "seeds"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join([":---"] + ["---:"] * (len(header) - 1)) + " |")
+    sigs = column_sigs(summary, cols)
     for s in summary:
-        cells = [md_escape(label(s)), *(cell(s, c) for c in cols), seeds_cell(s)]
+        cells = [md_escape(label(s)), *(cell(s, c, sigs[c.key]) for c in cols), seeds_cell(s)]
         lines.append("| " + " | ".join(cells) + " |")
     if not summary:
         lines.append("| (no result rows) |" + " |" * (len(header) - 1))

@@ -1,17 +1,33 @@
-"""MUSE loader (Shi et al. 2024, arXiv:2407.06460): the layout of one corpus folder of the MUSE benchmark
-(``jaechan-repo/muse_bench`` ``data/{bbc,hp}/``; on the hub ``muse-bench/MUSE-News`` / ``MUSE-Books``)::
+"""MUSE loader (Shi et al. 2024, arXiv:2407.06460): one corpus folder of the MUSE benchmark, in the layouts users have.
 
-    raw/forget.txt  raw/retain1.txt  raw/retain2.txt  [raw/holdout.txt]      (or .json: a JSON list of strings)
+The authors' layout (``jaechan-repo/muse_bench`` and ``swj0419/muse_bench``'s ``load_data.py``: ``data/{bbc,hp}/``
+or ``data/{news,books}/``; on the hub ``muse-bench/MUSE-News`` / ``MUSE-Books``)::
+
+    raw/forget.txt  raw/retain1.txt  raw/retain2.txt  [raw/holdout.txt]      (or .json: a JSON list of strings;
+                                                                              or the hub's raw/<split>-*.parquet;
+                                                                              or the hub's JSON copies in train/)
     verbmem/forget.json            [{"prompt": str, "gt": str}, ...]
     knowmem/forget_qa.json         [{"question": str, "answer": str}, ...]   + forget_qa_icl.json (in-context examples)
-    knowmem/retain_qa.json         (the GitHub copy names it retain2_qa.json) + retain_qa_icl.json / retain2_qa_icl.json
-    privleak/forget.json  privleak/retain.json (or retain2.json)  privleak/holdout.json   [str, ...]
+    knowmem/retain_qa.json         (GitHub: retain2_qa.json; hub files: retain2-qa.json, forget-qa.json, ...)
+                                   + retain_qa_icl.json / retain2_qa_icl.json / retain2-qa-icl.json
+    privleak/forget.json  [privleak/retain.json or retain2.json]  privleak/holdout.json   [str, ...]
 
 The raw corpora become QA sets of text chunks with an empty question (train with ``fmt="raw"``): D = forget ∪ retain1
 (MUSE's target model saw forget and retain; retain1 is the retain set unlearning methods may use; retain2 is held for
 utility evaluation), D_f = forget, D_r = retain1. Texts are split into chunks of at most ``chunk_chars`` characters at
 paragraph boundaries (MUSE trains on 2048-token chunks of LLaMA's tokenizer; a character budget keeps the loader
-tokenizer-free). Ids: forget chunks 0.., retain1 chunks from 1_000_000.
+tokenizer-free; chunks longer than the training ``max_len`` in tokens are cut there, and the count is reported by
+:func:`unlearnkit.llm.lm.encode_pairs` as a :class:`~unlearnkit.llm.tokenize.TruncationWarning`). Ids: forget chunks
+0.., retain1 chunks from 1_000_000.
+
+What may be missing, and what is done then (each recorded in ``scenario["derived"]`` and shown in the report):
+
+* ``raw/retain1`` (absent in some copies of the authors' data): D_r is derived from ``raw/retain2`` — the other
+  retain text the target model saw, which MUSE's own baselines may also regularise on. KnowMem-retain questions
+  are about that text, so a method that trains on D_r has seen their source; the scenario says so.
+* ``privleak/retain`` (not read by any metric): an empty list.
+* ``raw/retain2`` (only the utility eval set ``retain2``): empty.
+* ``raw/holdout``: not read (PrivLeak uses ``privleak/holdout.json``).
 """
 
 from __future__ import annotations
@@ -129,9 +145,34 @@ def _first(root: Path, *names: str, required: bool = True) -> Path | None:
     return None
 
 
+def _raw_file(root: Path, stem: str) -> Path | None:
+    """The file of raw split ``stem``: ``raw/<stem>.txt``, ``.json``, the hub's ``raw/<stem>-*.parquet`` or its JSON
+    copy ``train/<stem>.json``; None when there is none."""
+    for folder in (root / "raw", root / "train"):
+        for name in (f"{stem}.txt", f"{stem}.json"):
+            if (folder / name).is_file():
+                return folder / name
+        parquet = sorted(folder.glob(f"{stem}-*.parquet")) + sorted(folder.glob(f"{stem}.parquet"))
+        if parquet:
+            return parquet[0]
+    return None
+
+
 def _texts(path: Path) -> list[str]:
     if path.suffix == ".txt":
         return [path.read_text(encoding="utf-8")]
+    if path.suffix == ".parquet":
+        try:
+            import pandas as pd
+
+            shards = sorted(path.parent.glob(path.name.split("-")[0] + "-*-of-*.parquet")) or [path]
+            frames = [pd.read_parquet(p) for p in shards]
+        except ImportError as err:
+            raise ConfigError(f"reading {path} needs pandas and pyarrow: pip install pandas pyarrow (or put the "
+                              "split there as .txt / .json)") from err
+        if any("text" not in f.columns for f in frames):
+            raise DataError(f"MUSE parquet file {path} has no 'text' column")
+        return [str(t) for f in frames for t in f["text"].tolist()]
     data = _load_json(path)
     if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
         raise DataError(f"MUSE file {path} must be a JSON list of strings")
@@ -183,23 +224,42 @@ def load_muse(root: str | Path, *, chunk_chars: int = 2000, seed: int = 0) -> Te
         ``knowmem_forget_icl``, ``knowmem_retain_icl`` (QASets), ``privleak`` ({forget, retain, holdout}: lists of str).
 
     Raises:
-        DataError: a missing file or field (message names both), an empty forget corpus.
+        DataError: a missing required file or field (message names both): raw/forget, raw/retain1 *and* raw/retain2,
+            verbmem/forget.json, knowmem forget QA / ICL and retain QA, privleak forget / holdout; an empty forget
+            corpus.  ConfigError: a parquet split without pandas/pyarrow installed.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"MUSE root {root} is not a folder")
     raw = root / "raw"
+    derived: list[str] = []
 
-    def chunks(stem: str, required: bool = True) -> list[str]:
-        p = _first(raw, f"{stem}.txt", f"{stem}.json", required=required)
-        return [c for t in _texts(p) for c in chunk_text(t, chunk_chars)] if p else []
+    def chunks(stem: str) -> list[str] | None:
+        p = _raw_file(root, stem)
+        return None if p is None else [c for t in _texts(p) for c in chunk_text(t, chunk_chars)]
 
-    forget = QASet("forget", (QAItem(i, "", t) for i, t in enumerate(chunks("forget"))), str(raw / "forget"))
-    retain = QASet("retain", (QAItem(1_000_000 + i, "", t) for i, t in enumerate(chunks("retain1"))),
+    forget_chunks = chunks("forget")
+    if forget_chunks is None:
+        raise DataError(f"MUSE folder {root} lacks raw/forget.txt (or .json, raw/forget-*.parquet, train/forget.json); "
+                        "expected the muse_bench corpus layout (raw/, verbmem/, knowmem/, privleak/)")
+    retain2_chunks = chunks("retain2")
+    retain1_chunks = chunks("retain1")
+    if retain1_chunks is None:
+        if not retain2_chunks:
+            raise DataError(f"MUSE folder {root} has neither raw/retain1 nor raw/retain2 (.txt, .json or parquet): "
+                            "D_r (the retain text the target model saw) cannot be built")
+        retain1_chunks = retain2_chunks
+        derived.append("raw/retain1 missing: D_r = raw/retain2 (the target model's other retain text; KnowMem-retain "
+                       "questions are about it, so methods that train on D_r see their source)")
+    if retain2_chunks is None:
+        retain2_chunks = []
+        derived.append("raw/retain2 missing: the retain2 utility set is empty")
+    forget = QASet("forget", (QAItem(i, "", t) for i, t in enumerate(forget_chunks)), str(raw / "forget"))
+    retain = QASet("retain", (QAItem(1_000_000 + i, "", t) for i, t in enumerate(retain1_chunks)),
                    str(raw / "retain1"))
     full = QASet("full", forget.items + retain.items, str(raw))
     check_split(full, forget, retain, f"MUSE corpus {root}")
-    retain2 = QASet("retain2", (QAItem(2_000_000 + i, "", t) for i, t in enumerate(chunks("retain2", False))),
+    retain2 = QASet("retain2", (QAItem(2_000_000 + i, "", t) for i, t in enumerate(retain2_chunks)),
                     str(raw / "retain2"))
     vm_path = _first(root / "verbmem", "forget.json")
     verbmem = _load_json(vm_path)
@@ -210,19 +270,28 @@ def load_muse(root: str | Path, *, chunk_chars: int = 2000, seed: int = 0) -> Te
             if not isinstance(r, dict) or not isinstance(r.get(f), str):
                 raise DataError(f"MUSE data file {vm_path} lacks field '{f}' (a string) in item {i}")
     km = root / "knowmem"
-    kf = _qa(_first(km, "forget_qa.json"), "knowmem_forget", 0)
-    kr = _qa(_first(km, "retain_qa.json", "retain2_qa.json"), "knowmem_retain", 1_000_000)
-    kf_icl = _qa(_first(km, "forget_qa_icl.json"), "knowmem_forget_icl", 0)
-    kr_p = _first(km, "retain_qa_icl.json", "retain2_qa_icl.json", required=False)
+    kf = _qa(_first(km, "forget_qa.json", "forget-qa.json"), "knowmem_forget", 0)
+    kr = _qa(_first(km, "retain_qa.json", "retain2_qa.json", "retain2-qa.json", "retain-qa.json"),
+             "knowmem_retain", 1_000_000)
+    kf_icl = _qa(_first(km, "forget_qa_icl.json", "forget-qa-icl.json"), "knowmem_forget_icl", 0)
+    kr_p = _first(km, "retain_qa_icl.json", "retain2_qa_icl.json", "retain2-qa-icl.json", "retain-qa-icl.json",
+                  required=False)
+    if kr_p is None:
+        derived.append("knowmem retain in-context examples missing: the forget ones are used")
     kr_icl = _qa(kr_p, "knowmem_retain_icl", 0) if kr_p else kf_icl.renamed("knowmem_retain_icl")
     pl = root / "privleak"
+    pl_retain = _first(pl, "retain.json", "retain2.json", required=False)
+    if pl_retain is None:
+        derived.append("privleak/retain missing: empty (no metric reads it)")
     privleak = {
         "forget": _texts(_first(pl, "forget.json")),
-        "retain": _texts(_first(pl, "retain.json", "retain2.json")),
+        "retain": _texts(pl_retain) if pl_retain else [],
         "holdout": _texts(_first(pl, "holdout.json")),
     }
-    scenario = {"kind": "muse", "source": "muse", "root": str(root), "n_forget": len(forget),
+    scenario = {"kind": "muse", "source": "muse", "root": str(root), "corpus": root.name, "n_forget": len(forget),
                 "n_retain": len(retain), "n_test": len(privleak["holdout"]), "chunk_chars": chunk_chars}
+    if derived:
+        scenario["derived"] = derived
     extras = {"verbmem": [{"prompt": r["prompt"], "gt": r["gt"]} for r in verbmem], "knowmem_forget_icl": kf_icl,
               "knowmem_retain_icl": kr_icl, "privleak": privleak}
     return TextTask(f"muse_{root.name}", full, forget, retain,
