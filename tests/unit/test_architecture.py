@@ -44,3 +44,30 @@ def test_config_imports_nothing_of_unlearnkit_but_errors_and_persist():
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("unlearnkit"):
                 assert node.module.split(".")[1] in ("config", "errors", "persist"), (f.name, node.module)
+
+
+def _recipe(title: str) -> str:
+    import re
+
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    section = text.split(f"### {title}", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+
+def test_the_guides_method_and_metric_recipes_pass_the_conformance_kit():
+    """The recipes of docs/ARCHITECTURE.md are code that works: executed here, checked by unlearnkit.testing."""
+    from unlearnkit.methods import METHODS
+    from unlearnkit.metrics import METRICS
+    from unlearnkit.testing import check_metric, check_unlearner
+
+    try:
+        exec(compile(_recipe("Add a method"), "ARCHITECTURE.md:method", "exec"), {})
+        exec(compile(_recipe("Add a metric"), "ARCHITECTURE.md:metric", "exec"), {})
+        out = check_unlearner("my_method")
+        assert out.steps > 0
+        values = check_metric("forget_margin")
+        assert values["forget_margin"] > 0 and values["forget_margin_oracle"] > 0
+    finally:
+        for reg, name in ((METHODS, "my_method"), (METRICS, "forget_margin")):
+            if name in reg:
+                reg.unregister(name)
