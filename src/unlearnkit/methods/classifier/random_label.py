@@ -53,9 +53,13 @@ class RandomLabel(Unlearner):
     protocol and defaults from Fan et al. (SalUn), ICLR 2024, arXiv:2310.12508.
     """
 
-    needs_retain = False
+    needs_retain = True  # with the default use_retain: true; see requirements()
     smoke_params = {"epochs": 1}
     source = "Graves et al., AAAI 2021; Fan et al., ICLR 2024, arXiv:2310.12508"
+
+    def requirements(self) -> dict[str, bool]:
+        """D_r is read exactly when ``use_retain`` (the default)."""
+        return {**super().requirements(), "retain": bool(self.config.use_retain)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
@@ -65,7 +69,7 @@ class RandomLabel(Unlearner):
         else:
             wrong = np.random.default_rng(label_seed).integers(0, forget.num_classes, size=len(forget))
         data = forget.relabel(wrong, "forget_random_labels")
-        if self.config.use_retain and len(retain):
+        if self.config.use_retain:  # an empty D_r was refused before (requirements): never a silent forget-only run
             data = data.concat(retain, "forget_random_labels+retain")
         fit = engine.fit(model, data, self.config.recipe(), seed=derive_seed(context.seed, "random_label"),
                          desc="random_label")

@@ -197,7 +197,7 @@ def salun_training_set(forget: SampleSet, retain: SampleSet, *, labels: str, use
     else:
         new = np.random.default_rng(seed).integers(0, forget.num_classes, size=len(forget))
     data = forget.relabel(new, "forget_random_labels")
-    if use_retain and len(retain):
+    if use_retain:  # an empty D_r was refused before (requirements): never a silent forget-only run
         data = data.concat(retain, "forget_random_labels+retain")
     return data
 
@@ -239,7 +239,11 @@ class SalUn(Unlearner):
         DivergenceError: the saliency or training loss became NaN/inf.
     """
 
-    needs_retain = False
+    needs_retain = True  # with the default use_retain: true; see requirements()
+
+    def requirements(self) -> dict[str, bool]:
+        """D_r is read exactly when ``use_retain`` (the default)."""
+        return {**super().requirements(), "retain": bool(self.config.use_retain)}
     smoke_params = {"epochs": 1, "batch_size": 32, "lr": 0.05}
     source = "Fan et al., ICLR 2024, arXiv:2310.12508"
 

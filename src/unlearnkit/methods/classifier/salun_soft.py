@@ -94,7 +94,7 @@ class SalUnSoft(SalUn):
         MethodError: empty forget set; no trainable parameters.  DivergenceError: the loss became NaN/inf.
     """
 
-    # needs_retain (False), smoke_params and source: inherited from SalUn (same paper, same smoke settings)
+    # needs_retain / requirements(), smoke_params and source: inherited from SalUn (same paper, same smoke settings)
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
