@@ -78,13 +78,16 @@ def make_task(
 
 
 def unlearn(model: nn.Module, task: Task, method: str = "finetune", *, seed: int = 0,
-            engine: Engine | None = None, train_recipe: TrainConfig | None = None, **params: Any) -> UnlearnResult:
+            engine: Engine | None = None, train_recipe: TrainConfig | None = None, check: bool = True,
+            **params: Any) -> UnlearnResult:
     """Run one registered method on ``model`` (modified in place; pass a copy to keep it).
 
     ``params`` are the method's config fields (``unlearnkit methods --json`` lists them with defaults).
+    ``check``: refuse a model that learned nothing (test accuracy at chance level) before unlearning it.
 
     Raises:
-        ConfigError: unknown method or parameter.  MethodError: the task cannot serve the method.
+        ConfigError: unknown method or parameter.  MethodError: the task cannot serve the method (e.g. it needs
+            D_r and the task has none), or the model is at chance level.
         DivergenceError: the loss became NaN/inf.
     """
     m = METHODS.build(method, params)
@@ -92,6 +95,10 @@ def unlearn(model: nn.Module, task: Task, method: str = "finetune", *, seed: int
     from unlearnkit.bench.tracks.classifier import check_requirements
 
     check_requirements(m, task, label=method)
+    if check:
+        from unlearnkit.bench.tracks.classifier import check_target
+
+        check_target(model, task, eng)
     return m.unlearn(model, task.forget, task.retain, eng, UnlearnContext(seed=seed, train_recipe=train_recipe))
 
 

@@ -64,6 +64,7 @@ from unlearnkit.metrics import METRICS, avg_gap
 from unlearnkit.metrics._ratio import flag_key, guarded_ratio
 from unlearnkit.models.policy import compose, policy_from_saved
 from unlearnkit.persist import atomic_write, refuse_symlink, stable_hash
+from unlearnkit.verdict import judge, preflight
 from unlearnkit.results import (
     ORACLE_LABEL,
     ORIGINAL_LABEL,
@@ -590,10 +591,10 @@ class Runner:
                 oracle = self.oracle(seed, branch, pos)
                 shared: dict[Any, Any] = {}
                 point = point_index[(b, pos)]
-                oracle_metrics, n = self._reference_rows(orig, oracle, seed, op, point, shared, finished, results)
+                refs, n = self._reference_rows(orig, oracle, seed, op, point, shared, finished, results)
                 new += n
                 for st in writers:
-                    row = self._method_row(st, seed, op, point, orig, oracle, oracle_metrics, shared)
+                    row = self._method_row(st, seed, op, point, orig, oracle, refs, shared)
                     row = self._agree_on_outcome(row, st)
                     if dist.is_main:
                         append_row(results, row)
@@ -602,6 +603,8 @@ class Runner:
                     msg = f"{st.spec.label} seed {seed}{f' {op.label}' if op.label else ''}: {status}"
                     if status != "ok":
                         msg += f" — {row['error']}"
+                    elif row.get("verdict") not in (None, "ok"):
+                        msg += f" — verdict {row['verdict']}: {'; '.join(row.get('verdict_reasons', []))}"
                     self.console.print(escape(msg), style=None if status == "ok" else "red")
         return new
 
@@ -692,10 +695,16 @@ class Runner:
 
     def _reference_rows(self, orig: TrainedModel, oracle: TrainedModel, seed: int, ev: Evaluate, point: int,
                         shared: dict[Any, Any], finished: dict[tuple, dict[str, Any]],
-                        results: Path) -> tuple[dict[str, float], int]:
-        """The oracle's and θ_o's rows of a point (evaluated unless finished); returns the oracle's metrics."""
-        new = 0
+                        results: Path) -> tuple[dict[str, dict[str, float]], int]:
+        """The oracle's and θ_o's rows of a point (evaluated unless finished), after the pre-flight checks of θ_o;
+        returns both rows' metrics (``{"oracle": ..., "original": ...}``).
+
+        Raises:
+            MethodError: evaluating θ_r or θ_o failed (every method row is compared with them), or θ_o learned
+                nothing (chance-level utility: an untrained target is refused).
+        """
         metrics: dict[str, dict[str, float]] = {}
+        pending: list[tuple[str, dict[str, Any], dict[str, float], dict[str, float]]] = []
         for role, label, tm in (("oracle", ORACLE_LABEL, oracle), ("original", ORIGINAL_LABEL, orig)):
             done = self._done(finished, label, seed, ev, role)
             if done is not None and done.get("status") == "ok":
@@ -725,14 +734,35 @@ class Runner:
                        lineage_key=tm.key, finished_at=_now(), trained_samples=int(len(tm.trained_ids)), cost=cost)
             if role == "original":
                 row["original_sha256"] = tm.sha256
-            if done is None:
-                if self.engine.dist.is_main:
-                    append_row(results, row)
-                new += 1
-        return metrics["oracle"], new
+            pending.append((role, row, values, cost))
+        spec = self.track.verdict_spec(ev.task)
+        warnings: list[str] = []
+        if spec is not None:
+            warnings, refusal = preflight(spec, metrics["original"], metrics["oracle"],
+                                          self.track.memorisation_keys())
+            if refusal is not None:
+                raise MethodError(f"pre-flight check, seed {seed}{f' ({ev.label})' if ev.label else ''}: {refusal}")
+        new = 0
+        for role, row, values, _ in pending:
+            if spec is not None:
+                row["verdict_spec"] = spec.to_json()
+                if role == "oracle":
+                    row["verdict"], row["verdict_reasons"] = "reference", ["the oracle θ_r"]
+                else:
+                    row["verdict"], row["verdict_reasons"] = judge(values, metrics["oracle"], values, spec,
+                                                                   same_weights_as_original=True)
+                    row["preflight"] = warnings
+                    for w in warnings:
+                        self.console.print(escape(f"[pre-flight, seed {seed}{f' {ev.label}' if ev.label else ''}] "
+                                                  f"{w}"), style="yellow")
+            if self.engine.dist.is_main:
+                append_row(results, row)
+            new += 1
+        return metrics, new
 
     def _method_row(self, st: _MethodState, seed: int, ev: Evaluate, point: int, orig: TrainedModel,
-                    oracle: TrainedModel, oracle_metrics: dict[str, float], shared: dict[Any, Any]) -> dict[str, Any]:
+                    oracle: TrainedModel, refs: dict[str, dict[str, float]],
+                    shared: dict[Any, Any]) -> dict[str, Any]:
         spec = st.spec
         row = self._base_row(spec.label, spec.name, spec.params, seed, "method", ev, point)
         row["original_sha256"] = orig.sha256
@@ -749,7 +779,7 @@ class Runner:
             else:
                 error = (f"MethodError: {st.failed_at} of '{spec.label}' failed ({st.failed}); {here} continues from "
                          "its output, so it is not run (fix the earlier point and rerun: it is retried)")
-            row.update(status=st.failed_status, error=error, metrics={})
+            row.update(status=st.failed_status, error=error, metrics={}, verdict=st.failed_status)
             if "diverged_step" in last and st.failed_status == "diverged":
                 row["diverged_step"] = last["diverged_step"]
             if "traceback" in last:
@@ -770,7 +800,7 @@ class Runner:
                 metrics[flag_key("rte_ratio")] = 1.0
             gap_keys = self.track.gap_keys()
             if gap_keys:
-                metrics["avg_gap"] = avg_gap(metrics, oracle_metrics, gap_keys)
+                metrics["avg_gap"] = avg_gap(metrics, refs["oracle"], gap_keys)
             sha = state_sha256(st.model)
             if self.cfg.save_unlearned and self.engine.dist.is_main:
                 ck = self.run_dir / "checkpoints" / tag
@@ -788,12 +818,20 @@ class Runner:
                        notes=last.get("notes", {}), checkpoint_sha256=sha, cost=cost)
             if st.policy is not None:
                 row["policy"] = {**st.policy.describe(), "metrics_unaffected": self._unaffected(st.policy)}
+            spec = self.track.verdict_spec(ev.task)
+            if spec is not None:
+                row["verdict"], row["verdict_reasons"] = judge(
+                    metrics, refs["oracle"], refs["original"], spec, same_weights_as_original=sha == orig.sha256,
+                    has_policy=st.policy is not None, notes=last.get("notes", {}))
+                row["verdict_spec"] = spec.to_json()
         except DivergenceError as err:
-            row.update(status="diverged", error=f"DivergenceError: {err}", diverged_step=err.step, metrics={})
+            row.update(status="diverged", error=f"DivergenceError: {err}", diverged_step=err.step, metrics={},
+                       verdict="diverged")
             st.failed, st.failed_status, st.failed_at = row["error"], "diverged", here
         except Exception as err:  # noqa: BLE001 - any failure of one method becomes its error row; the run goes on
             tb = traceback.format_exception(type(err), err, err.__traceback__)
-            row.update(status="error", error=f"{type(err).__name__}: {err}", traceback="".join(tb[-3:]), metrics={})
+            row.update(status="error", error=f"{type(err).__name__}: {err}", traceback="".join(tb[-3:]), metrics={},
+                       verdict="error")
             st.failed, st.failed_status, st.failed_at = row["error"], "error", here
         row["finished_at"] = _now()
         return row
@@ -818,7 +856,7 @@ class Runner:
         r, status, e = bad[0]
         for k in ("checkpoint_sha256", "steps", "notes"):  # rank 0's own results of a step that failed elsewhere
             row.pop(k, None)
-        row.update(status=status, error=f"rank {r}: {e}", metrics={})
+        row.update(status=status, error=f"rank {r}: {e}", metrics={}, verdict=status)
         st.failed, st.failed_status, st.failed_at = row["error"], status, "an earlier point"
         return row
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from unlearnkit.errors import DataError
 from unlearnkit.persist import atomic_write
-from unlearnkit.report._common import cell, column_sigs, columns_for, label, seeds_cell
+from unlearnkit.report._common import cell, column_sigs, columns_for, label, seeds_cell, verdict_cell
 from unlearnkit.report.html import to_html
 from unlearnkit.report.markdown import to_markdown
 from unlearnkit.report.neurips_section import compute_neurips, html_section, load_neurips, markdown_section
@@ -95,7 +95,8 @@ def build_meta(
     Keys: ``run`` (rows' ``run``, else the config's ``name``, else the directory name), ``config_sha256`` (the
     most frequent hash in the rows, ties → the latest), ``config_hashes`` (all distinct, file order), ``scenario``
     (the config's scenario updated with the first row's, which adds ``n_forget``), ``data``, ``model``, ``versions``
-    (latest row), ``config_text``, ``skipped_lines``, ``superseded`` (rows replaced by a retry).
+    (latest row), ``config_text``, ``skipped_lines``, ``superseded`` (rows replaced by a retry), ``preflight``
+    (the distinct warnings of θ_o's pre-flight checks: no memorisation of D_f, nothing measurable to unlearn).
     """
     config = dict(config or {})
     run = next((str(r["run"]) for r in rows if r.get("run")), None) or config.get("name") or Path(run_dir).name
@@ -124,6 +125,8 @@ def build_meta(
         "config_text": config_text,
         "skipped_lines": skipped_lines,
         "superseded": sum(superseded_rows(rows)),
+        "preflight": list(dict.fromkeys(str(w) for r in rows if isinstance(r.get("preflight"), list)
+                                        for w in r["preflight"])),
     }
 
 
@@ -192,11 +195,17 @@ def console_table(summary: Sequence[SummaryRow], title: str | None = None) -> Ta
     for c in cols:
         table.add_column(c.header, justify="right", min_width=6)
     table.add_column("seeds", justify="right", min_width=4)
+    if any(s.verdict for s in summary):
+        table.add_column("verdict", min_width=7, overflow="fold")
     sigs = column_sigs(summary, cols)
     for s in summary:
         style = "bold" if s.is_oracle else None
         seeds = Text(seeds_cell(s), style="red" if s.n_failed else "")
-        table.add_row(Text(label(s)), *(cell(s, c, sigs[c.key]) for c in cols), seeds, style=style)
+        extra = []
+        if any(x.verdict for x in summary):
+            bad = s.verdict not in ("ok", "reference", "")
+            extra = [Text(verdict_cell(s), style="yellow" if bad else "")]
+        table.add_row(Text(label(s)), *(cell(s, c, sigs[c.key]) for c in cols), seeds, *extra, style=style)
     return table
 
 

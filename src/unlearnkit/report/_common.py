@@ -190,6 +190,23 @@ def cell(s: SummaryRow, col: Column, sig: int = 2) -> str:
     return text
 
 
+def verdict_cell(s: SummaryRow) -> str:
+    """The verdict over seeds, with the per-seed verdicts when they disagree (``inert (2/3)``)."""
+    if not s.verdict:
+        return ""
+    n = sum(s.seed_verdicts.values())
+    agree = s.seed_verdicts.get(s.verdict, 0)
+    return s.verdict if not n or agree == n or s.role == "oracle" else f"{s.verdict} ({agree}/{n} seeds)"
+
+
+VERDICT_NOTE = ("Verdict (unlearnkit.verdict): against θ_r and θ_o of the same point, with a tolerance from the seed "
+                "spread and the binomial noise of each percentage — ok; inert (θ_o's weights, or forget metrics within "
+                "noise of θ_o's while θ_o is away from θ_r); under-unlearned (closed < half of θ_o's distance to θ_r "
+                "on the forget metrics); over-unlearned (a forget metric past θ_r's, away from θ_o: forgets more than "
+                "retraining); utility-collapse (a utility metric lost over half of θ_r's margin above chance); "
+                "unconverged (a solver stopped before its tolerance); diverged; error.")
+
+
 def seeds_cell(s: SummaryRow) -> str:
     """``"3"`` when every seed succeeded, else ``"ok/total"`` (e.g. ``"2/3"``)."""
     return str(s.n_seeds) if s.n_failed == 0 else f"{s.n_seeds}/{s.n_total}"
@@ -285,6 +302,8 @@ def meta_lines(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
         out.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
     if meta.get("skipped_lines"):
         out.append(("skipped", f"{meta['skipped_lines']} line(s) of results.jsonl were not valid result rows"))
+    for w in meta.get("preflight") or []:
+        out.append(("pre-flight warning", str(w)))
     if meta.get("superseded"):
         out.append(("retries", f"{meta['superseded']} row(s) replaced by a later row for the same (method, seed)"))
     return out

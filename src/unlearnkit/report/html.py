@@ -23,6 +23,7 @@ from unlearnkit.report._common import (
     SEEDS_DIRECTION,
     TA,
     UA,
+    VERDICT_NOTE,
     cell,
     column_sig,
     column_sigs,
@@ -31,6 +32,7 @@ from unlearnkit.report._common import (
     fmt_num,
     label,
     meta_lines,
+    verdict_cell,
     one_line,
     seeds_cell,
 )
@@ -56,6 +58,9 @@ th:first-child, td:first-child, th.err { text-align:left; }
 td.err { text-align:left; white-space:normal; max-width:420px; color:var(--bad); font-size:12px; }
 tr.oracle td { font-weight:600; background:#fbfbf6; }
 tr.superseded td { color:#9a9a9a; text-decoration:line-through; }
+td.verdict { white-space:nowrap; }
+td.v-inert, td.v-over-unlearned, td.v-under-unlearned, td.v-utility-collapse, td.v-unconverged,
+td.v-diverged, td.v-error, td.v-partial { color:#a05a00; font-weight:600; }
 .swatch { display:inline-block; width:10px; height:10px; margin-right:6px; vertical-align:baseline; }
 .oracle-swatch { transform:rotate(45deg); }
 .status { font-size:12px; padding:1px 6px; border-radius:8px; background:var(--bg-alt); }
@@ -119,17 +124,22 @@ def _summary_table(summary: Sequence[SummaryRow], colors: Mapping[str, str]) -> 
     cols = columns_for(summary)
     head = "".join(f'<th title="{_e(c.direction)}">{_e(c.header)}</th>' for c in cols)
     out = ['<div class="scroll"><table class="summary">',
-           f"<thead><tr><th>Method</th>{head}<th>seeds</th><th>status</th></tr></thead>", "<tbody>"]
+           f'<thead><tr><th>Method</th>{head}<th>seeds</th><th>status</th><th title="{_e(VERDICT_NOTE)}">verdict'
+           "</th></tr></thead>", "<tbody>"]
     sigs = column_sigs(summary, cols)
     for s in summary:
         tds = "".join(f"<td>{_e(cell(s, c, sigs[c.key]))}</td>" for c in cols)
         cls = ' class="oracle"' if s.is_oracle else ""
         name = _swatch(_color(colors, s), s.is_oracle) + _e(label(s))
-        out.append(f"<tr{cls}><td>{name}</td>{tds}<td>{_e(seeds_cell(s))}</td><td>{_status_badge(s.status)}</td></tr>")
+        why = _e("; ".join(s.verdict_reasons))
+        verdict = f'<td class="verdict v-{_e(s.verdict or "none")}" title="{why}">{_e(verdict_cell(s))}</td>'
+        out.append(f"<tr{cls}><td>{name}</td>{tds}<td>{_e(seeds_cell(s))}</td><td>{_status_badge(s.status)}</td>"
+                   f"{verdict}</tr>")
     if not summary:
-        out.append(f'<tr><td colspan="{len(cols) + 3}">no result rows</td></tr>')
+        out.append(f'<tr><td colspan="{len(cols) + 4}">no result rows</td></tr>')
     out.append("</tbody></table></div>")
     out.append(f'<p class="note">{_e(CELL_NOTE)}</p>')
+    out.append(f'<p class="note">{_e(VERDICT_NOTE)}</p>')
     items = "".join(f"<li><b>{_e(c.header)}</b>: {_e(c.direction).replace('*', '')}</li>" for c in cols)
     out.append(f'<ul class="directions">{items}<li><b>seeds</b>: {_e(SEEDS_DIRECTION.replace("`", ""))}</li></ul>')
     return "\n".join(out)

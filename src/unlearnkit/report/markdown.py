@@ -17,6 +17,8 @@ from unlearnkit.report._common import (
     meta_lines,
     one_line,
     seeds_cell,
+    VERDICT_NOTE,
+    verdict_cell,
 )
 from unlearnkit.report.summary import SummaryRow
 
@@ -51,12 +53,13 @@ def to_markdown(summary: Sequence[SummaryRow], meta: Mapping[str, Any]) -> str:
     lines.append("")
 
     cols = columns_for(summary)
-    header = ["Method", *(c.header for c in cols), "seeds"]
+    header = ["Method", *(c.header for c in cols), "seeds", "verdict"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join([":---"] + ["---:"] * (len(header) - 1)) + " |")
     sigs = column_sigs(summary, cols)
     for s in summary:
-        cells = [md_escape(label(s)), *(cell(s, c, sigs[c.key]) for c in cols), seeds_cell(s)]
+        cells = [md_escape(label(s)), *(cell(s, c, sigs[c.key]) for c in cols), seeds_cell(s),
+                 md_escape(verdict_cell(s))]
         lines.append("| " + " | ".join(cells) + " |")
     if not summary:
         lines.append("| (no result rows) |" + " |" * (len(header) - 1))
@@ -66,6 +69,7 @@ def to_markdown(summary: Sequence[SummaryRow], meta: Mapping[str, Any]) -> str:
     for c in cols:
         lines.append(f"- **{c.header}**: {c.direction}")
     lines.append(f"- **seeds**: {SEEDS_DIRECTION}")
+    lines.append(f"- **verdict**: {VERDICT_NOTE}")
     lines.append("")
 
     failed = failures(summary)

@@ -52,6 +52,9 @@ class SummaryRow:
         method_name: the registered method name (several labels may share one, e.g. two learning rates).
         is_oracle: True for the retrained model θ_r, the reference of every gap.
         role: ``oracle`` (θ_r), ``original`` (θ_o, the model before unlearning) or ``method``.
+        verdict: the method's verdict over seeds (:mod:`unlearnkit.verdict`: its means against θ_r's and θ_o's
+            means, tolerance from the seed spread); ``reference`` for θ_r; "" when the rows carry no verdict spec.
+        verdict_reasons: why. seed_verdicts: the per-seed rows' verdicts, counted.
         n_seeds: number of seeds whose (latest) row has ``status == "ok"``; means and stds are over these.
         n_failed: number of seeds whose latest row has status ``"error"`` or ``"diverged"``.
         status: ``"ok"`` (every seed ok), ``"partial"`` (some ok, some failed), ``"diverged"`` (every seed
@@ -88,6 +91,9 @@ class SummaryRow:
     gap_n: int = 0
     gap_n_oracle: int = 0
     role: str = "method"
+    verdict: str = ""
+    verdict_reasons: list[str] = field(default_factory=list)
+    seed_verdicts: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_total(self) -> int:
@@ -201,7 +207,53 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[SummaryRow]:
         s.gap_of_means = avg_gap_of_means(s, oracle)
         s.gap_n = len(_gap_diffs(s, oracle))
         s.gap_n_oracle = len(_gap_diffs(oracle, oracle)) if oracle is not None else 0
+    _summary_verdicts(out, groups)
     return out
+
+
+def _summary_verdicts(out: list[SummaryRow], groups: Mapping[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """Each summary row's verdict over seeds: its means against θ_r's and θ_o's means, with a tolerance per metric
+    from the seed spread (:func:`unlearnkit.verdict.seed_tolerance`); failures keep their status."""
+    from unlearnkit.verdict import VerdictSpec, judge, seed_tolerance
+
+    spec = next((VerdictSpec.from_json(r.get("verdict_spec")) for grp in groups.values() for r in grp
+                 if r.get("verdict_spec")), None)
+    oracle = next((s for s in out if s.role == "oracle" and s.n_seeds), None)
+    original = next((s for s in out if s.role == "original" and s.n_seeds), None)
+
+    def values(role: str, method: str, key: str) -> list[float]:
+        return [as_number((r.get("metrics") or {}).get(key)) for r in groups.get((role, method), [])
+                if row_status(r) == "ok"]
+
+    for s in out:
+        grp = groups.get((s.role, s.method), [])
+        counts: dict[str, int] = {}
+        for r in grp:
+            v = r.get("verdict") or (row_status(r) if row_status(r) != "ok" else None)
+            if v:
+                counts[str(v)] = counts.get(str(v), 0) + 1
+        s.seed_verdicts = counts
+        if s.role == "oracle":
+            s.verdict, s.verdict_reasons = ("reference", ["the oracle θ_r"]) if spec is not None else ("", [])
+            continue
+        if s.n_seeds == 0:
+            s.verdict, s.verdict_reasons = s.status, list(s.errors[:1])
+            continue
+        if spec is None or oracle is None or original is None:
+            continue
+        ok = [r for r in grp if row_status(r) == "ok"]
+        tol = {k: seed_tolerance(spec, k, values("oracle", oracle.method, k), values(s.role, s.method, k),
+                                 oracle.mean.get(k, float("nan")))
+               for k in (*spec.forget, *spec.utility)}
+        same = bool(ok) and all(r.get("checkpoint_sha256") and r.get("checkpoint_sha256") == r.get("original_sha256")
+                                for r in ok)
+        policy = any(r.get("policy") for r in ok)
+        unconverged = next((r.get("notes") for r in ok if "unconverged" == r.get("verdict")), None)
+        s.verdict, s.verdict_reasons = judge(s.mean, oracle.mean, original.mean, spec, tolerance=tol,
+                                             same_weights_as_original=same, has_policy=policy,
+                                             notes=unconverged or {})
+        if s.n_failed and s.verdict == "ok":
+            s.verdict = "partial"
 
 
 def oracle_of(summary: Sequence[SummaryRow]) -> SummaryRow | None:

@@ -228,3 +228,12 @@ class Track(ABC):
     def gap_keys(self) -> tuple[str, ...]:
         """Metric keys averaged into ``avg_gap`` (|θ_u − θ_r| per key); empty = no avg_gap column."""
         return ()
+
+    def verdict_spec(self, task: TrackTask) -> Any:
+        """How this track's metrics are judged (:class:`unlearnkit.verdict.VerdictSpec`: forget metrics and their
+        direction, utility metrics and their chance level, sample sizes); None: rows get no verdict beyond status."""
+        return None
+
+    def memorisation_keys(self) -> tuple[str, str] | None:
+        """(forget-set metric, unseen-data metric) whose gap on θ_o shows memorisation of D_f (pre-flight check)."""
+        return None

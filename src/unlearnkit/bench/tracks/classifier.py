@@ -67,6 +67,33 @@ class ClassifierExperiment(ExperimentConfig):
         return self.oracle or self.train
 
 
+def classifier_verdict_spec(task: Task) -> Any:
+    """UA and MIA-efficacy are the forget metrics (larger = more forgotten), RA and TA the utility metrics (chance
+    100/K); their binomial noise from |D_f|, |D_r| and the TA test set (:mod:`unlearnkit.verdict`)."""
+    from unlearnkit.verdict import VerdictSpec
+
+    chance = 100.0 / max(task.num_classes, 1)
+    nf, nr, nt = len(task.forget), len(task.retain), len(task.eval_test)
+    return VerdictSpec(forget={"unlearn_acc": 1, "mia_efficacy": 1}, utility={"retain_acc": chance, "test_acc": chance},
+                       n={"unlearn_acc": nf, "mia_efficacy": nf, "retain_acc": nr, "test_acc": nt},
+                       default_floor=0.5, percent=True)
+
+
+def check_target(model: nn.Module, task: Task, engine: Engine) -> None:
+    """Refuse a target θ_o that learned nothing (test accuracy within noise of chance, 100/K %), before unlearning.
+
+    Raises:
+        MethodError: the model performs at chance level (untrained or a random initialisation).
+    """
+    from unlearnkit.verdict import preflight
+
+    ctx = EvalContext(model, task, engine)
+    acc = {"test_acc": ctx.predictions("test").accuracy(), "retain_acc": ctx.predictions("retain").accuracy()}
+    _, refusal = preflight(classifier_verdict_spec(task), acc, {})
+    if refusal is not None:
+        raise MethodError(refusal.replace("the original model θ_o", "the model to unlearn"))
+
+
 def check_requirements(method: Unlearner | type, task: Task, *, label: str) -> None:
     """Refuse a method whose needs (derived from its settings) the task cannot serve, before any training.
 
@@ -213,6 +240,12 @@ class ClassifierTrack(Track):
 
     def gap_keys(self) -> tuple[str, ...]:
         return AVG_GAP_KEYS
+
+    def verdict_spec(self, task: Task) -> Any:
+        return classifier_verdict_spec(task)
+
+    def memorisation_keys(self) -> tuple[str, str]:
+        return ("forget_acc", "test_acc")
 
 
 __all__ = ["ClassifierExperiment", "ClassifierTrack", "check_requirements"]

@@ -203,5 +203,14 @@ class GraphTrack(Track):
         return GraphEvalContext(model, task, self.engine, seed=seed, references=references, shared=shared,
                                 policy=policy)
 
+    def verdict_spec(self, task: Any) -> Any:
+        """Forget side (%): accuracy on deleted nodes and the MI member probability (lower = more forgotten), the
+        retained-vs-deleted AUROC (higher); utility: test accuracy (chance 100/K) or test AUROC (chance 50)."""
+        from unlearnkit.verdict import VerdictSpec
+
+        k = max(int(task.data.num_classes), 1)
+        return VerdictSpec(forget={"forget_acc": -1, "mi_member_prob": -1, "forget_auroc": 1},
+                           utility={"test_acc": 100.0 / k, "test_auroc": 50.0}, default_floor=1.0, percent=True)
+
     def gap_keys(self) -> tuple[str, ...]:
         return ("test_acc", "test_auroc", "forget_acc", "forget_auroc", "mi_member_prob")

@@ -511,6 +511,15 @@ class LLMTrack(Track):
                                verbmem_max_new_tokens=e.verbmem_max_new_tokens,
                                knowmem_max_new_tokens=e.knowmem_max_new_tokens, privleak_k=e.privleak_k)
 
+    def verdict_spec(self, task: Any) -> Any:
+        """Forget side: D_f likelihood, ROUGE, extraction strength, the LOSS MIA (lower = more forgotten) and MUSE's
+        VerbMem / KnowMem (lower) and PrivLeak AUC (higher); utility: model utility / KnowMem on D_r (chance 0)."""
+        from unlearnkit.verdict import VerdictSpec
+
+        return VerdictSpec(forget={"forget.prob": -1, "forget.rouge": -1, "forget.es": -1, "mia.loss.auc": -1,
+                                   "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1},
+                           utility={"model_utility": 0.0, "knowmem_r": 0.0}, default_floor=0.02, percent=False)
+
     def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:
         from unlearnkit.metrics.llm_context import LLMEvalContext

@@ -125,6 +125,15 @@ class RecsysTrack(Track):
         return RecsysEvalContext(model, task, self.engine, k=self.cfg_section.k, seed=seed, references=references,
                                  shared=shared, policy=policy)
 
+    def verdict_spec(self, task: Any) -> Any:
+        """Forget side (fractions): D_f's Recall@K / NDCG@K and ranking AUC (lower = more forgotten); utility:
+        Recall@K / NDCG@K on the retained test set (chance ≈ 0)."""
+        from unlearnkit.verdict import VerdictSpec
+
+        k = self.cfg_section.k
+        return VerdictSpec(forget={f"forget_recall@{k}": -1, f"forget_ndcg@{k}": -1, "forget_auc": -1},
+                           utility={f"recall@{k}": 0.0, f"ndcg@{k}": 0.0}, default_floor=0.005, percent=False)
+
     def gap_keys(self) -> tuple[str, ...]:
         k = self.cfg_section.k
         return (f"recall@{k}", f"ndcg@{k}", f"forget_recall@{k}", f"forget_ndcg@{k}")
