@@ -8,6 +8,7 @@ Every method row is therefore given one verdict:
 ``diverged``       the run diverged (NaN / inf), or a chained earlier point did
 ``error``          the method failed (see the row's error)
 ``unconverged``    an iterative solver of the method stopped before its tolerance (``notes["solver"]``)
+``inexact``        an exact method's model differs from its own retrain on D_r, or was trained on a forgotten id
 ``utility-collapse``  a utility metric lost more than half of θ_r's margin above chance (e.g. RA of a model that
                    fits D_r falls towards 1/K)
 ``inert``          the weights are θ_o's (and no inference-time policy), or every forget metric is within noise of
@@ -37,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 VERDICTS: tuple[str, ...] = ("ok", "inert", "under-unlearned", "over-unlearned", "utility-collapse", "unconverged",
-                             "diverged", "error")
+                             "inexact", "diverged", "error")
 
 
 @dataclass(frozen=True)

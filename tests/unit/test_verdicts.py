@@ -144,3 +144,38 @@ def test_classifier_spec_uses_the_sizes_of_the_point(tiny_task):
     spec = classifier_verdict_spec(tiny_task)
     assert spec.n["unlearn_acc"] == len(tiny_task.forget) and spec.n["test_acc"] == len(tiny_task.eval_test)
     assert spec.utility["test_acc"] == pytest.approx(100 / tiny_task.num_classes)
+
+
+def test_exact_methods_report_exactness_beside_the_gap_to_the_oracle(tmp_path):
+    """SISA equals its own retrain on D_r bit for bit (exactness gap 0) while its gap to the standard oracle (one
+    model on all of D_r) is the price of sharding; a SISA whose deletion is broken is flagged inexact."""
+    cfg = _cfg(tmp_path, methods=[{"name": "sisa", "shards": 2, "slices": 2}])
+    out = Runner(cfg, console=Console(file=io.StringIO())).run()
+    row = next(r for r in out.rows if r["method"] == "sisa")
+    assert row["exactness"] == {"seen_forgotten_ids": 0, "max_abs_diff": 0.0, "exact": True}
+    assert row["metrics"]["exactness_gap"] == 0.0 and row["verdict"] != "inexact"
+    from unlearnkit.report import write_reports
+
+    md, _ = write_reports(out.run_dir)
+    assert "Exactness gap" in md.read_text()
+
+
+def test_a_broken_exact_method_is_inexact(tmp_path, monkeypatch):
+    """Its own retrain differs from its model (here: the reference is perturbed by 1e-3): flagged inexact."""
+    from unlearnkit.methods.exact import sisa as sisa_mod
+
+    orig = sisa_mod.SISAMethod.own_retrain
+
+    def differs(self, result, forget, retain, engine, context):
+        m = orig(self, result, forget, retain, engine, context)
+        with torch.no_grad():
+            next(m.parameters()).add_(1e-3)
+        return m
+
+    monkeypatch.setattr(sisa_mod.SISAMethod, "own_retrain", differs)
+    cfg = _cfg(tmp_path, methods=[{"name": "sisa", "shards": 2, "slices": 2}])
+    out = Runner(cfg, console=Console(file=io.StringIO())).run()
+    row = next(r for r in out.rows if r["method"] == "sisa")
+    assert row["status"] == "ok", row.get("error")
+    assert row["exactness"]["exact"] is False and row["exactness"]["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
+    assert row["verdict"] == "inexact"

@@ -670,6 +670,8 @@ class Runner:
                 raise DivergenceError(f"{spec.label}: parameters became NaN/inf", step=res.steps, loss=float("nan"))
             st.model, st.policy, st.forgot = res.model, compose(st.policy, res.policy), True
             st.last = {"seconds": res.seconds, "steps": res.steps, "notes": res.notes, "policy": res.policy}
+            if method.kind == "exact":
+                st.last["exactness"] = self._exactness(method, res, op, branch, pos, seed, chained)
         except DivergenceError as err:
             st.failed, st.failed_status = f"DivergenceError: {err}", "diverged"
             st.last = {"diverged_step": err.step}
@@ -678,6 +680,27 @@ class Runner:
             st.failed, st.failed_status = f"{type(err).__name__}: {err}", "error"
             st.last = {"traceback": "".join(tb[-3:])}
         st.last["fresh_failure"] = st.failed is not None
+
+    def _exactness(self, method: Any, res: Any, op: Forget, branch: Branch, pos: int, seed: int,
+                   chained: bool) -> dict[str, Any]:
+        """An exact method's check (not timed): the ids its model was trained on never include anything removed so
+        far, and — where the method provides its own retrain (:meth:`Unlearner.own_retrain`) — its model equals that
+        retrain on D_r bit for bit (``max_abs_diff`` 0)."""
+        removed = np.union1d(branch.removed_before(pos), op.ids)
+        out: dict[str, Any] = {}
+        if res.seen_ids is not None:
+            out["seen_forgotten_ids"] = int(len(np.intersect1d(res.seen_ids, removed)))
+        ctx = self._context(seed, branch, pos, chained, op.task, None)
+        ref = self.track.own_retrain(op.task, method, res, ctx) if hasattr(self.track, "own_retrain") else None
+        if ref is not None:
+            a, b = res.model.state_dict(), ref.state_dict()
+            if a.keys() != b.keys():
+                out["max_abs_diff"] = float("inf")
+            else:
+                out["max_abs_diff"] = max((float((a[k].double() - b[k].double()).abs().max()) for k in a
+                                           if a[k].numel()), default=0.0)
+        out["exact"] = out.get("seen_forgotten_ids", 0) == 0 and out.get("max_abs_diff", 0.0) == 0.0
+        return out
 
     def _method_learn(self, st: _MethodState, op: Learn, seed: int, k: int) -> None:
         try:
@@ -814,8 +837,13 @@ class Runner:
                 if st.policy is not None:
                     policy = {"kind": st.policy.kind, "config": st.policy.config(), "tensors": st.policy.tensors()}
                 save_checkpoint(ck, st.model, lineage_key=sha, meta=meta, policy=policy)
+            if "exactness" in last:
+                ex = last["exactness"]
+                metrics["exactness_gap"] = ex.get("max_abs_diff", float(ex.get("seen_forgotten_ids", 0) > 0))
             row.update(status="ok", error=None, metrics=metrics, steps=last.get("steps", 0),
                        notes=last.get("notes", {}), checkpoint_sha256=sha, cost=cost)
+            if "exactness" in last:
+                row["exactness"] = last["exactness"]
             if st.policy is not None:
                 row["policy"] = {**st.policy.describe(), "metrics_unaffected": self._unaffected(st.policy)}
             spec = self.track.verdict_spec(ev.task)
@@ -824,6 +852,11 @@ class Runner:
                     metrics, refs["oracle"], refs["original"], spec, same_weights_as_original=sha == orig.sha256,
                     has_policy=st.policy is not None, notes=last.get("notes", {}))
                 row["verdict_spec"] = spec.to_json()
+            ex = last.get("exactness")
+            if ex is not None and not ex.get("exact", True):
+                row["verdict"] = "inexact"
+                row["verdict_reasons"] = [f"differs from its own retrain on D_r (max |Δw| {ex.get('max_abs_diff')}) "
+                                          f"or saw {ex.get('seen_forgotten_ids', 0)} forgotten id(s)"]
         except DivergenceError as err:
             row.update(status="diverged", error=f"DivergenceError: {err}", diverged_step=err.step, metrics={},
                        verdict="diverged")

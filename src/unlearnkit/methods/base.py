@@ -74,6 +74,8 @@ class Unlearned:
     notes: dict[str, Any] = field(default_factory=dict)
     seen_ids: np.ndarray | None = None
     policy: Any = None
+    #: method-private state for :meth:`Unlearner.own_retrain` (e.g. SISA's partition); never serialised
+    state: Any = None
 
 
 #: the former name of :class:`Unlearned`
@@ -124,6 +126,13 @@ class Unlearner(ABC):
 
     def __init__(self, config: Frozen) -> None:
         self.config = config
+
+    def own_retrain(self, result: Unlearned, forget: Any, retain: Any, engine: Any,
+                    context: UnlearnContext) -> nn.Module | None:
+        """Exact methods: the method's own model trained from scratch on D_r only (same partition, seeds and recipe),
+        which ``result.model`` must equal bit for bit — the runner reports the distance as ``exactness_gap``, beside
+        the gap to the standard oracle (the price of the method's model family). None: not provided."""
+        return None
 
     def requirements(self) -> dict[str, bool]:
         """What this method, *with its settings*, reads: ``retain`` (D_r), ``labels``, ``full_train`` (all of D).

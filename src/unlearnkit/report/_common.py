@@ -104,6 +104,16 @@ def columns_for(summary: Sequence[SummaryRow]) -> list[Column]:
     Every track ends with Avg. Gap (when its rows have one) and RTE.
     """
     keys = set().union(*(s.mean for s in summary)) if summary else set()
+    return [*_columns(summary, keys), *([EXACT] if EXACT.key in keys else [])]
+
+
+#: exact methods only: the distance to the method's own retrain on D_r (its exactness), beside the gap to θ_r
+EXACT = Column("exactness_gap", "Exactness gap", "", "exact methods: max |Δw| between the method's model and its own "
+               "retrain from scratch on D_r (same partition and seeds); must be 0 (and 1 if its model saw a forgotten "
+               "sample). The gap to the oracle is then the price of the method's model family, not a bug.")
+
+
+def _columns(summary: Sequence[SummaryRow], keys: set[str]) -> list[Column]:
     gap = [ROW_GAP] if ROW_GAP.key in keys else []
     if not keys & {UA.key, RA.key}:
         llm = [c for c in (FQ, MU, FROUGE, MIA_AUC, VERBMEM, KNOW_F, KNOW_R, PRIVLEAK) if c.key in keys]
@@ -204,7 +214,8 @@ VERDICT_NOTE = ("Verdict (unlearnkit.verdict): against θ_r and θ_o of the same
                 "noise of θ_o's while θ_o is away from θ_r); under-unlearned (closed < half of θ_o's distance to θ_r "
                 "on the forget metrics); over-unlearned (a forget metric past θ_r's, away from θ_o: forgets more than "
                 "retraining); utility-collapse (a utility metric lost over half of θ_r's margin above chance); "
-                "unconverged (a solver stopped before its tolerance); diverged; error.")
+                "unconverged (a solver stopped before its tolerance); inexact (an exact method differs from its own "
+                "retrain on D_r); diverged; error.")
 
 
 def seeds_cell(s: SummaryRow) -> str:

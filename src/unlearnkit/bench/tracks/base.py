@@ -186,6 +186,10 @@ class Track(ABC):
     def unlearn(self, task: TrackTask, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> Unlearned:
         """Apply ``method`` to ``model`` (a copy of θ_o or of the method's previous output) for ``task``'s D_f / D_r."""
 
+    def own_retrain(self, task: TrackTask, method: Unlearner, result: Unlearned, ctx: UnlearnContext) -> nn.Module | None:
+        """An exact method's own retrain on ``task``'s D_r (:meth:`Unlearner.own_retrain`), or None."""
+        return method.own_retrain(result, task.forget, task.retain, self.engine, ctx)
+
     # -- evaluation -------------------------------------------------------------------------------------------------
     def eval_context(self, task: TrackTask, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:

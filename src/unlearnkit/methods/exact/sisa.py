@@ -999,6 +999,16 @@ class SISAMethod(Unlearner):
     source = "Bourtoule et al., Machine Unlearning, IEEE S&P 2021, arXiv:1912.03817"
     smoke_params = {"shards": 2, "slices": 2}
 
+    def own_retrain(self, result: UnlearnResult, forget: SampleSet, retain: SampleSet, engine: Engine,
+                    context: UnlearnContext) -> nn.Module:
+        """SISA trained from scratch on D_r with the same shards, slices and seeds (the partition of the remaining
+        samples kept): the ensemble after deletion must equal it bit for bit (Bourtoule et al., §IV)."""
+        st = result.state
+        with tempfile.TemporaryDirectory(prefix="unlearnkit-sisa-ref-") as tmp:
+            ref = SISA(st["cfg"], st["factory"], tmp, engine)
+            ref.fit(retain, assignment=st["assignment"])
+            return ref.as_module()
+
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:
         c = self.config
@@ -1006,15 +1016,19 @@ class SISAMethod(Unlearner):
         full = retain.concat(forget, name="train")
         cfg = SISAConfig(shards=c.shards, slices=c.slices, aggregation=c.aggregation, partition=c.partition,
                          train=recipe, seed=context.seed, init_seed=context.init_seed)
+        factory = _factory_from(model, context)
         with tempfile.TemporaryDirectory(prefix="unlearnkit-sisa-") as tmp:
-            sisa = SISA(cfg, _factory_from(model, context), tmp, engine)
+            sisa = SISA(cfg, factory, tmp, engine)
             fit = sisa.fit(full)
             rep = sisa.delete(forget.ids)
             ensemble = sisa.as_module()
             active = sisa.active_ids
+            assignment = {i: sa for i, sa in sisa.assignment().items() if i in set(active.tolist())}
         plan = rep.plan
         assert plan is not None
-        return UnlearnResult(ensemble, steps=rep.steps, seen_ids=active, notes={
+        return UnlearnResult(ensemble, steps=rep.steps, seen_ids=active, state={"assignment": assignment, "cfg": cfg,
+                                                                        "factory": factory},
+                             notes={
             "train_seconds": fit.seconds, "train_sample_epochs": fit.sample_epochs,
             "delete_seconds": rep.seconds, "delete_sample_epochs": rep.sample_epochs,
             "planned_sample_epochs": plan.expected_sample_epochs,
