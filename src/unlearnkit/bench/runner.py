@@ -303,7 +303,9 @@ class Runner:
             tm = TrainedModel(model, key, seconds, True, ids, state_sha256(model))
         else:
             self.console.print(f"training {label} ...")
-            model, seconds, ids = produce()
+            with self.engine.events.scoped(method=role, phase="train", lineage=key[:12]):
+                self.engine.global_step = 0
+                model, seconds, ids = produce()
             if dist.is_main:
                 self.cache.save(key, model, meta={"seconds": seconds, "role": role, "samples": int(len(ids))},
                                 extras={"trained_ids": torch.from_numpy(np.asarray(ids, dtype=np.int64))})
@@ -535,9 +537,15 @@ class Runner:
             f"{len(cfg.seeds)} seed(s) → {self.run_dir}")
         new = 0
         point_index = {(b, pos): i for i, (b, pos, _) in enumerate(self.points)}
-        for seed in cfg.seeds:
-            for b, branch in enumerate(self.plan):
-                new += self._run_branch(seed, b, branch, finished, results, point_index)
+        if dist.is_main:
+            self.engine.events.open(cfg.engine.trackers, self.run_dir, cfg.name)
+        try:
+            for seed in cfg.seeds:
+                self._models = {}  # θ_o / θ_r of this seed (every branch shares them); earlier seeds' are cached
+                for b, branch in enumerate(self.plan):
+                    new += self._run_branch(seed, b, branch, finished, results, point_index)
+        finally:
+            self.engine.events.close()
         if not dist.is_main:
             return RunOutcome(self.run_dir, [], new, list(self.reused), list(self.trained), is_main=False)
         rows = read_results(results)
@@ -661,11 +669,19 @@ class Runner:
     def _method_forget(self, st: _MethodState, op: Forget, seed: int, branch: Branch, pos: int,
                        orig: TrainedModel, chained: bool) -> None:
         spec = st.spec
+        nxt = next((o for o in branch.ops[pos + 1:] if isinstance(o, Evaluate)), None)
         try:
             model = copy.deepcopy(st.model if st.model is not None else orig.model)
             method = METHODS.build(spec.name, spec.params)
-            res = self.track.unlearn(op.task, method, model, self._context(seed, branch, pos, chained, op.task,
-                                                                            st.policy))
+            with self.engine.events.scoped(method=spec.label, seed=seed, point=nxt.tag if nxt else "",
+                                           phase="unlearn"):
+                self.engine.global_step = 0
+                self.engine.step_hook = self._curve_hook(spec, seed, branch, nxt, orig) if nxt is not None else None
+                try:
+                    res = self.track.unlearn(op.task, method, model,
+                                             self._context(seed, branch, pos, chained, op.task, st.policy))
+                finally:
+                    self.engine.step_hook = None
             if not all(torch.isfinite(p).all() for p in res.model.parameters()):
                 raise DivergenceError(f"{spec.label}: parameters became NaN/inf", step=res.steps, loss=float("nan"))
             st.model, st.policy, st.forgot = res.model, compose(st.policy, res.policy), True
@@ -680,6 +696,30 @@ class Runner:
             st.failed, st.failed_status = f"{type(err).__name__}: {err}", "error"
             st.last = {"traceback": "".join(tb[-3:])}
         st.last["fresh_failure"] = st.failed is not None
+
+    def _curve_hook(self, spec: MethodSpec, seed: int, branch: Branch, ev: Evaluate,
+                    orig: TrainedModel) -> tuple[int, Callable[[nn.Module, int], None]] | None:
+        """Every ``eval_every`` steps of the method's unlearning: the track's curve metrics of the current model at
+        the coming point ``ev``, with θ_r's and θ_o's values of the same point (computed once), as an ``eval`` event."""
+        every, names = spec.eval_every, list(self.track.curve_metrics())
+        if not every or not names or not self.engine.events.active:
+            return None
+        pos = branch.ops.index(ev)
+        oracle = self.oracle(seed, branch, pos)
+        refs = {"original_model": orig.model, "oracle_model": oracle.model, **ev.references}
+        shared: dict[Any, Any] = {}
+
+        def values(model: nn.Module) -> dict[str, float]:
+            vals, _ = self.track.evaluate(ev.task, model, seed, refs, names, shared=shared)
+            return {k: v for k, v in vals.items() if not k.startswith("query_ms_per_")}
+
+        anchors = {f"oracle.{k}": v for k, v in values(oracle.model).items()}
+        anchors.update({f"original.{k}": v for k, v in values(orig.model).items()})
+
+        def hook(model: nn.Module, step: int) -> None:
+            self.engine.events.emit("eval", step=step, **values(model), **anchors)
+
+        return every, hook
 
     def _exactness(self, method: Any, res: Any, op: Forget, branch: Branch, pos: int, seed: int,
                    chained: bool) -> dict[str, Any]:

@@ -257,10 +257,11 @@ def dump_yaml(cfg: BaseModel) -> str:
 
 
 def config_hash(cfg: BaseModel) -> str:
-    """SHA-256 of the resolved config, ignoring fields that cannot change results: progress bars and where files go
-    (``output_dir``, ``cache_dir``)."""
+    """SHA-256 of the resolved config, ignoring fields that cannot change results: progress display, event writers
+    (``engine.progress``, ``progress_interval``, ``trackers``) and where files go (``output_dir``, ``cache_dir``)."""
     plain = to_plain(cfg)
-    plain.get("engine", {}).pop("progress", None)
+    for presentational in ("progress", "progress_interval", "trackers"):
+        plain.get("engine", {}).pop(presentational, None)
     plain.pop("output_dir", None)
     plain.pop("cache_dir", None)
     return stable_hash(plain)

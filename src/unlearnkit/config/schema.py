@@ -58,6 +58,10 @@ class EngineConfig(Frozen):
     progress_interval: float = Field(15.0, ge=0, description="seconds between progress lines when stderr is not a "
                                                              "terminal (a log file or pipe)")
     eval_batch_size: int = Field(512, ge=1)
+    trackers: list[Literal["jsonl", "mlflow", "tensorboard"]] = Field(
+        default_factory=lambda: ["jsonl"], description="where training / unlearning events go (unlearnkit.engine."
+        "events): jsonl = <run>/events.jsonl (the report's curves), mlflow = an MLflow SQLite store in the run folder "
+        "([track] extra), tensorboard = <run>/tensorboard/")
 
     @field_validator("device")
     @classmethod
@@ -224,7 +228,7 @@ class ScenarioConfig(Frozen):
         return out
 
     @model_serializer(mode="wrap")
-    def _drop_unset_staged(self, handler: Any) -> Any:
+    def _drop_unset_staged(self, handler: Any) -> Any:  # noqa: D102 - see _STAGED_FIELDS
         data = handler(self)
         if isinstance(data, dict):
             for f in _STAGED_FIELDS:
@@ -443,6 +447,15 @@ class MethodSpec(ComponentSpec):
     """
 
     label: str | None = None
+    eval_every: int | None = Field(None, ge=1, le=10**6, description="evaluate the track's curve metrics every N "
+                                   "optimizer steps while the method unlearns (events and the report's curves)")
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("eval_every") is None:
+            data.pop("eval_every", None)  # configs without curves serialise (and hash) as before
+        return data
 
     @model_validator(mode="after")
     def _validate(self) -> MethodSpec:

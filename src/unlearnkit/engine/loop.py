@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from torch import nn
 from unlearnkit.config.schema import EngineConfig, TrainConfig
 from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.engine.distributed import DistState, dist_state
+from unlearnkit.engine.events import Events
 from unlearnkit.errors import ConfigError, DivergenceError
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -186,6 +188,33 @@ class Engine:
         self.config = config or EngineConfig()
         self._device: torch.device | None = None
         self._dist: DistState | None = None
+        #: the event stream (no writers outside a run): a ``step`` event per optimizer step of :meth:`fit`
+        self.events = Events()
+        #: while a method unlearns, the runner may set ``(every, hook)``: ``hook(model, step)`` every ``every`` steps
+        self.step_hook: tuple[int, Callable[[nn.Module, int], None]] | None = None
+        #: seconds spent in step hooks (evaluations), which unlearning times leave out
+        self.hook_seconds = 0.0
+        #: optimizer steps since the runner last reset it (the x axis of a method's curves across several fits)
+        self.global_step = 0
+
+    def after_optimizer_step(self, model: nn.Module, **fields: Any) -> None:
+        """Emit the ``step`` event of one optimizer step and run the step hook when due (custom loops call this too).
+
+        ``fields``: the step's facts (``loss``, ``lr``, ``epoch`` …); the global step and elapsed seconds are added.
+        """
+        self.global_step += 1
+        if self.events.active:
+            self.events.emit("step", step=self.global_step, **fields)
+        if self.step_hook is not None:
+            every, hook = self.step_hook
+            if self.global_step % every == 0:
+                t0 = time.perf_counter()
+                was = model.training
+                try:
+                    hook(model, self.global_step)
+                finally:
+                    model.train(was)
+                    self.hook_seconds += time.perf_counter() - t0
 
     @property
     def dist(self) -> DistState:
@@ -384,6 +413,8 @@ class Engine:
                     total += lv * len(y)
                     count += len(y)
                     step += 1
+                    self.after_optimizer_step(model, loss=lv, lr=float(opt.param_groups[0]["lr"]), epoch=epoch,
+                                              desc=desc, seconds=time.perf_counter() - t0)
                     advance(1, info=lambda: f"loss {lv:.4f}")
                 losses.append(total / max(count, 1))
                 samples += count

@@ -233,6 +233,10 @@ class Track(ABC):
         """Metric keys averaged into ``avg_gap`` (|θ_u − θ_r| per key); empty = no avg_gap column."""
         return ()
 
+    def curve_metrics(self) -> tuple[str, ...]:
+        """Cheap metrics evaluated every ``eval_every`` steps while a method unlearns (curves); () = none."""
+        return ()
+
     def verdict_spec(self, task: TrackTask) -> Any:
         """How this track's metrics are judged (:class:`unlearnkit.verdict.VerdictSpec`: forget metrics and their
         direction, utility metrics and their chance level, sample sizes); None: rows get no verdict beyond status."""

@@ -244,6 +244,9 @@ class ClassifierTrack(Track):
     def verdict_spec(self, task: Task) -> Any:
         return classifier_verdict_spec(task)
 
+    def curve_metrics(self) -> tuple[str, ...]:
+        return ("accuracy",)
+
     def memorisation_keys(self) -> tuple[str, str]:
         return ("forget_acc", "test_acc")
 
