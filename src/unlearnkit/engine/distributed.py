@@ -224,6 +224,14 @@ _FSDP_RENAMES = {"transformer_layer_cls_to_wrap": "transformer_cls_names_to_wrap
 _DS_RENAMES = {"deepspeed_config_file": "hf_ds_config", "config_file": "hf_ds_config"}
 
 
+def _fsdp_plugin_cls() -> Any:
+    try:
+        from accelerate.utils import FullyShardedDataParallelPlugin
+    except ImportError as err:
+        raise ConfigError("sharding needs accelerate: pip install 'unlearnkit[llm]'") from err
+    return FullyShardedDataParallelPlugin
+
+
 def _plugin_fields(cls: Any) -> set[str]:
     import dataclasses
 
@@ -271,9 +279,10 @@ def load_sharding(spec: dict[str, Any] | str | None) -> tuple[str, dict[str, Any
         dt = str(raw.get("distributed_type", "")).upper()
         mp = raw.get("mixed_precision")
         file_mp = None if mp in (None, "no") else str(mp)
-        if dt == "FSDP":
-            spec = {"fsdp": {(k[5:] if k.startswith("fsdp_") else k): v for k, v in (raw.get("fsdp_config") or {})
-                             .items()}}
+        if dt == "FSDP":  # `accelerate config` writes fsdp_<field> (fsdp_version is itself a field)
+            known = _plugin_fields(_fsdp_plugin_cls()) | set(_FSDP_RENAMES)
+            spec = {"fsdp": {(k[5:] if k.startswith("fsdp_") and k not in known and k[5:] in known else k): v
+                             for k, v in (raw.get("fsdp_config") or {}).items()}}
         elif dt == "DEEPSPEED":
             spec = {"deepspeed": {k: v for k, v in (raw.get("deepspeed_config") or {}).items()
                                   if k != "deepspeed_multinode_launcher"}}
@@ -303,33 +312,18 @@ def load_sharding(spec: dict[str, Any] | str | None) -> tuple[str, dict[str, Any
     return kind, kw, file_mp
 
 
-def make_accelerator(mixed_precision: MixedPrecision = "no", sharding: dict[str, Any] | str | None = None, *,
-                     device: torch.device, world_size: int = 1, batch_size: int = 1,
-                     grad_clip: float | None = None) -> Any:
-    """One :class:`accelerate.Accelerator` for one training run (θ_o, θ_r, or an unlearning run).
-
-    accelerate keeps its precision in a process-wide state that refuses a second, different setting; each training
-    run may have its own (θ_o in fp32, a method in bf16), so the state is reset first (the process group is kept).
-    Gradient accumulation is left to the caller (``gradient_accumulation_steps=1``; see the module docstring).
-
-    Args:
-        mixed_precision: ``no`` | ``bf16`` | ``fp16`` (autocast of the forwards; fp16 adds loss scaling).
-        sharding: see :func:`load_sharding`.
-        device: the engine's device (its type decides what can run).
-        world_size: processes of the launch.  batch_size: micro-batch per process (DeepSpeed's config needs it).
-        grad_clip: max gradient norm (DeepSpeed clips inside its step, so it goes into its config).
+def check_accelerate(mixed_precision: MixedPrecision = "no", sharding: dict[str, Any] | str | None = None, *,
+                     device: torch.device | str, world_size: int = 1) -> tuple[str, dict[str, Any], str | None] | None:
+    """Refuse a precision / sharding setting that cannot run on ``device`` with ``world_size`` processes, before any
+    training (the runner's up-front checks and :func:`make_accelerator` call it). Returns :func:`load_sharding`'s
+    result.
 
     Raises:
-        ConfigError: ``fp16`` on a CPU; ``bf16`` on a GPU without bf16; sharding on a CPU, in one process, without
-            deepspeed installed; ``accelerate launch`` settings (``--mixed_precision``, ``--use_fsdp``,
-            ``--use_deepspeed``) that differ from the recipe.
+        ConfigError: ``fp16`` on a CPU (accelerate would silently train in fp32); ``bf16`` on a GPU without bf16;
+            sharding on a CPU, in one process, or DeepSpeed without the deepspeed package; ``accelerate launch``
+            settings (``--mixed_precision``, ``--use_fsdp``, ``--use_deepspeed``) that differ from the recipe.
     """
-    try:
-        from accelerate import Accelerator
-        from accelerate.state import AcceleratorState, GradientState
-        from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
-    except ImportError as err:
-        raise ConfigError("LLM training needs accelerate: pip install 'unlearnkit[llm]'") from err
+    device = torch.device(device)
     shard = load_sharding(sharding)
     kind = shard[0] if shard else None
     if shard and shard[2] is not None and shard[2] != mixed_precision:
@@ -347,7 +341,8 @@ def make_accelerator(mixed_precision: MixedPrecision = "no", sharding: dict[str,
     if mixed_precision == "fp16" and device.type == "cpu":
         raise ConfigError("mixed_precision fp16 cannot run on a CPU (no fp16 autocast or loss scaling there; "
                           "accelerate would silently train in fp32): use bf16 or no on a CPU, fp16 on a GPU")
-    if mixed_precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if mixed_precision == "bf16" and device.type == "cuda" and torch.cuda.is_available() and \
+            not torch.cuda.is_bf16_supported():
         raise ConfigError("mixed_precision bf16 needs a GPU with bfloat16 support (Ampere or newer); use fp16")
     if kind is not None:
         if device.type != "cuda":
@@ -362,6 +357,36 @@ def make_accelerator(mixed_precision: MixedPrecision = "no", sharding: dict[str,
 
             if importlib.util.find_spec("deepspeed") is None:
                 raise ConfigError("deepspeed sharding needs the deepspeed package: pip install deepspeed")
+    return shard
+
+
+def make_accelerator(mixed_precision: MixedPrecision = "no", sharding: dict[str, Any] | str | None = None, *,
+                     device: torch.device, world_size: int = 1, batch_size: int = 1,
+                     grad_clip: float | None = None) -> Any:
+    """One :class:`accelerate.Accelerator` for one training run (θ_o, θ_r, or an unlearning run).
+
+    accelerate keeps its precision in a process-wide state that refuses a second, different setting; each training
+    run may have its own (θ_o in fp32, a method in bf16), so the state is reset first (the process group is kept).
+    Gradient accumulation is left to the caller (``gradient_accumulation_steps=1``; see the module docstring).
+
+    Args:
+        mixed_precision: ``no`` | ``bf16`` | ``fp16`` (autocast of the forwards; fp16 adds loss scaling).
+        sharding: see :func:`load_sharding`.
+        device: the engine's device (its type decides what can run).
+        world_size: processes of the launch.  batch_size: micro-batch per process (DeepSpeed's config needs it).
+        grad_clip: max gradient norm (DeepSpeed clips inside its step, so it goes into its config).
+
+    Raises:
+        ConfigError: see :func:`check_accelerate`; accelerate itself refusing the combination.
+    """
+    try:
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState, GradientState
+        from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
+    except ImportError as err:
+        raise ConfigError("LLM training needs accelerate: pip install 'unlearnkit[llm]'") from err
+    shard = check_accelerate(mixed_precision, sharding, device=device, world_size=world_size)
+    kind = shard[0] if shard else None
     AcceleratorState._reset_state(reset_partial_state=world_size == 1)
     GradientState._reset_state()
     plugins: dict[str, Any] = {}
@@ -390,5 +415,5 @@ def make_accelerator(mixed_precision: MixedPrecision = "no", sharding: dict[str,
                           f"{f' with {kind} sharding' if kind else ''} on {device}: {err}") from err
 
 
-__all__ = ["DistState", "MixedPrecision", "dist_state", "launched_world_size", "load_sharding", "make_accelerator",
-           "raise_if_failed"]
+__all__ = ["DistState", "MixedPrecision", "check_accelerate", "dist_state", "launched_world_size", "load_sharding",
+           "make_accelerator", "raise_if_failed"]
