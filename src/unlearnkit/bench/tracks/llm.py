@@ -467,7 +467,7 @@ class LLMTrack(Track):
         model = self.new_model(task, init)
         self.engine.seed_everything(seed)
         fit = train_lm(model, self.tokenizer, data, self.recipe(role), self.engine,
-                       seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt)
+                       seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt, desc=f"train {role}")
         return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
 
     # -- methods ----------------------------------------------------------------------------------------------------
