@@ -66,9 +66,8 @@ def instrument(records: list[dict[str, Any]]) -> None:
     peak GPU memory of each training run."""
     import torch
 
-    import unlearnkit.llm.lm as lm
-    import unlearnkit.methods.llm.base as base
-    import unlearnkit.methods.llm.rmu as rmu
+    from unlearnkit.llm import lm
+    from unlearnkit.methods.llm import base, rmu
 
     real = lm.optimize
 
@@ -119,8 +118,8 @@ def run(precision: str, device: str, smoke: bool) -> dict[str, Any]:
 
 def markdown(env: dict[str, Any], results: list[dict[str, Any]]) -> str:
     lines = [f"# LLM track on {env['device_name']} ({env['date']})", "",
-             f"torch {env['torch']}, transformers {env['transformers']}, accelerate {env['accelerate']}; "
-             f"command: `{env['command']}`", ""]
+             (f"torch {env['torch']}, transformers {env['transformers']}, accelerate {env['accelerate']}; "
+              f"command: `{env['command']}`"), ""]
     for res in results:
         lines += [f"## mixed_precision {res['precision']}: wall {res['wall_seconds']:.1f} s", "",
                   "| training run | precision | steps | eff. batch | seconds | s / step | peak GPU GiB | last loss |",

@@ -63,7 +63,7 @@ def test_bf16_unlearning_close_to_fp32(name):
         model = copy.deepcopy(theta)
         seen: set[torch.dtype] = set()
         h = model.model.layers[1].self_attn.q_proj.register_forward_hook(
-            lambda m, i, o: seen.add(o.dtype) if m.training else None)
+            lambda m, i, o, seen=seen: seen.add(o.dtype) if m.training else None)
         res = METHODS.build(name, {"epochs": 3, "batch_size": 4, "grad_accum": 1, "lr": 1e-3,
                                    "mixed_precision": mp}).unlearn(
             model, t.forget, t.retain, engine(), LLMContext(seed=0, tokenizer=tok, fmt="qa", max_len=64))
@@ -129,8 +129,8 @@ def _cfg(tmp_path, llm_changes: dict, method_params: dict):
 ])
 def test_the_runner_refuses_what_the_cpu_cannot_run_before_any_training(tmp_path, monkeypatch, llm_changes,
                                                                         method_params, match):
-    import unlearnkit.llm.lm as lm
     from unlearnkit.bench import run_experiment
+    from unlearnkit.llm import lm
 
     def no_training(*a, **k):
         raise AssertionError("training started before the check")
@@ -287,9 +287,9 @@ def test_llm_track_trains_and_unlearns_in_bf16_close_to_fp32(tmp_path, monkeypat
     """The runner on the tiny Llama: θ_o, θ_r, GA and NPO all train under bf16 autocast (every Accelerator the loop
     builds is bf16), every row is ok, and the probability / truth-ratio metrics stay within 0.01 / 0.02 of the fp32
     run (measured: ≤ 0.001 / 0.004)."""
-    import unlearnkit.llm.lm as lm
     from unlearnkit.bench import run_experiment
     from unlearnkit.config.schema import ExperimentConfig
+    from unlearnkit.llm import lm
 
     built: list[str] = []
     real = lm.make_accelerator

@@ -34,8 +34,8 @@ What is still written here, because accelerate does not provide it:
 
 Why gradients are summed, not averaged by ``DistributedDataParallel`` (what ``accelerator.prepare(model)`` would do
 for plain data parallelism): the loss of an optimizer step is normalised over the GLOBAL window of ``batch_size ×
-grad_accum × world_size`` examples — and over its own count for a trailing partial window (KNOWN_FAULTS C17) — while
-DDP averages per-rank means, the per-rank normalisation C15 warns about whenever ranks hold unequal numbers of
+grad_accum × world_size`` examples — and over its own count for a trailing partial window (KNOWN_FAULTS C17) —
+while DDP averages per-rank means, the per-rank normalisation C15 warns about whenever ranks hold unequal numbers of
 examples (the last window of an epoch, a window with fewer examples than ranks). DDP also needs one forward per
 backward through the wrapper, while the unlearning losses run several forwards per micro-batch on the bare module
 (forget and retain terms, adapter-disabled reference passes, RMU's early-stopping activation hooks), and a rank
@@ -393,7 +393,8 @@ def make_accelerator(mixed_precision: MixedPrecision = "no", sharding: dict[str,
     if kind == "fsdp":
         plugins["fsdp_plugin"] = FullyShardedDataParallelPlugin(**shard[1])  # type: ignore[index]
     elif kind == "deepspeed":
-        kw = {"gradient_accumulation_steps": 1, "gradient_clipping": grad_clip or 0.0, **shard[1]}  # type: ignore[index]
+        kw = {"gradient_accumulation_steps": 1, "gradient_clipping": grad_clip or 0.0,
+              **shard[1]}  # type: ignore[index]
         if kw["gradient_accumulation_steps"] != 1:
             raise ConfigError("sharding.deepspeed.gradient_accumulation_steps: leave it out; accumulation is the "
                               "recipe's grad_accum (windows normalised over the global batch)")

@@ -494,7 +494,8 @@ def optimize(
     reference_bytes: int = 0,
 ) -> LMFitResult:
     """The optimisation loop shared by :func:`train_lm` and the LLM unlearners, on a Hugging Face
-    :class:`accelerate.Accelerator` (precision, loss scaling, sharding; :func:`~unlearnkit.engine.distributed.make_accelerator`).
+    :class:`accelerate.Accelerator` (precision, loss scaling, sharding;
+    :func:`~unlearnkit.engine.distributed.make_accelerator`).
 
     Each epoch visits the ``n_items`` examples in the order ``permutation(seed, epoch)`` (a function of the seed and
     the epoch only, so retain pairings derived from (seed, epoch, global index) do not depend on the number of

@@ -244,7 +244,8 @@ def check_dtype_on_device(dtype: str, device: torch.device | str) -> None:
     if dtype == "float16" and dev.type == "cpu":
         raise ConfigError("model dtype float16 cannot train on a CPU: use bfloat16 or float32 there (float16 "
                           "weights are for GPUs)")
-    if dtype == "bfloat16" and dev.type == "cuda" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    if dtype == "bfloat16" and dev.type == "cuda" and torch.cuda.is_available() and \
+            not torch.cuda.is_bf16_supported():
         raise ConfigError("model dtype bfloat16 needs a GPU with bfloat16 support (Ampere or newer); use float16 "
                           "or float32")
 
