@@ -27,6 +27,7 @@ def main(out: Path) -> None:
             (out / f"{name}.json").write_text(json.dumps({
                 "steps": res.steps, "effective_batch": res.notes["effective_batch"],
                 "seen_ids": [int(i) for i in res.seen_ids], "world_size": torch.distributed.get_world_size(),
+                "mixed_precision": res.notes["mixed_precision"],
                 "accelerate_launch": "ACCELERATE_MIXED_PRECISION" in os.environ,  # set by accelerate's CLI only
                 "distributed_type": PartialState().distributed_type.name}))
 

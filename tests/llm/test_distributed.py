@@ -79,19 +79,21 @@ def test_c15_same_weights_at_equal_effective_batch(case, two_process_results):
     """(world 1, per-device 8, accum 1) = (world 2, per-device 4; ``accelerate launch``) = (world 1, per-device 4,
     accum 2) within 1e-5."""
     n = CASES[case][0]
+    tol = 1e-5
     one_8, res_8 = grad_diff_state(case, batch_size=8, grad_accum=1)
     one_4x2, res_4x2 = grad_diff_state(case, batch_size=4, grad_accum=2)
     two, meta = two_process_results[case]
     assert meta["world_size"] == 2 and meta["effective_batch"] == 8 == res_8.notes["effective_batch"]
     assert meta["accelerate_launch"] and meta["distributed_type"] == "MULTI_CPU"  # accelerate's launcher and state
+    assert meta["mixed_precision"] == res_8.notes["mixed_precision"] == "no"
     assert meta["steps"] == res_8.steps == res_4x2.steps == 2 * -(-n // 8)
     assert meta["seen_ids"] == [int(i) for i in res_8.seen_ids]  # forget ∪ every rank's retain draws
     start = grad_diff_state(case, batch_size=8, grad_accum=1)  # deterministic: the same run twice is bitwise equal
     moved = 0.0
     for k, v in one_8.items():
         assert torch.equal(v, start[0][k])
-        assert torch.allclose(one_4x2[k], v, atol=1e-5, rtol=0), k
-        assert torch.allclose(two[k], v, atol=1e-5, rtol=0), (k, float((two[k] - v).abs().max()))
+        assert torch.allclose(one_4x2[k], v, atol=tol, rtol=0), (k, float((one_4x2[k] - v).abs().max()))
+        assert torch.allclose(two[k], v, atol=tol, rtol=0), (k, float((two[k] - v).abs().max()))
         moved = max(moved, float((v - _initial()[k]).abs().max()))
     assert moved > 1e-3  # the weights did move: equality is not the trivial one of an untouched model
 

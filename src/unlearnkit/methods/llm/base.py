@@ -19,6 +19,11 @@ Reference model θ_ref = θ_o (NPO, DPO, KL-on-retain, RMU's frozen activations)
 
 Every run logs a memory estimate before its first step (weights, gradients, optimizer state, reference; logger
 ``unlearnkit``, shown by the CLI) and records it in ``notes["memory_estimate"]`` (bytes).
+
+Training runs in :func:`unlearnkit.llm.lm.optimize` on Hugging Face accelerate: ``mixed_precision`` (bf16 / fp16
+autocast, recorded in ``notes["mixed_precision"]``) and ``sharding`` (FSDP2 / DeepSpeed ZeRO, GPUs only) are fields
+of :class:`LLMOptimConfig`. A method's micro-loss runs its forwards on the module it is handed (the model, or its
+sharded working copy), never on a model captured elsewhere.
 """
 
 from __future__ import annotations
