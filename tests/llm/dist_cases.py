@@ -13,6 +13,9 @@ from unlearnkit.methods.llm import LLMContext
 # KNOWN_FAULTS C15's input: forget 16 / retain 64, GradDiff, effective batch 8, fp32; 2 epochs = 4 optimizer steps.
 # "partial": 13 items = windows of 8 + 5, split 3 / 2 over two ranks; "lonely": 9 items = 8 + 1, so rank 1 has no
 # example in every second window; it also clips gradients (after the sum) and warms the lr up.
+# (No bf16 case: under bf16 autocast the c15 input's weights after 4 steps differ by up to 3e-3 between micro-batch
+# shapes 8 and 4 × 2 in ONE process — about as much as bf16 differs from fp32 — so equality across process counts
+# cannot be tested at a meaningful tolerance there; the bf16 tests compare against fp32 instead: test_accelerate.py.)
 CASES = {"c15": (16, {}), "partial": (13, {}), "lonely": (9, {"grad_clip": 0.05, "warmup_ratio": 0.25})}
 
 

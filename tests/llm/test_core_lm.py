@@ -169,9 +169,9 @@ def test_divergence_stops_before_update():
     enc = encode_pairs(tok, task().forget.pairs()[:6])
     calls = []
 
-    def micro(pos, gpos, epoch):
+    def micro(module, pos, gpos, epoch):
         calls.append(len(pos))
-        lp, n = sequence_logprobs(model, collate([enc[i] for i in pos], tok.pad_token_id))
+        lp, n = sequence_logprobs(module, collate([enc[i] for i in pos], tok.pad_token_id))
         loss = (-(lp / n)).sum()
         return loss * float("inf") if len(calls) == 2 else loss
 

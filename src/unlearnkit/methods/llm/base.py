@@ -19,6 +19,11 @@ Reference model θ_ref = θ_o (NPO, DPO, KL-on-retain, RMU's frozen activations)
 
 Every run logs a memory estimate before its first step (weights, gradients, optimizer state, reference; logger
 ``unlearnkit``, shown by the CLI) and records it in ``notes["memory_estimate"]`` (bytes).
+
+Training runs in :func:`unlearnkit.llm.lm.optimize` on Hugging Face accelerate: ``mixed_precision`` (bf16 / fp16
+autocast, recorded in ``notes["mixed_precision"]``) and ``sharding`` (FSDP2 / DeepSpeed ZeRO, GPUs only) are fields
+of :class:`LLMOptimConfig`. A method's micro-loss runs its forwards on the module it is handed (the model, or its
+sharded working copy), never on a model captured elsewhere.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from unlearnkit.config.schema import Frozen
 from unlearnkit.data.text.qa import QASet
+from unlearnkit.engine.distributed import MixedPrecision, load_sharding
 from unlearnkit.errors import DataError, MethodError
 from unlearnkit.llm.lm import (
     LMFitResult,
@@ -47,6 +53,7 @@ from unlearnkit.llm.lm import (
     forward_logits,
     mean_token_nll,
     optimize,
+    place_model,
     sequence_logprobs,
     token_logprobs_from_logits,
 )
@@ -80,6 +87,10 @@ class LLMOptimConfig(Frozen):
     one of its epochs). ``effective_batch`` if declared must equal batch_size × grad_accum × the number of processes
     the run was launched with (KNOWN_FAULTS C16; ``batch_size`` is per process).
     Each forget example is paired with one retain example drawn as a function of (seed, epoch, global index).
+    ``mixed_precision`` and ``sharding`` run on Hugging Face accelerate as for θ_o's recipe
+    (:class:`~unlearnkit.llm.lm.LMTrainConfig`): bf16 works on a CPU, fp16 and sharding need GPUs (ConfigError
+    elsewhere). Reference quantities computed before training (NPO / DPO reference log-probs) use the model's own
+    dtype, outside autocast.
     """
 
     epochs: int = Field(10, ge=1)
@@ -93,6 +104,16 @@ class LLMOptimConfig(Frozen):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = False
+    mixed_precision: MixedPrecision = Field("no", description="autocast of the unlearning forwards through "
+                                            "accelerate: no | bf16 | fp16 (GPU only)")
+    sharding: dict[str, Any] | str | None = Field(None, description="FSDP2 / DeepSpeed ZeRO (accelerate plugins; "
+                                                  "see unlearnkit.llm.lm.LMTrainConfig.sharding); GPUs only")
+
+    @field_validator("sharding")
+    @classmethod
+    def _sharding(cls, v: Any) -> Any:
+        load_sharding(v)
+        return v
 
     def recipe(self, max_len: int | None) -> LMTrainConfig:
         """This config as an :class:`LMTrainConfig` (validates effective_batch)."""
@@ -100,7 +121,8 @@ class LLMOptimConfig(Frozen):
                              effective_batch=self.effective_batch, lr=self.lr, optimizer=self.optimizer,
                              weight_decay=self.weight_decay, scheduler=self.scheduler, warmup_ratio=self.warmup_ratio,
                              grad_clip=self.grad_clip, max_len=max_len,
-                             gradient_checkpointing=self.gradient_checkpointing)
+                             gradient_checkpointing=self.gradient_checkpointing,
+                             mixed_precision=self.mixed_precision, sharding=self.sharding)
 
 
 class RetainRegConfig(LLMOptimConfig):
@@ -226,7 +248,7 @@ class LLMUnlearner(Unlearner):
         self.check_data(forget, retain)
         cfg = self.config
         recipe = cfg.recipe(ctx.max_len)  # type: ignore[attr-defined]
-        model.to(engine.device)
+        place_model(model, engine.device)
         pad = pad_id_of(ctx.tokenizer)
         state = self.prepare(model, forget, ctx, engine)
         notes: dict[str, Any] = {"reference": "none", "reference_extra_bytes": 0}
@@ -259,16 +281,16 @@ class LLMUnlearner(Unlearner):
         n_r = len(retain)
         dev = engine.device
 
-        def micro(pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
-            loss = gamma * self.forget_loss(model, state, pos, engine)
+        def micro(module: nn.Module, pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
+            loss = gamma * self.forget_loss(module, state, pos, engine)
             if rl != "none":
                 ridx = retain_pairing(n_r, seed, epoch, gpos)
                 used_retain.update(ridx.tolist())
                 rb = _to(collate([r_enc[i] for i in ridx], pad), dev)
                 if rl == "nll":
-                    loss = loss + alpha * mean_token_nll(model, rb).sum()
+                    loss = loss + alpha * mean_token_nll(module, rb).sum()
                 else:
-                    loss = loss + alpha * kl_on_retain(model, ref_model, rb).sum()
+                    loss = loss + alpha * kl_on_retain(module, ref_model, rb).sum()
             return loss
 
         fit: LMFitResult = optimize(model, n_items=len(forget), micro_loss=micro, recipe=recipe, engine=engine,
@@ -280,7 +302,7 @@ class LLMUnlearner(Unlearner):
         notes.update({"effective_batch": fit.effective_batch, "epochs": fit.epochs, "losses": fit.losses,
                       "memory_estimate": fit.memory_estimate,
                       "step_losses": fit.step_losses,
-                      "retain_loss": rl})
+                      "retain_loss": rl, "mixed_precision": fit.mixed_precision})
         return UnlearnResult(model, steps=fit.steps, notes=notes, seen_ids=seen)
 
     def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]] | None:

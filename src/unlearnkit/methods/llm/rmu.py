@@ -41,7 +41,7 @@ from torch import nn
 
 from unlearnkit.data.text.qa import QASet
 from unlearnkit.errors import ConfigError, MethodError
-from unlearnkit.llm.lm import _to, encode_pairs, optimize
+from unlearnkit.llm.lm import _to, encode_pairs, optimize, place_model
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.llm.base import (
@@ -173,7 +173,7 @@ class RMU(LLMUnlearner):
         ctx = self.context_of(context)
         self.check_data(forget, retain)
         cfg: RMUConfig = self.config
-        model.to(engine.device)
+        place_model(model, engine.device)
         dev = engine.device
         targets = self.target_parameters(model)
         saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -184,6 +184,10 @@ class RMU(LLMUnlearner):
         # adapter-disabled base = θ_o only while the adapters are at init; a LoRA-fine-tuned θ_o keeps the original
         # values of the updated adapter weights instead (as without adapters)
         peft = lora_is_identity(model)
+        if not peft and cfg.sharding is not None:
+            raise ConfigError("RMU with sharding needs LoRA adapters still at their initialisation (its frozen "
+                              "activations then come from the adapter-disabled base): its other reference, a "
+                              "functional_call with the original down_proj weights, cannot run on a sharded model")
         originals = {} if peft else {n: p.detach().clone() for n, p in targets}
         pad = pad_id_of(ctx.tokenizer)
         f_enc = encode_pairs(ctx.tokenizer, forget.pairs(), ctx.fmt, ctx.max_len)
@@ -195,18 +199,18 @@ class RMU(LLMUnlearner):
         used_retain: set[int] = set()
         n_r = len(r_enc)
 
-        def frozen_acts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        def frozen_acts(module: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
             if peft:
-                with reference_mode(model):
-                    return capture_block_output(model, batch, cfg.layer)
+                with reference_mode(module):
+                    return capture_block_output(module, batch, cfg.layer)
             with torch.no_grad():
                 from torch.func import functional_call
 
-                was = model.training
-                model.eval()
+                was = module.training
+                module.eval()
                 try:
                     box: list[torch.Tensor] = []
-                    blocks = decoder_layers(model)
+                    blocks = decoder_layers(module)
 
                     def hook(_m, _i, out):
                         box.append(out[0] if isinstance(out, tuple) else out)
@@ -214,7 +218,7 @@ class RMU(LLMUnlearner):
 
                     h = blocks[cfg.layer].register_forward_hook(hook)
                     try:
-                        functional_call(model, originals, args=(),
+                        functional_call(module, originals, args=(),
                                         kwargs={"input_ids": batch["input_ids"],
                                                 "attention_mask": batch["attention_mask"]}, strict=False)
                     except _Stop:
@@ -223,18 +227,19 @@ class RMU(LLMUnlearner):
                         h.remove()
                     return box[0]
                 finally:
-                    model.train(was)
+                    module.train(was)
 
-        def micro(pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
+        def micro(module: nn.Module, pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
             fb = _to(collate([f_enc[i] for i in pos], pad), dev)
-            hf = capture_block_output(model, fb, cfg.layer)
+            hf = capture_block_output(module, fb, cfg.layer)
             loss = rmu_mse(hf, control, rmu_token_mask(fb), cfg.normalization).sum()
             if cfg.alpha > 0:
                 ridx = retain_pairing(n_r, context.seed, epoch, gpos)
                 used_retain.update(ridx.tolist())
                 rb = _to(collate([r_enc[i] for i in ridx], pad), dev)
-                hr = capture_block_output(model, rb, cfg.layer)
-                loss = loss + cfg.alpha * rmu_mse(hr, frozen_acts(rb), rmu_token_mask(rb), cfg.normalization).sum()
+                hr = capture_block_output(module, rb, cfg.layer)
+                loss = loss + cfg.alpha * rmu_mse(hr, frozen_acts(module, rb), rmu_token_mask(rb),
+                                                  cfg.normalization).sum()
             return loss
 
         t0 = time.perf_counter()
@@ -253,5 +258,5 @@ class RMU(LLMUnlearner):
                  "reference": "adapter-disabled base (no copy)" if peft else "original values of the updated weights only",
                  "reference_extra_bytes": sum(v.numel() * v.element_size() for v in originals.values()),
                  "effective_batch": fit.effective_batch, "epochs": fit.epochs, "losses": fit.losses,
-                 "seconds_loop": time.perf_counter() - t0}
+                 "mixed_precision": fit.mixed_precision, "seconds_loop": time.perf_counter() - t0}
         return UnlearnResult(model, steps=fit.steps, notes=notes, seen_ids=seen)
