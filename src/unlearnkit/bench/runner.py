@@ -675,8 +675,8 @@ class Runner:
             method = METHODS.build(spec.name, spec.params)
             with self.engine.events.scoped(method=spec.label, seed=seed, point=nxt.tag if nxt else "",
                                            phase="unlearn"):
-                self.engine.global_step = 0
                 self.engine.step_hook = self._curve_hook(spec, seed, branch, nxt, orig) if nxt is not None else None
+                self.engine.global_step = 0  # after the hook's set-up, which may train the point's oracle
                 try:
                     res = self.track.unlearn(op.task, method, model,
                                              self._context(seed, branch, pos, chained, op.task, st.policy))

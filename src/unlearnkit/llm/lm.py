@@ -689,6 +689,10 @@ def optimize(
                     step_losses.append(wl / count)
                     step += 1
                     advance(1, info=lambda: f"loss {step_losses[-1]:.4f}")
+                    if engine is not None and hasattr(engine, "after_optimizer_step") and rank == 0:
+                        # the step event (and, while a method unlearns, its curve hook) — on the model being trained
+                        engine.after_optimizer_step(work, loss=wl / count, lr=float(opt.param_groups[0]["lr"]),
+                                                    epoch=epoch, desc=desc, examples=count)
                 losses.append(ep_total / n_items)
         if sharded:
             _gather_into(acc, prepared, model, rank)

@@ -268,17 +268,70 @@ def scalability_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, 
     return f'<section id="scalability"><h2>Scalability</h2><p class="note">{_e(note)}</p>{"".join(figs)}</section>'
 
 
+#: curve keys drawn from ``eval`` events (metric key, title, direction)
+CURVE_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("unlearn_acc", "UA (%) during unlearning", "closer to the oracle is better"),
+    ("retain_acc", "RA (%) during unlearning", "higher is better"),
+    ("test_acc", "TA (%) during unlearning", "higher is better"),
+)
+
+
+def curves_section(run_dir: str | Path, colors: Mapping[str, str]) -> str:
+    """Metrics every ``eval_every`` optimizer steps while each method unlearned (``events.jsonl``), one chart per
+    metric: a line per method (mean over seeds at each step; the point of a staged run: its last), θ_r's and θ_o's
+    values of the same point as dashed lines."""
+    from unlearnkit.engine.events import read_events
+
+    events = [e for e in read_events(Path(run_dir) / "events.jsonl") if e.get("kind") == "eval"]
+    if not events:
+        return ""
+    last_point = sorted({str(e.get("point", "")) for e in events})[-1]
+    events = [e for e in events if str(e.get("point", "")) == last_point]
+    figs = []
+    for key, title, direction in CURVE_KEYS:
+        per: dict[str, dict[float, list[float]]] = {}
+        refs: dict[str, list[float]] = {"oracle": [], "original": []}
+        for e in events:
+            v = as_number(e.get(key))
+            if math.isfinite(v):
+                per.setdefault(str(e.get("method")), {}).setdefault(float(e.get("step", 0)), []).append(v)
+            for ref in refs:
+                r = as_number(e.get(f"{ref}.{key}"))
+                if math.isfinite(r):
+                    refs[ref].append(r)
+        if not per:
+            continue
+        steps = [x for pts in per.values() for x in pts]
+        lo, hi = min(steps), max(steps)
+        series = [Series(m, tuple(sorted(pts)), tuple(float(np.mean(pts[x])) for x in sorted(pts)),
+                         colors.get(m, color_for(i)), markers=len(pts) < 40) for i, (m, pts) in enumerate(per.items())]
+        for ref, label, color in (("oracle", "retrain (oracle)", ORACLE_COLOR), ("original", "θ_o", "#888888")):
+            if refs[ref]:
+                y = float(np.mean(refs[ref]))
+                series.append(Series(label, (lo, hi), (y, y), color, dashed=True, markers=False))
+        svg = line_svg(series, title=title, x_label="optimizer step", y_label="%", y_bounds=(0.0, 100.0))
+        figs.append(_figure(f"curve-{key}", svg, f"{title} ({direction}); mean over seeds at each step; dashed: "
+                                                 "θ_r's and θ_o's values at the same point."))
+    if not figs:
+        return ""
+    note = ("Methods run with eval_every: N are evaluated every N optimizer steps while they unlearn (the time is "
+            "not counted in RTE). A method that crosses the oracle's line and keeps going over-unlearns; one that "
+            "stays on θ_o's line does nothing measurable.")
+    return f'<section id="curves"><h2>During unlearning</h2><p class="note">{_e(note)}</p>{"".join(figs)}</section>'
+
+
 def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], summary: Sequence[SummaryRow],
                         neurips: Mapping[str, Any] | None = None) -> str:
     """All evaluation figures available for the run, as one HTML fragment ('' when there are none)."""
     d = Path(run_dir)
     colors = method_colors(summary)
-    parts = [sequential_section(rows, colors), scalability_section(rows, colors), corrective_section(rows, colors)]
+    parts = [curves_section(d, colors), sequential_section(rows, colors), scalability_section(rows, colors),
+             corrective_section(rows, colors)]
     charts = [roc_section(d, rows, colors), epsilon_section(neurips, colors), cka_section(summary, colors)]
     if any(charts):
         parts.append('<section id="evaluation">' + "".join(charts) + "</section>")
     return "".join(p for p in parts if p)
 
 
-__all__ = ["corrective_section", "cka_section", "epsilon_section", "evaluation_sections", "method_colors",
+__all__ = ["curves_section", "corrective_section", "cka_section", "epsilon_section", "evaluation_sections", "method_colors",
            "roc_points", "roc_section", "scalability_section", "sequential_section"]
