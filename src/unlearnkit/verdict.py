@@ -54,6 +54,8 @@ class VerdictSpec:
         floor: metric key → the smallest tolerance (the metric's unit); default ``default_floor``.
         default_floor: tolerance floor of keys without their own.
         percent: the metrics with ``n`` are percentages (0–100) rather than fractions (0–1).
+        refuse_untrained: a θ_o at chance level stops the run (classifiers, graphs); False makes it a warning (tracks
+            whose utility metric can be 0 for a model that learned, e.g. a harmonic mean of several LLM numbers).
     """
 
     forget: Mapping[str, int] = field(default_factory=dict)
@@ -62,6 +64,7 @@ class VerdictSpec:
     floor: Mapping[str, float] = field(default_factory=dict)
     default_floor: float = 0.5
     percent: bool = True
+    refuse_untrained: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Mapping) else v for k, v in asdict(self).items()}
@@ -73,7 +76,8 @@ class VerdictSpec:
         try:
             return cls(forget=dict(d.get("forget") or {}), utility=dict(d.get("utility") or {}),
                        n=dict(d.get("n") or {}), floor=dict(d.get("floor") or {}),
-                       default_floor=float(d.get("default_floor", 0.5)), percent=bool(d.get("percent", True)))
+                       default_floor=float(d.get("default_floor", 0.5)), percent=bool(d.get("percent", True)),
+                       refuse_untrained=bool(d.get("refuse_untrained", True)))
         except (TypeError, ValueError):
             return None
 
@@ -198,9 +202,12 @@ def preflight(spec: VerdictSpec, original: Mapping[str, Any], oracle: Mapping[st
 
     if util and all(learned_nothing(k, float(c)) for k, c in util):
         vals = ", ".join(f"{k} {_num(original[k]):.4g} (chance {float(c):.4g})" for k, c in util)
-        return warnings, (f"the original model θ_o performs at chance level ({vals}): it learned nothing (untrained or "
-                          "a random initialisation), so unlearning it cannot be measured; train it (more epochs, a "
-                          "larger lr) or check the data and labels")
+        msg = (f"the original model θ_o performs at chance level ({vals}): it learned nothing (untrained or a random "
+               "initialisation), so unlearning it cannot be measured; train it (more epochs, a larger lr) or check "
+               "the data and labels")
+        if spec.refuse_untrained:
+            return warnings, msg
+        warnings.append(msg)
     keys = [k for k in spec.forget if math.isfinite(_num(original.get(k))) and math.isfinite(_num(oracle.get(k)))]
     if keys and all(abs(_num(original[k]) - _num(oracle[k])) <= spec.tolerance(k, _num(oracle[k])) for k in keys):
         vals = ", ".join(f"{k} θ_o {_num(original[k]):.4g} vs θ_r {_num(oracle[k]):.4g}" for k in keys)

@@ -551,7 +551,8 @@ class LLMTrack(Track):
 
         return VerdictSpec(forget={"forget.prob": -1, "forget.rouge": -1, "forget.es": -1, "mia.loss.auc": -1,
                                    "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1},
-                           utility={"model_utility": 0.0, "knowmem_r": 0.0}, default_floor=0.02, percent=False)
+                           utility={"model_utility": 0.0, "knowmem_r": 0.0}, default_floor=0.02, percent=False,
+                           refuse_untrained=False)
 
     def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:
