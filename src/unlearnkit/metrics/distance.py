@@ -178,7 +178,9 @@ class RetrainDistance(Metric):
             u = ctx.predictions(split)
             if len(u.labels) == 0:
                 raise DataError(f"the {name} set is empty, so the output distance to the oracle on it is undefined")
-            r = ctx.engine.predict(oracle, ctx.dataset(split))
+            # θ_r's outputs: computed once per evaluation point and shared by every row there
+            r = (ctx.reference_predictions(ORACLE_KEY, split) if hasattr(ctx, "reference_predictions")
+                 else ctx.engine.predict(oracle, ctx.dataset(split)))
             if not torch.equal(u.ids, r.ids):  # pragma: no cover - same set, same order by construction
                 raise DataError(f"oracle and unlearned predictions on '{split}' are not aligned by sample id")
             kl = kl_from_logits(r.logits, u.logits)

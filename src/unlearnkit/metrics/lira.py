@@ -505,7 +505,8 @@ class ULiRA(Metric):
         fits = fit_gaussians(sh.confidences, sh.in_mask, sh.out_mask, fixed_variance=self.config.fixed_variance)
         score = likelihood_ratio if self.config.online else offline_score
         pred_u = ctx.predictions("forget")
-        pred_r = ctx.engine.predict(oracle, ctx.dataset("forget"))
+        pred_r = (ctx.reference_predictions(ORACLE_KEY, "forget") if hasattr(ctx, "reference_predictions")
+                  else ctx.engine.predict(oracle, ctx.dataset("forget")))
         col = _columns(sh, pred_u.ids.numpy(), "forget", "ulira")
         sub = GaussianFits(*(getattr(fits, f)[col] for f in ("mu_in", "sd_in", "mu_out", "sd_out", "n_in", "n_out")),
                            fits.fixed_variance)

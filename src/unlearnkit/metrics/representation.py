@@ -246,8 +246,15 @@ class Representation(Metric):
             test = ctx.dataset(full_test_split(ctx))
             t_u = penultimate_features(ctx.model, test, eng)
             for name, ref in refs.items():
-                values[f"cka_{name}_forget"] = linear_cka(f_u, penultimate_features(ref, forget, eng))
-                values[f"cka_{name}_test"] = linear_cka(t_u, penultimate_features(ref, test, eng))
+                # the references' features: computed once per evaluation point, shared by every row there
+                def feats(which, data, ref=ref):  # noqa: ANN001, ANN202
+                    if hasattr(ctx, "for_reference"):
+                        return ctx.for_reference(ref, ("penultimate", which), lambda sub: penultimate_features(
+                            ref, data, eng))
+                    return penultimate_features(ref, data, eng)
+
+                values[f"cka_{name}_forget"] = linear_cka(f_u, feats("forget", forget))
+                values[f"cka_{name}_test"] = linear_cka(t_u, feats("test", test))
 
         retain, extra = self._fit_set(ctx)
         fit_x = penultimate_features(ctx.model, retain, eng)
