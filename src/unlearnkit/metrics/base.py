@@ -167,18 +167,26 @@ class EvalContext(EvaluationContext):
         return sets[split]
 
     def predictions(self, split: str) -> Predictions:
-        """Model outputs on ``split`` (computed once, then cached)."""
+        """Model outputs on ``split`` (computed once, then cached; without a policy, outputs of the same weights
+        are shared with every context of this evaluation point — θ_r's own row fills what other rows read as a
+        reference)."""
         if split not in self._cache:
             import time
 
             data = self.dataset(split)
             if data is None:
                 raise ConfigError(f"split {split!r} does not exist in scenario {self.task.scenario.get('kind')!r}")
+            shared_key = ("ref", self.model_sha(self.model), ("pred", split)) if self.policy is None else None
             t0 = time.perf_counter()
-            pred = self.engine.predict(self.model, data)
-            if self.policy is not None and "logits" in getattr(self.policy, "affects", ()):
-                pred = Predictions(self.policy.process_logits(pred.logits), pred.labels, pred.ids)
-            self.timed_query(time.perf_counter() - t0, len(data))
+            if shared_key is not None and shared_key in self.shared:
+                pred = self.shared[shared_key]
+            else:
+                pred = self.engine.predict(self.model, data)
+                if self.policy is not None and "logits" in getattr(self.policy, "affects", ()):
+                    pred = Predictions(self.policy.process_logits(pred.logits), pred.labels, pred.ids)
+                if shared_key is not None:
+                    self.shared[shared_key] = pred
+                self.timed_query(time.perf_counter() - t0, len(data))  # what the model itself took
             self._cache[split] = pred
         return self._cache[split]
 
