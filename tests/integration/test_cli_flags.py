@@ -228,7 +228,8 @@ def test_delete_timeout_stops_polling_and_reports_the_last_state():
         res = invoke("delete", "--ids", "1", "--url", svc.url, "--token", "t", "--timeout", "0.3")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["state"] == "processing"
-    assert 2 <= len(svc.gets) <= 20  # polled (every 0.2 s) and then gave up, instead of the default 600 s
+    # polled every 0.2 s until 0.3 s had passed (about 3 polls), then gave up instead of the default 600 s
+    assert 1 <= len(svc.gets) <= 8, len(svc.gets)
 
 
 def test_delete_failed_request_exits_1():
