@@ -193,11 +193,25 @@ def copy_checkout(dst: Path) -> None:
             shutil.copy2(src, dst / rel)
 
 
+def shared_data() -> str | None:
+    """The checkout's shared data folder (as tests/testkit.py finds it): the temporary copy has none beside it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from testkit import shared_data_dir
+    finally:
+        sys.path.pop(0)
+    d = shared_data_dir()
+    return None if d is None else str(d)
+
+
 def run_pytest(copy: Path, tests: tuple[str, ...], extra: tuple[str, ...], timeout: float,
                junit: Path) -> tuple[int | str, set[str], float]:
     """(pytest exit code or "timeout", ids of the tests that skipped, seconds)."""
     env = {**os.environ, "PYTHONPATH": f"{copy / 'src'}{os.pathsep}{copy / 'tests'}", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    data = shared_data()
+    if data is not None:
+        env.setdefault("UNLEARNKIT_SHARED_DATA", data)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *extra, *tests]
     t0 = time.perf_counter()
     try:
@@ -260,7 +274,8 @@ def main() -> int:
         baseline_skips: dict[tuple, set[str]] = {}
         for tests, extra in groups:
             rc, skipped, sec = run_pytest(copy, tests, extra, args.timeout, Path(tmp) / "junit.xml")
-            print(f"baseline {' '.join(tests)[:90]}: exit {rc} ({sec:.0f} s)", flush=True)
+            print(f"baseline {' '.join(tests)[:90]}: exit {rc} ({sec:.0f} s)"
+                  + (f"; skipped: {', '.join(sorted(skipped))}" if skipped else ""), flush=True)
             if rc != 0:
                 print("the unmutated tests fail: fix them before checking mutations", file=sys.stderr)
                 return 2

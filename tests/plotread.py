@@ -53,6 +53,9 @@ def plotted_series(svg: str) -> dict[str, list[tuple[float, float]]]:
             y_ticks.append((float(t.get("y")), value))
     ax, bx = _axis_fit(x_ticks)
     ay, by = _axis_fit(y_ticks)
+    # SVG pixels grow rightwards and downwards: values must grow to the right and upwards
+    assert ax > 0, f"the x axis runs backwards (ticks {x_ticks})"
+    assert ay < 0, f"the y axis is upside down (ticks {y_ticks})"
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for g in root.iter("g"):
         if g.get("class") != "series":
