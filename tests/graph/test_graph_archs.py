@@ -76,7 +76,8 @@ def test_gat_hidden_width_must_split_over_heads():
 @pytest.mark.parametrize("arch,param", [("sage", "lin_l.weight"), ("gat", "att_src")])
 def test_sage_and_gat_train_and_unlearn_through_the_runner(arch, param, tmp_path):
     """120-node two-block graph, 3 classes, 10 % of the training nodes deleted: θ_o learns (test accuracy far above
-    the 33 % of chance, and so do the unlearned models), every method row is ok, and the saved models are of the requested architecture."""
+    the 33 % of chance, and so do the unlearned models), every method row is ok, and the saved models are of the
+    requested architecture."""
     from safetensors import safe_open
 
     from unlearnkit.bench import run_experiment
