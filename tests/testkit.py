@@ -38,3 +38,33 @@ def tiny_model(seed: int = 0, dim: int = 8, n_classes: int = 3) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(nn.Linear(dim, 16), nn.ReLU(), nn.Linear(16, n_classes))
+
+
+def shared_data_dir():
+    """The read-only data folder ``shared/data`` (README of the data sets there), or None where it is absent.
+
+    Looked up, in order: ``$UNLEARNKIT_SHARED_DATA``; ``shared/data`` beside the checkout (``<checkout>/../shared/data``,
+    the layout of CI and of the main working copy); then beside each folder above it (a git worktree kept under a
+    sub-folder of the workspace). Never a fixed absolute path: the checkout may live anywhere.
+    """
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("UNLEARNKIT_SHARED_DATA")
+    if env:
+        p = Path(env)
+        return p if p.is_dir() else None
+    checkout = Path(__file__).resolve().parents[1]
+    for base in checkout.parents:
+        p = base / "shared" / "data"
+        if p.is_dir():
+            return p
+    return None
+
+
+def shared_path(*parts: str):
+    """``shared_data_dir() / parts`` (a Path that does not exist when the shared data are absent)."""
+    from pathlib import Path
+
+    root = shared_data_dir()
+    return (root if root is not None else Path("shared-data-not-found")).joinpath(*parts)

@@ -129,18 +129,19 @@ def _component_table(kind: str, track: str | None = None) -> Table:
     return t
 
 
-def markdown_list(kind: str) -> str:
-    """A markdown table of the registered methods or metrics (the README's lists are generated from it)."""
+def markdown_list(kind: str, track: str | None = None) -> str:
+    """A markdown table of the registered methods or metrics (the README's lists are generated from it); only
+    ``track``'s entries when given."""
     if kind == "method":
         lines = ["| method | track | kind | needs retain | needs labels | source |",
                  "| --- | --- | --- | --- | --- | --- |"]
-        for name, e in _sorted_entries("method"):
+        for name, e in _sorted_entries("method", track):
             o = e.obj
             lines.append(f"| `{name}` | {getattr(o, 'track', 'classifier')} | {o.kind} | "
                          f"{'yes' if o.needs_retain else 'no'} | {'yes' if o.needs_labels else 'no'} | {o.source} |")
     else:
         lines = ["| metric | track | keys (direction) | source |", "| --- | --- | --- | --- |"]
-        for name, e in _sorted_entries("metric"):
+        for name, e in _sorted_entries("metric", track):
             keys = "; ".join(f"`{k}`: {v}" for k, v in getattr(e.obj, "keys", {}).items())
             lines.append(f"| `{name}` | {getattr(e.obj, 'track', 'classifier')} | {keys} | "
                          f"{getattr(e.obj, 'source', '')} |")
@@ -163,7 +164,7 @@ def _listing(kind: str, track: str | None, markdown: bool) -> bool:
         _fail(err)
         return True
     if markdown:
-        sys.stdout.write(markdown_list(kind))
+        sys.stdout.write(markdown_list(kind, track))
         return True
     return False
 

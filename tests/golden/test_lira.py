@@ -163,8 +163,26 @@ def test_lira_shadows_record_membership_and_phi():
                        n_shadow=4, seed=1)
     assert sh.kind == "lira" and sh.confidences.shape == (4, 16)
     assert (sh.in_mask == ~sh.out_mask).all() and (sh.in_mask.sum(axis=0) == 2).all()
-    # φ of the first shadow equals the neurips logit confidence of a model retrained with the same seeds
+    # φ of every shadow equals the logit confidence log p_y − log(1 − p_y) (numpy, float64) of a model retrained
+    # here from the documented seeds on the shadow's IN examples
+    from unlearnkit.methods.base import derive_seed
+
     assert np.isfinite(sh.confidences).all()
+    x, y = pool.source.x[torch.from_numpy(pool.positions)], pool.labels
+    for k in range(4):
+        init = derive_seed(1, f"shadow-init-{k}")
+        model = _factory(init)
+        ENGINE.seed_everything(init)
+        ENGINE.fit(model, pool.take(sh.in_mask[k], "shadow-train"), TrainConfig(epochs=2, batch_size=8, lr=0.05),
+                   seed=derive_seed(1, f"shadow-order-{k}"))
+        with torch.no_grad():
+            z = model.eval()(x).double().numpy()
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        p_y = np.exp(logp[np.arange(len(y)), y])
+        want = np.log(p_y) - np.log1p(-p_y)
+        np.testing.assert_allclose(sh.confidences[k], want, rtol=1e-5, atol=1e-6)
+    assert np.ptp(sh.confidences) > 0.1  # the shadows' φ are not all alike
     with pytest.raises(ConfigError, match="n_shadow"):
         train_shadows(pool, model_factory=_factory, recipe=RECIPE, engine=ENGINE, n_shadow=1)
     with pytest.raises(DataError, match="not in the shadow pool"):

@@ -316,12 +316,11 @@ def test_runner_integration_on_a_synthetic_graph(tmp_path):
 def test_cora_node_deletion_through_the_bundled_config(tmp_path):
     """The bundled Cora config end to end (1 seed, short recipes): every method row is ok and the oracle never
     trained on the deleted nodes."""
-    from pathlib import Path
-
+    from testkit import shared_path
     from unlearnkit.bench import run_experiment
     from unlearnkit.bench import load_config
 
-    root = Path(__file__).resolve().parents[3] / "shared" / "data" / "planetoid"
+    root = shared_path("planetoid")
     if not (root / "Cora" / "raw").is_dir():
         pytest.skip("Cora files not available")
     cfg = load_config("graph_cora_nodes", [f"graph.data.root={root}", f"output_dir={tmp_path}", "seeds=1",

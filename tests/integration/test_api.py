@@ -69,8 +69,13 @@ def test_unlearn_and_evaluate_a_trained_user_model(task):
     res = uk.unlearn(copy.deepcopy(model), task, "grad_ascent", lr=0.05, epochs=5, batch_size=4)
     after = uk.evaluate(res.model, task)
     assert set(before) >= {"forget_acc", "unlearn_acc", "retain_acc", "test_acc", "mia_efficacy"}
-    assert after["forget_acc"] <= before["forget_acc"]
+    assert before["forget_acc"] == 100.0  # θ_o fits its 4 forget samples
+    # gradient ascent at lr 0.05 must un-fit some of them (a no-op, or an lr that does not reach the method, fails)
+    assert after["forget_acc"] < before["forget_acc"], (before, after)  # here 75 %: one of the four is lost
+    assert after["unlearn_acc"] == 100.0 - after["forget_acc"]
     assert res.steps == 5 and set(res.seen_ids.tolist()) == {3, 17, 42, 99}
+    moved = sum(float((a - b).detach().abs().sum()) for a, b in zip(res.model.parameters(), model.parameters()))
+    assert moved > 0.1
 
 
 def test_compare_runs_the_whole_pipeline_on_user_data(task, tmp_path):

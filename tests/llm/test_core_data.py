@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from testkit import shared_path
 from unlearnkit.data.text import QAItem, QASet, build_text_task
 from unlearnkit.data.text.muse import chunk_text, load_muse
 from unlearnkit.data.text.synthetic import build_synthetic_task, generate_synthetic, n_forget_persons
 from unlearnkit.data.text.tofu import load_tofu
 from unlearnkit.errors import ConfigError, DataError
 
-TOFU = Path("/work/shared/data/tofu")
+TOFU = shared_path("tofu")
+needs_tofu = pytest.mark.skipif(not (TOFU / "full.json").is_file(), reason="needs the TOFU files in ../shared/data/tofu")
 MUSE = Path(__file__).resolve().parents[1] / "fixtures" / "muse_tiny"
 
 
@@ -69,6 +71,7 @@ def test_qaset_views_and_require():
         QASet("x", [QAItem(1, "a", "b"), QAItem(1, "c", "d")])
 
 
+@needs_tofu
 def test_tofu_real_files():
     t = load_tofu(TOFU, "forget01")
     assert (len(t.full), len(t.forget), len(t.retain)) == (4000, 40, 3960)
@@ -89,6 +92,7 @@ def _copy_tofu(tmp_path: Path) -> Path:
     return root
 
 
+@needs_tofu
 def test_tofu_missing_field_names_field_and_file(tmp_path):
     root = _copy_tofu(tmp_path)
     path = root / "forget01_perturbed.json"
@@ -99,6 +103,7 @@ def test_tofu_missing_field_names_field_and_file(tmp_path):
         load_tofu(root, "forget01")
 
 
+@needs_tofu
 def test_tofu_empty_forget_split(tmp_path):
     root = _copy_tofu(tmp_path)
     (root / "forget01.json").write_text("")
@@ -207,7 +212,7 @@ def test_muse_hub_errors_name_config_and_split(monkeypatch, tmp_path):
     assert not (tmp_path / "cache" / "muse" / "muse-bench__MUSE-News").exists()
 
 
-@pytest.mark.skipif(not TOFU.is_dir(), reason="needs ../shared/data/tofu")
+@needs_tofu
 def test_tofu_hub_loader_equals_local_files(monkeypatch):
     datasets = pytest.importorskip("datasets")
 

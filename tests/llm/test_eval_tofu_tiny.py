@@ -1,6 +1,7 @@
-"""The bundled ``configs/llm/tofu_tiny.yaml`` end to end (slow: minutes on 2 CPU cores): a row for every LLM method,
-the oracle's forget quality 1.0, θ_o's (the ``original`` row, when that method is registered) low, model utility in
-(0, 1], resume skips finished rows. The fast twin is tests/llm/test_eval_track.py."""
+"""The bundled ``configs/llm/tofu_tiny.yaml`` end to end (slow: about 5 minutes on 2 CPU cores): a row for every LLM
+method, all ok; the oracle's forget quality 1.0 and θ_o's (the ``original`` row) low; every unlearning method moves θ_o
+(lower probability and ROUGE of D_f's answers); model utility in [0, 1]; resume skips finished rows. The fast twin is
+tests/llm/test_eval_track.py."""
 
 from __future__ import annotations
 
@@ -19,18 +20,27 @@ def test_tofu_tiny_end_to_end(tmp_path):
     out = run_experiment(cfg, write_report=True)
     rows = {r["method"]: r for r in out.rows}
     assert set(rows) == {m.label for m in cfg.methods}
-    bad = {k: r.get("error") for k, r in rows.items() if r["status"] not in ("ok", "diverged")}
+    # every method ends ok with the bundled settings (a diverged run is a regression, not an accepted outcome)
+    bad = {k: (r["status"], r.get("error")) for k, r in rows.items() if r["status"] != "ok"}
     assert not bad, bad
     oracle = rows["retrain"]["metrics"]
     assert oracle["forget_quality"] == 1.0
-    if "original" in rows:
-        assert rows["original"]["metrics"]["forget_quality"] < 1e-3
-        assert rows["original"]["metrics"]["mia.min_k.auc"] > oracle["mia.min_k.auc"]
-    for label, r in rows.items():
-        if r["status"] == "ok":
-            assert 0.0 <= r["metrics"]["model_utility"] <= 1.0, label
-            assert 0.0 <= r["metrics"]["forget_quality"] <= 1.0, label
     assert 0.0 < oracle["model_utility"] <= 1.0
+    assert "original" in rows  # the target row θ_o
+    orig = rows["original"]["metrics"]
+    assert orig["forget_quality"] < 1e-3
+    assert orig["mia.min_k.auc"] > oracle["mia.min_k.auc"]
+    assert orig["forget.prob"] > oracle["forget.prob"] + 0.5  # θ_o memorised D_f's answers, θ_r never saw them
+    for label, r in rows.items():
+        m = r["metrics"]
+        assert 0.0 <= m["model_utility"] <= 1.0, label
+        assert 0.0 <= m["forget_quality"] <= 1.0, label
+        if label in ("retrain", "original"):
+            continue
+        # every unlearning method moved θ_o: a new model that is less sure of D_f's answers and recalls fewer of them
+        assert r["checkpoint_sha256"] != rows["original"]["checkpoint_sha256"], label
+        assert m["forget.prob"] < orig["forget.prob"] - 0.05, (label, m["forget.prob"], orig["forget.prob"])
+        assert m["forget.rouge"] < orig["forget.rouge"], (label, m["forget.rouge"], orig["forget.rouge"])
     again = run_experiment(cfg, write_report=False)
     assert again.new_rows == 0 and again.trained == []
-    assert "original" not in METHODS or "original" in rows
+    assert "original" in METHODS

@@ -232,9 +232,16 @@ def test_sequential_resume_from_checkpoint(seq_run):
 
 
 def test_sequential_report_has_curves(seq_run):
+    import json
+
+    from plotread import assert_plots_rows
+
     _, out, _, _ = seq_run
     html = (out.run_dir / "report.html").read_text()
-    assert 'id="sequential-forget_quality"' in html and 'id="sequential-model_utility"' in html
+    rows = [json.loads(x) for x in (out.run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
+    for key in ("forget_quality", "model_utility"):  # 3 methods × 2 requests
+        assert assert_plots_rows(html, f"sequential-{key}", rows, "request", key) == 6, key
+    assert any(r["metrics"]["forget_quality"] > 0 for r in rows)  # a flat-at-0 curve cannot match
 
 
 # -- end to end: scalability ---------------------------------------------------------------------------------------
@@ -262,10 +269,18 @@ def _row(method, dim, x, fq, oracle=False):
 def test_report_curves_over_sizes_and_requests():
     rows = [_row("ga", "forget_size", 5, 0.2), _row("ga", "forget_size", 10, 0.1),
             _row("retrain", "forget_size", 5, 1.0, True), _row("retrain", "forget_size", 10, 1.0, True)]
+    from plotread import assert_plots_rows, plotted_series, figure_svg
+
     html = scalability_section(rows, {"ga": "#123456"})
-    assert 'id="scalability-forget_quality"' in html and "forget-set size" in html
+    assert "forget-set size" in html
+    # the values drawn are the rows' values: ga 0.2 → 0.1, the oracle at 1.0 (hand-made rows above)
+    assert assert_plots_rows(html, "scalability-forget_quality", rows, "forget_size", "forget_quality") == 4
+    got = plotted_series(figure_svg(html, "scalability-forget_quality"))
+    assert [round(y, 3) for _, y in sorted(got["ga"])] == [0.2, 0.1]
+    assert [round(y, 3) for _, y in sorted(got["retrain (oracle)"])] == [1.0, 1.0]
     assert 'id="scalability-verbmem_f"' not in html  # metrics absent from the rows are not drawn
     assert sequential_section(rows, {}) == ""  # no request rows
     assert [r["forget_size"] for r in final_stage_rows(rows)] == [10, 10]
     seq = [_row("ga", "request", 0, 0.3), _row("ga", "request", 1, 0.2)]
-    assert 'id="sequential-forget_quality"' in sequential_section(seq, {})
+    got = plotted_series(figure_svg(sequential_section(seq, {}), "sequential-forget_quality"))
+    assert [(round(x, 3), round(y, 3)) for x, y in sorted(got["ga"])] == [(0.0, 0.3), (1.0, 0.2)]

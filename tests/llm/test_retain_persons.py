@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testkit import shared_path
 from unlearnkit.bench.tracks import TRACKS
 from unlearnkit.bench import load_config
 from unlearnkit.bench import experiment as ExperimentConfig
@@ -18,7 +19,7 @@ from unlearnkit.errors import DataError
 
 pytest.importorskip("transformers")
 
-TOFU = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "tofu"
+TOFU = shared_path("tofu")
 
 
 def _track(cfg):

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from testkit import shared_path
 from unlearnkit.config.schema import DataConfig
 from unlearnkit.data import load_data, stratified_subset
 from unlearnkit.data.vision import CIFAR10_CLASSES, read_idx
 from unlearnkit.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = shared_path()
 CIFAR_ROOT = SHARED / "cifar10"
 MNIST_ROOT = SHARED / "mnist"
 # reference statistics written out here (not imported) so that a wrong constant in the loader fails the tests

@@ -99,7 +99,7 @@ def test_ray_executor_matches_sequential(tmp_path):
     if ray.is_initialized():  # pragma: no cover - another test left Ray running
         pytest.skip("a Ray instance is already running in this process")
     digest_seq, rep_seq = _fit_and_delete(tmp_path / "seq", None)
-    t0 = time.perf_counter()
+
     def diverge_nested(step: int) -> None:  # nested: cloudpickle ships it by value (the test module is not
         raise DivergenceError("loss became nan", step=step, loss=float("nan"))  # importable in Ray workers)
 
@@ -113,7 +113,7 @@ def test_ray_executor_matches_sequential(tmp_path):
         ex.close()
     assert not ray.is_initialized()
     assert digest_ray == digest_seq and rep_ray.shard_digests == rep_seq.shard_digests
-    assert time.perf_counter() - t0 < 120
+    # its wall time: benchmarks/timing_checks.py (BENCHMARKS.md), not a test assertion
 
 
 def _alive(pid: int) -> bool:

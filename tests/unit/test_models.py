@@ -43,7 +43,8 @@ def test_resnet18_without_torchvision_names_the_extra():
         build_model(ModelSpec(name="resnet18"), (3, 32, 32), 10)
 
 
-@pytest.mark.skipif(not HAS_TV, reason="needs torchvision (pip install 'unlearnkit[vision]')")
+@pytest.mark.torchvision
+@pytest.mark.skipif(not HAS_TV, reason="needs torchvision (pip install 'unlearnkit[vision]'; CI: make test-vision)")
 def test_resnet18_has_the_cifar_stem():
     m = build_model(ModelSpec(name="resnet18"), (3, 32, 32), 10, seed=0).eval()
     assert m.conv1.kernel_size == (3, 3) and m.conv1.stride == (1, 1)

@@ -30,11 +30,14 @@ def compute_neurips(run_dir: str | Path, *, max_time_fraction: float | None = No
 
     Raises:
         ConfigError: the run is not a classifier run (llm / graph / recsys rows): the score needs per-example
-            confidences of classifiers.
+            confidences of classifiers; ``max_time_fraction`` is not > 0.
     """
     from unlearnkit.metrics.neurips import neurips_score_from_run
     from unlearnkit.report.summary import latest_rows, load_rows
 
+    if max_time_fraction is not None and not max_time_fraction > 0:  # one error, not one per method in the file
+        raise ConfigError(f"--max-time-fraction must be > 0 (a fraction of the retraining time, e.g. 0.2), got "
+                          f"{max_time_fraction}; leave it out for no time cap")
     d = Path(run_dir)
     rows = latest_rows(load_rows(d))
     tracks = sorted({str(r.get("track") or "classifier") for r in rows})

@@ -35,12 +35,14 @@ class ShardEnsemble(nn.Module):
     """GraphEraser's model: S shard GNNs and aggregation weights α (S,), α ≥ 0, Σα = 1.
 
     ``forward(x, edge_index)`` → float32 (n, C) log of the aggregated posterior log(Σ_s α_s softmax(f_s(x))).
+    ``shard_of_node``: int64 numpy (n,) shard of every node (set by GraphEraser; not part of the state dict).
     """
 
     def __init__(self, shards: list[nn.Module], alpha: torch.Tensor) -> None:
         super().__init__()
         self.shards = nn.ModuleList(shards)
         self.register_buffer("alpha", alpha.detach().float().clone())
+        self.shard_of_node: np.ndarray | None = None
 
     def posteriors(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """float32 (S, n, C) each shard model's softmax posteriors."""
@@ -160,8 +162,10 @@ class GraphEraser(GraphUnlearner):
         alpha = fit_aggregator(ens, rv.x, rv.edge_index, rv.train_nodes, d.y, cfg.aggregator_epochs,
                                cfg.aggregator_lr)
         ens.alpha.copy_(alpha)
+        ens.shard_of_node = shard.astype(np.int64)
         return UnlearnResult(ens, steps=int(len(hit)) * recipe.epochs,
                              notes={"prepare_seconds": prepare, "shards_retrained": int(len(hit)), "num_shards": S,
+                                    "partition": cfg.partition,
                                     "shard_sizes": np.bincount(shard, minlength=S).tolist()},
                              seen_ids=rv.ids if len(hit) else None)
 
