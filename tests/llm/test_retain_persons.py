@@ -5,7 +5,6 @@ so 2 kept persons = authors 0 and 1 = full.json rows 0–39; the holdout = autho
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
