@@ -41,7 +41,7 @@ from rich.markup import escape
 from torch import nn
 
 import unlearnkit
-from unlearnkit.persist import append_line
+from unlearnkit.persist import append_line, atomic_write, check_writable_dir, refuse_symlink
 from unlearnkit.config.loader import config_hash, dump_yaml, stable_hash, to_plain
 from unlearnkit.config.schema import ExperimentConfig, MethodSpec
 from unlearnkit.data.base import SampleSet, TensorSource
@@ -51,7 +51,7 @@ from unlearnkit.data.scenarios import Stage, Task, ids_digest
 from unlearnkit.engine.checkpoint import ModelCache, load_checkpoint, save_checkpoint, state_sha256
 from unlearnkit.engine.distributed import launched_world_size
 from unlearnkit.engine.loop import Engine
-from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
+from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError, UnlearnkitError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
 from unlearnkit.metrics import avg_gap
 
@@ -150,7 +150,9 @@ class _RunLock:
         self._f = None
 
     def __enter__(self) -> _RunLock:
-        self._f = open(self.path, "w")
+        refuse_symlink(self.path, "run lock")
+        self._f = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                                    0o644), "w")
         try:
             fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -316,6 +318,7 @@ class Runner:
             return values
         per_sample_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = per_sample_path.with_suffix(".tmp.npz")
+        refuse_symlink(tmp)
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, per_sample_path)
         return values
@@ -354,15 +357,16 @@ class Runner:
         _ = self.engine.device
         _ = self.stages
         err: ConfigError | None = None
-        if dist.is_main:
+        if dist.is_main:  # every folder the run writes, before anything is trained
             try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                (self.run_dir / ".write-test").write_text("ok")
-                (self.run_dir / ".write-test").unlink()
-            except OSError as e:
-                err = ConfigError(
-                    f"cannot write the run folder {self.run_dir} ({e.strerror or e}); set output_dir to a writable "
-                    "folder, e.g. --set output_dir=runs")
+                check_writable_dir(self.run_dir, "run folder", "set output_dir to a writable folder, e.g. --set "
+                                   "output_dir=runs")
+                for sub in ("per_sample", "checkpoints"):
+                    if (self.run_dir / sub).exists() or (self.run_dir / sub).is_symlink():
+                        check_writable_dir(self.run_dir / sub, "run folder", "remove it and rerun", create=False)
+                check_writable_dir(self.cache.root, "model cache folder", "set cache_dir to a writable folder")
+            except UnlearnkitError as e:
+                err = ConfigError(str(e))
         err = dist.agree(err)
         if err is not None:
             raise err
@@ -387,11 +391,12 @@ class Runner:
     def _write_config(self) -> None:
         resolved = dump_yaml(self.cfg)
         path = self.run_dir / "config.resolved.yaml"
+        refuse_symlink(path)  # never read, renamed or written through a link planted in the run folder
         if path.is_file() and path.read_text(encoding="utf-8") != resolved:
             # same hash, different text only if the schema's defaults changed: keep the old one for the record
             path.rename(self.run_dir / f"config.resolved.{int(time.time())}.yaml")
-        path.write_text(resolved, encoding="utf-8")
-        (self.run_dir / "config.sha256").write_text(config_hash(self.cfg) + "\n", encoding="utf-8")
+        atomic_write(path, resolved)
+        atomic_write(self.run_dir / "config.sha256", config_hash(self.cfg) + "\n")
 
     def _run_locked(self) -> RunOutcome:
         cfg = self.cfg
@@ -399,6 +404,7 @@ class Runner:
         results = self.run_dir / "results.jsonl"
         finished: dict[tuple, dict[str, Any]] = {}
         if dist.is_main:
+            refuse_symlink(results, "results file")  # never read from or appended through a planted link
             self._write_config()
             finished = {self._row_id(r["method"], r["seed"], r): r for r in read_results(results)
                         if r.get("status") in ("ok", "diverged")}

@@ -99,7 +99,8 @@ def read_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], in
     """Parse a results.jsonl file: ``(rows in file order, number of skipped lines)``.
 
     Blank lines are ignored. A line that is not valid JSON (typically the truncated last line of a crashed run), is
-    not a JSON object, or has no ``method`` is skipped with a :class:`ReportWarning`; it never raises for content.
+    not a JSON object, or has no string ``method`` or no integer ``seed`` is skipped with a :class:`ReportWarning`; it
+    never raises for content.
 
     Raises:
         DataError: the file does not exist or cannot be read.
@@ -130,10 +131,13 @@ def read_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], in
                 stacklevel=3,
             )
             continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("method"), str):
+        seed = obj.get("seed") if isinstance(obj, dict) else None
+        if not isinstance(obj, dict) or not isinstance(obj.get("method"), str) or not isinstance(seed, int) \
+                or isinstance(seed, bool):
             skipped += 1
             warnings.warn(
-                f"{p}:{lineno}: skipped a line that is not a result row (expected a JSON object with a 'method')",
+                f"{p}:{lineno}: skipped a line that is not a result row (expected a JSON object with a 'method' "
+                "and an integer 'seed'; damaged?); rerun `unlearnkit run` on the same config to redo that row",
                 ReportWarning,
                 stacklevel=3,
             )
