@@ -133,7 +133,8 @@ def _number_problem(v: Any, kinds: set[type], name: str) -> str | None:
             bool not in kinds else None
     if isinstance(v, int) and kinds & {int, float} and abs(v) > INT64_MAX:
         return f"is out of range (|value| ≤ {INT64_MAX}, int64)"
-    if isinstance(v, float) and float in kinds and math.isfinite(v):
+    as_float = isinstance(v, float) or (isinstance(v, int) and int not in kinds)  # an int given for a float field
+    if as_float and float in kinds and math.isfinite(v):
         is_lr = name == "lr" or name.endswith("_lr")
         bound = LR_MAX if is_lr else FLOAT_MAX
         if abs(v) > bound:
