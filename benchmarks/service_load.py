@@ -16,7 +16,9 @@ key. Measured:
 * none lost: the ledger holds exactly one ``received`` and one ``done`` per returned request id, no other request,
   and its hash chain verifies.
 
-Writes the figures to ``<out>/service_load.md``. Timings are noisy: the machine is shared with other jobs.
+Writes the figures to ``<out>/service_load.md`` with the machine, the date and the command. Timings are noisy on a
+shared machine: before each run the script waits up to ``--wait-quiet`` seconds for the 1-minute load average to drop
+below ``--quiet-load`` (1.5); a run that starts on a busier machine is marked "not quiet" in the output.
 """
 
 from __future__ import annotations
@@ -72,6 +74,26 @@ def cpu_seconds(pid: int) -> float:
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def wait_quiet(limit: float, seconds: float) -> float:
+    """Wait up to ``seconds`` for the 1-minute load average to fall below ``limit``; returns the last reading."""
+    deadline = time.monotonic() + seconds
+    load = os.getloadavg()[0]
+    while load >= limit and time.monotonic() < deadline:
+        time.sleep(10)
+        load = os.getloadavg()[0]
+    return load
 
 
 def run_once(args: argparse.Namespace, picks: list[int]) -> dict:
@@ -230,7 +252,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--drain-timeout", type=float, default=600.0)
+    ap.add_argument("--quiet-load", type=float, default=1.5, help="1-minute load average below which the machine "
+                    "counts as quiet")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, help="seconds to wait for a quiet machine before "
+                    "each run (0 = do not wait; the load is recorded either way)")
     args = ap.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     from unlearnkit.config.schema import DataConfig
     from unlearnkit.data import load_data
@@ -239,7 +266,9 @@ def main() -> None:
     picks = np.random.default_rng(args.seed).choice(train_ids, size=args.requests, replace=True).tolist()
     runs = []
     for i in range(args.repeats):
+        load0 = wait_quiet(args.quiet_load, args.wait_quiet)
         fig = run_once(args, picks)
+        fig["_quiet"] = load0 < args.quiet_load
         runs.append(fig)
         print(f"-- run {i + 1}/{args.repeats}", file=sys.stderr)
         for k, v in fig.items():
@@ -260,12 +289,17 @@ def main() -> None:
     errors = sum(r["errors"] for r in runs)
     all_verify = all(r["ledger verifies"] for r in runs)
     loads = ", ".join(f"{r['_load'][0]:.1f}→{r['_load'][1]:.1f}" for r in runs)
+    noisy = [i + 1 for i, r in enumerate(runs) if not r["_quiet"] or r["_load"][0] >= args.quiet_load]
+    quiet = ("quiet for every run (1-minute load < " f"{args.quiet_load} at the start)" if not noisy else
+             f"**not quiet** for run(s) {', '.join(map(str, noisy))} (1-minute load ≥ {args.quiet_load} at the "
+             "start: other jobs shared the cores; those latencies are upper bounds)")
     head = " | ".join(f"run {i + 1}" for i in range(len(runs)))
     md = [
         "# Deletion service under load (loopback)",
         "",
         f"`python benchmarks/service_load.py --clients {args.clients} --requests {args.requests} "
-        f"--executor {args.executor} --sync {args.sync} --window {args.window} --repeats {args.repeats}`",
+        f"--executor {args.executor} --sync {args.sync} --window {args.window} --repeats {args.repeats}"
+        f"{f' --wait-quiet {args.wait_quiet:g}' if args.wait_quiet else ''}`, started {started}",
         "",
         f"Server: `unlearnkit serve service_digits` in its own process (SISA 4 shards × 2 slices of MLP[64] on "
         f"digits, 1,348 training samples), executor `{args.executor}`, ledger synchronous={args.sync}, batching "
@@ -274,10 +308,10 @@ def main() -> None:
         f"{args.clients} threads in one process, one keep-alive connection each (Python's http.client); latency is "
         "measured in the client from send to the 202. Retraining windows run while requests keep arriving.",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores **shared with other agents' jobs** (1-minute "
-        f"load average before→after each run: {loads}), Python {platform.python_version()}, uvicorn with its "
-        "pure-Python h11 parser (no httptools/uvloop installed). Absolute timings are noisy and depend on that "
-        "load; CPU per request is the steadier figure.",
+        f"Machine: {cpu_model()}, {os.cpu_count()} CPU cores, shared with other jobs; {quiet}. 1-minute load "
+        f"average before→after each run: {loads}. Python {platform.python_version()}, uvicorn with its "
+        "pure-Python h11 parser (no httptools/uvloop installed). Absolute timings depend on that load; CPU per "
+        "request is the steadier figure.",
         "",
         f"| figure | median | {head} | goal |",
         "| --- | --- | " + " | ".join("---" for _ in runs) + " | --- |",

@@ -95,14 +95,14 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes, *, mode: int =
     """Replace ``path`` with ``data`` atomically: a reader sees the old or the new content, never a mix.
 
     Writes a temporary sibling, fsyncs it, sets ``mode``, renames it over ``path`` and fsyncs the folder
-    (``sync_parent``). The folder is created if missing.
+    (``sync_parent``). The folder is created if missing (0700 when ``mode`` is private to the owner).
 
     Raises:
         UnlearnkitError: ``path`` is a symbolic link.
         OSError: the folder is not writable.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o777 if mode & 0o077 else 0o700)
     refuse_symlink(p)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
@@ -152,5 +152,52 @@ def append_line(path: str | os.PathLike[str], line: str, *, mode: int = 0o644) -
     finally:
         os.close(fd)
 
-__all__ = ["append_line", "atomic_write", "canonical_json", "fsync_dir", "refuse_symlink", "sha256_file",
+def check_writable_dir(path: str | os.PathLike[str], what: str = "folder", fix: str = "", *,
+                       create: bool = True, mode: int = 0o777) -> None:
+    """Make sure ``path`` is a folder in which files can be created (checked by creating and removing one), so a
+    run fails before training instead of after it. ``create`` makes a missing folder (with ``mode``, less the
+    umask); without it ``path`` must exist and must not be a symbolic link (a link inside a run folder points
+    somewhere unlearnkit must not write).
+
+    Raises:
+        UnlearnkitError: the folder cannot be created, is not a folder, is a link (``create=False``), or is not
+            writable; the message ends with ``fix``.
+    """
+    p = Path(path)
+    tail = f"; {fix}" if fix else ""
+    if not create:
+        refuse_symlink(p, what)
+    try:
+        if create:
+            p.mkdir(parents=True, exist_ok=True, mode=mode)
+        if not p.is_dir():
+            raise UnlearnkitError(f"the {what} {p} is not a folder{tail}")
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UnlearnkitError(f"cannot write the {what} {p} ({err.strerror or err}){tail}") from None
+
+
+def private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` (and missing parents) readable by its owner only (0700), or tighten an existing folder to 0700.
+
+    For folders holding what must stay private (the deletion ledger and the service store name the deleted ids).
+
+    Raises:
+        UnlearnkitError: ``path`` is a symbolic link.  OSError: it cannot be created.
+    """
+    p = Path(path)
+    refuse_symlink(p, "folder")
+    p.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(p.stat().st_mode) != 0o700:
+        try:
+            os.chmod(p, 0o700)
+        except OSError:  # pragma: no cover - a folder we do not own: left as it is
+            pass
+    return p
+
+
+__all__ = ["append_line", "check_writable_dir", "private_dir", "atomic_write", "canonical_json", "fsync_dir",
+           "refuse_symlink", "sha256_file",
            "stable_hash"]

@@ -125,8 +125,8 @@ def _problem(obj: Any) -> str | None:
     if "seed" not in obj:
         return "no 'seed'"
     seed = obj["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, (int, str)):
-        return f"'seed' is {type(seed).__name__}, not an integer"
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"'seed' is {type(seed).__name__}, not an integer (damaged?)"
     dims = obj.get("dimensions")
     if dims is not None and (not isinstance(dims, list) or not all(isinstance(d, str) and d in obj for d in dims)):
         return "'dimensions' is not a list of fields the row has"

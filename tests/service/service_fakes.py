@@ -1,8 +1,9 @@
 """A fake SISA for service tests: same interface, no training (a nearest-class-mean classifier of the active samples).
 
 Its "retrain" is exact by construction (the class means of the remaining data), persists its committed state
-atomically in ``store/state.json`` and is idempotent, like SISA.delete. ``delay_s`` makes each shard's "retrain"
-sleep, so tests can submit requests while a window is retraining.
+atomically in ``store/state.json`` (and every version in ``store/states/v<N>.json``, like SISA) and is idempotent,
+like SISA.delete. ``delay_s`` makes each shard's "retrain" sleep; ``gate`` (a ``threading.Event``) makes every
+"retrain" wait until the test sets it, so a test can act while a window is retraining without racing a timer.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +66,13 @@ class _Means(nn.Module):
 class FakeSISA:
     shards = 3
 
-    def __init__(self, train: SampleSet, store: str | Path, delay_s: float = 0.0) -> None:
+    def __init__(self, train: SampleSet, store: str | Path, delay_s: float = 0.0,
+                 gate: threading.Event | None = None) -> None:
         self.train = train
         self.store = Path(store)
         self.store.mkdir(parents=True, exist_ok=True)
         self.delay_s = delay_s
+        self.gate = gate
         self.delete_calls: list[list[int]] = []
         state = self.store / "state.json"
         if state.exists():
@@ -86,6 +90,8 @@ class FakeSISA:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.store / "state.json")
+        (self.store / "states").mkdir(exist_ok=True)
+        (self.store / "states" / f"v{self.version}.json").write_text((self.store / "state.json").read_text())
 
     @property
     def deleted_ids(self) -> np.ndarray:
@@ -112,6 +118,8 @@ class FakeSISA:
     def delete(self, ids, executor=None) -> FakeReport:
         plan = self.plan(ids)
         self.delete_calls.append(list(plan.deletable))
+        if self.gate is not None:
+            assert self.gate.wait(60), "the test never opened the gate"
         for _ in plan.affected:
             time.sleep(self.delay_s)
         if plan.deletable:
@@ -132,9 +140,10 @@ class FakeSISA:
 TOKEN = "test-token-0123456789abcdef"
 
 
-def make_fake_service(store, *, delay_s: float = 0.0, window_s: float = 0.0, fault_hook=None) -> DeletionService:
+def make_fake_service(store, *, delay_s: float = 0.0, window_s: float = 0.0, fault_hook=None,
+                      gate: threading.Event | None = None) -> DeletionService:
     train, test = digits_like()
-    manager = FakeSISA(train, store, delay_s=delay_s)
+    manager = FakeSISA(train, store, delay_s=delay_s, gate=gate)
     ledger = Ledger(store / "ledger.sqlite3", synchronous="normal")
     return DeletionService(manager, ledger, train=train, holdout=test, batch_window_s=window_s,
                            max_ids_per_request=20, audit_max_retained=10, fault_hook=fault_hook)

@@ -131,8 +131,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_server(store: Path, port: int, log: Path, extra=()) -> subprocess.Popen:
-    env = {**os.environ, "UNLEARNKIT_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def _start_server(store: Path, port: int, log: Path, extra=(), env=None) -> subprocess.Popen:
+    env = {**os.environ, "UNLEARNKIT_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     args = [sys.executable, "-m", "unlearnkit.cli", "serve", "service_digits", "--port", str(port),
             "--set", f"store={store}"]
     for kv in (*SMALL, *extra):
@@ -168,52 +168,57 @@ def _ledger_events(path: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("executor", ["sequential", pytest.param("process", marks=pytest.mark.slow)])
 def test_sigkill_during_a_shard_retrain_then_restart(tmp_path, executor):
+    """Deterministic: the four requests are in the ledger before the server starts (recovery queues them as one
+    window), and the test-only hook (UNLEARNKIT_TEST_HOLD_RETRAIN) holds that window after its first shard job until
+    the SIGKILL — no timer decides where the kill lands."""
+    from unlearnkit.service.deletion import HOLD_ENV
+    from unlearnkit.service.ledger import Ledger
+
     store, log = tmp_path / "store", tmp_path / "server.log"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    # 8 epochs per shard: a window's retrain lasts long enough (~1 s here) to be killed in its middle; a 2 s
-    # batching window puts the four requests into one window even when the machine is slow to send them.
     # process: shard jobs run in worker processes that outlive the SIGKILLed server for a moment (slow: spawning
     # the workers costs seconds per start)
-    extra = ["sisa.train.epochs=8", "batch_window_s=2"]
+    extra = ["sisa.train.epochs=8"]
     if executor == "process":
         extra += ["executor=process", "executor_params={max_workers: 2}"]
-    proc = _start_server(store, port, log, extra)
-    try:
-        _wait_healthy(url, proc, log)
-        from unlearnkit.config.schema import DataConfig
-        from unlearnkit.data import load_data
+    from unlearnkit.config.schema import DataConfig
+    from unlearnkit.data import load_data
 
-        train = load_data(DataConfig()).train
-        ids = train.ids.tolist()
-        requests = [ids[0:3], ids[500:502], ids[1000:1004], [5_000_000]]
-        auth = {"Authorization": f"Bearer {TOKEN}"}
-        rids = []
-        for k, req in enumerate(requests):
-            r = httpx.post(f"{url}/v1/deletions", json={"sample_ids": req, "idempotency_key": f"k{k}"}, headers=auth)
-            assert r.status_code == 202, r.text
-            rids.append(r.json()["request_id"])
-        before = _checkpoints(store)
-        deadline = time.monotonic() + 120
-        while True:  # wait for the retraining event, then for the first new shard checkpoint of the window
-            events = _ledger_events(store / "ledger.sqlite3")
-            retraining = {r for r, e in events if e == "retraining"}
-            if set(rids) <= retraining and _checkpoints(store) - before:
-                break
-            assert not any(e == "done" for _, e in events), "the window finished before it could be killed"
+    train = load_data(DataConfig()).train
+    ids = train.ids.tolist()
+    requests = [ids[0:3], ids[500:502], ids[1000:1004], [5_000_000]]  # every shard is affected
+    with Ledger(store / "ledger.sqlite3") as ledger:  # accepted before the crash
+        rids = [ledger.receive(req, f"k{k}")[0].request_id for k, req in enumerate(requests)]
+    marker = tmp_path / "held"
+    proc = _start_server(store, port, log, extra, env={HOLD_ENV: str(marker)})
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():  # first fit, then the window: held after its first shard job
+            assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.01)
+            time.sleep(0.05)
+        events = _ledger_events(store / "ledger.sqlite3")
+        assert set(rids) <= {r for r, e in events if e == "retraining"}
+        committed = json.loads((store / "state.json").read_text())
+        first_ckpts = _checkpoints(store) - {k for chain in committed["chains"].values() for k in chain}
+        assert first_ckpts, "the first shard job wrote no checkpoint before the hold"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         events = _ledger_events(store / "ledger.sqlite3")
-        assert not any(e in ("done", "failed") for _, e in events), "killed too late: the window had finished"
+        assert not any(e in ("done", "failed") for _, e in events)
         # restart: the unfinished window is resumed from the ledger
         proc = _start_server(store, port, log, extra)
         _wait_healthy(url, proc, log)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
         # an idempotent retry of an accepted request after the restart: same request, not a new one
         again = httpx.post(f"{url}/v1/deletions", json={"sample_ids": requests[1], "idempotency_key": "k1"},
                            headers=auth)
         assert again.status_code == 202 and again.json()["request_id"] == rids[1]
+        # an id beyond int64 is refused before the ledger (it used to make every later restart fail)
+        rows = len(_ledger_events(store / "ledger.sqlite3"))
+        huge = httpx.post(f"{url}/v1/deletions", json={"sample_ids": [2**63]}, headers=auth)
+        assert huge.status_code == 422 and len(_ledger_events(store / "ledger.sqlite3")) == rows
         deadline = time.monotonic() + 120
         while True:
             states = [httpx.get(f"{url}/v1/deletions/{r}", headers=auth).json() for r in rids]
@@ -251,6 +256,131 @@ def test_sigkill_during_a_shard_retrain_then_restart(tmp_path, executor):
     assert sorted(sisa.deleted_ids.tolist()) == sorted(i for req in requests[:3] for i in req)
     assert _exact_retrain_digest(sisa, data.train, tmp_path / "fresh") == sisa.model_digest
     assert verify_ledger(store / "ledger.sqlite3").ok
+
+
+# -- restarts after hostile input, a rolled-back state file, a damaged ledger (issue 14) ----------------------------
+def _two_windows(store: Path) -> tuple[list[str], list[list[int]]]:
+    """A real service that completes two windows (model versions 2 and 3); closed afterwards."""
+    svc = DeletionService.from_config(_config(store))
+    try:
+        reqs = [_train_ids(svc, 3, 0), _train_ids(svc, 2, 700)]
+        rids = []
+        for ids in reqs:
+            rids.append(svc.submit(ids).request_id)
+            svc.run_pending()
+        assert svc.manager.version == 3
+        return rids, reqs
+    finally:
+        svc.close()
+
+
+def test_an_oversized_id_left_in_the_ledger_does_not_block_restarts(tmp_path):
+    """A ``received`` row with an id ≥ 2**63 (what the old version wrote before its 500) is marked failed at the
+    next start; the other unfinished request is applied; the start after that is clean."""
+    from unlearnkit.service.ledger import Ledger, id_digest
+
+    store = tmp_path / "store"
+    cfg = _config(store)
+    DeletionService.from_config(cfg).close()  # first start: fit
+    with Ledger(cfg.ledger_path) as ledger:
+        ok_rid = ledger.receive([int(i) for i in _config_train_ids(cfg)[:2]])[0].request_id
+        bad_rid = "e" * 32
+        ids = [2**63, 5]
+        ledger.append(bad_rid, "received", {"sample_ids": ids, "id_digests": [id_digest(ledger.salt, i) for i in ids],
+                                            "idempotency_key": None})
+    svc = DeletionService.from_config(cfg)  # the old code: OverflowError here, at every restart
+    try:
+        assert svc.status(bad_rid)["state"] == "failed" and "recovery" in svc.status(bad_rid)["reason"]
+        svc.run_pending()
+        assert svc.status(ok_rid)["state"] == "done" and len(svc.status(ok_rid)["deleted_ids"]) == 2
+        with pytest.raises(Exception, match="int64"):
+            svc.submit([2**63])
+    finally:
+        svc.close()
+    rep = verify_ledger(cfg.ledger_path)  # the forged row is reported, not raised
+    assert not rep.ok and rep.first_broken_seq == 2 and "not a list of integers" in rep.reason
+    DeletionService.from_config(cfg).close()
+
+
+def _config_train_ids(cfg):
+    from unlearnkit.data import load_data
+
+    return load_data(cfg.data).train.ids.tolist()
+
+
+def test_a_rolled_back_state_file_is_refused_until_the_newest_is_restored(tmp_path):
+    import shutil
+
+    from unlearnkit.errors import CheckpointError
+
+    store = tmp_path / "store"
+    rids, reqs = _two_windows(store)
+    shutil.copy(store / "states" / "v2.json", store / "state.json")  # the older state: a valid seal, model v2
+    with pytest.raises(CheckpointError, match="behind the deletion ledger") as err:
+        DeletionService.from_config(_config(store))
+    assert "states/v<N>.json with the highest N (≥ 3)" in str(err.value)
+    assert verify_ledger(store / "ledger.sqlite3").ok  # the ledger itself is intact: the state is what is wrong
+    shutil.copy(store / "states" / "v3.json", store / "state.json")
+    svc = DeletionService.from_config(_config(store))  # the newest state starts (the lock was released)
+    try:
+        assert sorted(svc.manager.deleted_ids.tolist()) == sorted(i for r in reqs for i in r)
+        assert svc.serving().model_digest == svc.status(rids[1])["audit"]["model_digest"]
+    finally:
+        svc.close()
+
+
+def test_a_store_without_state_under_a_ledger_with_deletions_is_not_fitted_afresh(tmp_path):
+    import shutil
+
+    from unlearnkit.errors import CheckpointError
+
+    store = tmp_path / "store"
+    _two_windows(store)
+    for name in ("state.json", "states", "checkpoints", "partitions"):
+        p = store / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    with pytest.raises(CheckpointError, match="fitting afresh would bring the deleted samples back"):
+        DeletionService.from_config(_config(store))
+    assert not (store / "state.json").exists()  # refused before fitting
+
+
+def test_a_corrupt_ledger_page_stops_the_start_until_it_is_repaired(tmp_path):
+    from test_service_hardening import _corrupt_index_page
+    from unlearnkit.errors import LedgerError
+
+    store = tmp_path / "store"
+    _two_windows(store)
+    ledger = store / "ledger.sqlite3"
+    _corrupt_index_page(ledger)
+    rep = verify_ledger(ledger)
+    assert not rep.ok and "integrity_check" in rep.reason
+    with pytest.raises(LedgerError, match="damaged"):
+        DeletionService.from_config(_config(store))
+    db = sqlite3.connect(str(ledger))
+    db.execute("REINDEX")  # what the error message says to do when only an index is damaged
+    db.close()
+    assert verify_ledger(ledger).ok
+    DeletionService.from_config(_config(store)).close()
+
+
+def test_store_and_ledger_files_are_private(tmp_path):
+    import stat as st
+
+    old = os.umask(0o022)
+    try:
+        store = tmp_path / "store"
+        _two_windows(store)
+    finally:
+        os.umask(old)
+
+    def mode(p):
+        return st.S_IMODE(p.stat().st_mode)
+
+    assert mode(store) == 0o700
+    assert mode(store / "ledger.sqlite3") == 0o600 and mode(store / "state.json") == 0o600
+    assert {mode(p) for p in (store / "states").iterdir()} == {0o600}
+    assert {mode(p) for p in (store / "partitions").iterdir()} == {0o600}
+    assert mode(store / "ledger.sqlite3.heads.jsonl") == 0o600
 
 
 def test_a_tampered_checkpoint_stops_the_service_from_starting(tmp_path):

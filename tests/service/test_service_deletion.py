@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -95,16 +96,18 @@ def test_invalid_requests_are_refused_before_the_ledger(fake_service, ids, match
 
 
 def test_requests_arriving_during_a_retrain_wait_for_the_next_window(tmp_path):
-    svc = make_fake_service(tmp_path / "store", delay_s=0.3, window_s=0.0).start()
+    gate = threading.Event()  # the first window's retrain waits here: b and c surely arrive while it runs
+    svc = make_fake_service(tmp_path / "store", window_s=0.0, gate=gate).start()
     try:
         a = svc.submit([1, 2]).request_id
-        deadline = time.monotonic() + 20
-        while "retraining" not in _events(svc, a):
-            assert time.monotonic() < deadline
+        deadline = time.monotonic() + 60
+        while "retraining" not in _events(svc, a) or not svc.manager.delete_calls:
+            assert time.monotonic() < deadline, "the first window never started"
             time.sleep(0.01)
         b = svc.submit([6]).request_id
         c = svc.submit([5, 7]).request_id
-        out = svc.wait([a, b, c], timeout=30)
+        gate.set()
+        out = svc.wait([a, b, c], timeout=60)
         assert [s["state"] for s in out.values()] == ["done"] * 3
         assert svc.manager.delete_calls == [[1, 2], [5, 6, 7]]
         assert out[b]["window"] == out[c]["window"] != out[a]["window"]

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from unlearnkit.config.loader import compose, validation_message
+from unlearnkit.config.loader import check_size, compose, validation_message
 from unlearnkit.config.schema import ORACLE_LABEL, ORIGINAL_LABEL, ExperimentConfig
 from unlearnkit.errors import ConfigError
 from unlearnkit.registry import suggest
@@ -66,6 +66,7 @@ def parse(raw: Mapping[str, Any], source: str = "<mapping>") -> ExperimentConfig
     Raises:
         ConfigError: unknown track (with the closest name), unknown keys (with the allowed keys), bad values.
     """
+    check_size(raw, source)  # bounded size and nesting before anything walks it
     data = dict(raw)
     track = data.setdefault("track", "classifier")
     classes = experiment_classes()
@@ -92,6 +93,8 @@ def parse(raw: Mapping[str, Any], source: str = "<mapping>") -> ExperimentConfig
         cfg = adapter.validate_python(data)
     except ValidationError as err:
         raise ConfigError(validation_message(_strip_tag(err, track), cls, source)) from err
+    except RecursionError:
+        raise ConfigError(f"invalid config {source}: nested too deeply to validate; flatten it") from None
     return cfg
 
 

@@ -58,12 +58,12 @@ from unlearnkit.data.schedule import Branch, Evaluate, Forget, Learn
 from unlearnkit.engine.checkpoint import ModelCache, load_checkpoint, read_policy, save_checkpoint, state_sha256
 from unlearnkit.engine.distributed import launched_world_size
 from unlearnkit.engine.loop import Engine
-from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError
+from unlearnkit.errors import CheckpointError, ConfigError, DivergenceError, MethodError, UnlearnkitError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
 from unlearnkit.metrics import METRICS, avg_gap
 from unlearnkit.metrics._ratio import flag_key, guarded_ratio
 from unlearnkit.models.policy import compose, policy_from_saved
-from unlearnkit.persist import atomic_write, refuse_symlink, stable_hash
+from unlearnkit.persist import atomic_write, check_writable_dir, refuse_symlink, stable_hash
 from unlearnkit.verdict import judge, preflight
 from unlearnkit.results import (
     ORACLE_LABEL,
@@ -167,8 +167,9 @@ class _RunLock:
         self._f = None
 
     def __enter__(self) -> _RunLock:
-        refuse_symlink(self.path, "lock file")
-        self._f = open(self.path, "w")
+        refuse_symlink(self.path, "run lock")
+        self._f = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                                    0o644), "w")
         try:
             fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -409,6 +410,7 @@ class Runner:
         per_sample_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = per_sample_path.with_suffix(".tmp.npz")
         refuse_symlink(per_sample_path, "per-sample file")
+        refuse_symlink(tmp)
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, per_sample_path)
         return values
@@ -455,8 +457,16 @@ class Runner:
         _ = self.plan
         self._check_methods()
         err: ConfigError | None = None
-        if dist.is_main:
-            err = self._check_writable()
+        if dist.is_main:  # every folder the run writes, before anything is trained
+            try:
+                check_writable_dir(self.run_dir, "run folder", "set output_dir to a writable folder, e.g. --set "
+                                   "output_dir=runs")
+                for sub in ("per_sample", "checkpoints"):
+                    if (self.run_dir / sub).exists() or (self.run_dir / sub).is_symlink():
+                        check_writable_dir(self.run_dir / sub, "run folder", "remove it and rerun", create=False)
+                check_writable_dir(self.cache.root, "model cache folder", "set cache_dir to a writable folder")
+            except UnlearnkitError as e:
+                err = ConfigError(str(e))
         err = dist.agree(err)
         if err is not None:
             raise err
@@ -478,22 +488,6 @@ class Runner:
             if lock is not None:
                 lock.__exit__(None, None, None)
 
-    def _check_writable(self) -> ConfigError | None:
-        """Every folder the run writes (run folder, model cache) exists or can be created, and takes a file."""
-        for what, folder in (("run folder", self.run_dir), ("model cache (cache_dir)", self.cache.root)):
-            try:
-                if folder.is_symlink():
-                    raise OSError(f"{folder} is a symbolic link; unlearnkit does not write through links")
-                folder.mkdir(parents=True, exist_ok=True)
-                probe = folder / ".write-test"
-                probe.write_text("ok")
-                probe.unlink()
-            except (OSError, ValueError) as e:
-                why = getattr(e, "strerror", None) or str(e)
-                return ConfigError(f"cannot write the {what} {folder} ({why}); set "
-                                   f"{'output_dir' if what == 'run folder' else 'cache_dir'} to a writable folder")
-        return None
-
     def _specs(self) -> list[MethodSpec]:
         """The methods to run (the oracle row and θ_o's row are written by the runner itself)."""
         return [m for m in self.cfg.methods if not ((m.name == "retrain" and m.label == ORACLE_LABEL)
@@ -511,7 +505,7 @@ class Runner:
     def _write_config(self) -> None:
         resolved = dump_yaml(self.cfg)
         path = self.run_dir / "config.resolved.yaml"
-        refuse_symlink(path, "config file")
+        refuse_symlink(path)  # never read, renamed or written through a link planted in the run folder
         if path.is_file() and path.read_text(encoding="utf-8") != resolved:
             # same hash, different text only if the schema's defaults changed: keep the old one for the record
             path.rename(self.run_dir / f"config.resolved.{int(time.time())}.yaml")
@@ -524,6 +518,7 @@ class Runner:
         results = self.run_dir / "results.jsonl"
         finished: dict[tuple, dict[str, Any]] = {}
         if dist.is_main:
+            refuse_symlink(results, "results file")  # never read from or appended through a planted link
             self._write_config()
             finished = {row_id(r): r for r in read_results(results) if r.get("status") in ("ok", "diverged")}
         finished = dist.agree(finished)

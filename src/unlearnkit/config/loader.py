@@ -1,6 +1,9 @@
 """YAML loading with ``extends:`` composition and ``--set a.b=v`` overrides.
 
-Only a ``yaml.SafeLoader`` is used: no YAML tag can import or run code.
+Only a ``yaml.SafeLoader`` is used: no YAML tag can import or run code. Hostile input gets a :class:`ConfigError`,
+never a traceback or a hang: a file must be UTF-8 and at most 1 MiB, a mapping may not repeat a key, YAML aliases may
+not expand beyond 200,000 values (an "alias bomb"), nesting is limited to 50 levels, and an error message quotes at
+most ~120 characters of the input (limits in :mod:`unlearnkit.config.limits`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from unlearnkit.config.limits import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_NODES, clip
 from unlearnkit.errors import ConfigError
 from unlearnkit.persist import stable_hash
 
@@ -27,7 +31,29 @@ class _SafeLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-4``, ``5E+3``) as floats.
 
     PyYAML follows YAML 1.1, where ``1e-4`` is the *string* "1e-4"; users (and YAML 1.2) mean the number.
+
+    A key repeated in one mapping is an error (PyYAML would keep the last silently); keys brought in by a merge key
+    (``<<: *base``) may be overridden, as YAML intends.
     """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if dup:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {clip(key, 60)}; each key may appear once per mapping",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _SafeLoader.add_implicit_resolver(
@@ -37,8 +63,57 @@ _SafeLoader.add_implicit_resolver(
 )
 
 
-def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+def check_size(data: Any, where: str = "config") -> None:
+    """Refuse a parsed value that expands (aliases counted at every use) beyond :data:`MAX_NODES` values, nests
+    deeper than :data:`MAX_DEPTH`, or refers to itself (a recursive alias). Linear in the number of *distinct*
+    objects: an alias bomb is measured without being expanded.
+
+    Raises:
+        ConfigError: too large, too deep, or recursive.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    active: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        obj, done = stack.pop()
+        if not isinstance(obj, (dict, list)):
+            continue
+        key = id(obj)
+        children = list(obj.keys()) + list(obj.values()) if isinstance(obj, dict) else obj
+        if done:
+            active.discard(key)
+            sub = [c for c in children if isinstance(c, (dict, list))]
+            size[key] = 1 + len(children) - len(sub) + sum(size[id(c)] for c in sub)
+            depth[key] = 1 + max((depth[id(c)] for c in sub), default=0)
+            if size[key] > MAX_NODES:
+                raise ConfigError(f"{where} expands to more than {MAX_NODES:,} values (YAML aliases are counted at "
+                                  "every use: an alias bomb?); write the values out, or reuse fewer aliases")
+            if depth[key] > MAX_DEPTH:
+                raise ConfigError(f"{where} is nested more than {MAX_DEPTH} levels deep; no unlearnkit setting "
+                                  "needs that: flatten it")
+            continue
+        if key in size:
+            continue
+        if key in active:
+            raise ConfigError(f"{where} refers to itself (a recursive YAML alias); write the values out")
+        active.add(key)
+        stack.append((obj, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in size)
+
+
+def _yaml_load(text: str, where: str = "config") -> Any:
+    """Parse YAML with :class:`_SafeLoader` and :func:`check_size`.
+
+    Raises:
+        yaml.YAMLError: invalid YAML (callers add the source).  ConfigError: too large, too deep, recursive.
+    """
+    try:
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError(f"{where} is nested too deeply to parse (limit {MAX_DEPTH} levels); flatten it") from None
+    check_size(data, where)
+    return data
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,9 +131,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}; check the path (relative paths are from the current folder)")
     try:
-        data = _yaml_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path} ({err.strerror or err}); check its permissions") from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB; a config file is a few KiB of YAML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (undecodable byte at offset {err.start}); save it as UTF-8"
+                          ) from None
+    try:
+        data = _yaml_load(text, str(path))
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+        raise ConfigError(f"{path} is not valid YAML: {clip_text(str(err))}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -79,7 +166,9 @@ def load_raw(path: str | Path, _stack: tuple[Path, ...] = ()) -> dict[str, Any]:
     if isinstance(parents, str):
         parents = [parents]
     if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-        raise ConfigError(f"{path}: 'extends' must be a path or a list of paths, got {parents!r}")
+        raise ConfigError(f"{path}: 'extends' must be a path or a list of paths, got {clip(parents)}")
+    if len(_stack) >= MAX_DEPTH:
+        raise ConfigError(f"{path}: 'extends' chain longer than {MAX_DEPTH} files; shorten it")
     merged: dict[str, Any] = {}
     for p in parents:
         merged = deep_merge(merged, load_raw(_resolve_parent(path, p), (*_stack, path)))
@@ -119,16 +208,21 @@ def parse_overrides(items: Iterable[str]) -> list[tuple[list[str], Any]]:
     """
     out = []
     for raw in items:
+        shown = clip(raw)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"--set {shown}: longer than {MAX_CONFIG_BYTES >> 20} MiB")
         if "=" not in raw:
-            raise ConfigError(f"--set {raw!r}: expected KEY=VALUE, e.g. --set train.lr=0.05")
+            raise ConfigError(f"--set {shown}: expected KEY=VALUE, e.g. --set train.lr=0.05")
         key, value = raw.split("=", 1)
         parts = [p.strip() for p in key.strip().split(".")]
         if not key.strip() or any(not p for p in parts):
-            raise ConfigError(f"--set {raw!r}: the key has an empty part; write e.g. data.root=/path")
+            raise ConfigError(f"--set {shown}: the key has an empty part; write e.g. data.root=/path")
+        if len(parts) > MAX_DEPTH:
+            raise ConfigError(f"--set {shown}: the key has more than {MAX_DEPTH} parts")
         try:
-            parsed = _yaml_load(value.strip()) if value.strip() else ""
+            parsed = _yaml_load(value.strip(), f"--set {clip(raw, 60)}") if value.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {raw!r}: value is not valid YAML ({err})") from err
+            raise ConfigError(f"--set {shown}: value is not valid YAML ({clip_text(str(err), 300)})") from err
         out.append((parts, parsed))
     return out
 
@@ -146,7 +240,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[tuple[list[str], A
                     node[idx]  # noqa: B018 - bounds check
                 except (ValueError, IndexError):
                     raise ConfigError(
-                        f"--set {'.'.join(parts)}: '{p}' is not a valid index of a list of {len(node)} items"
+                        f"--set {clip('.'.join(parts))}: {clip(p)} is not a valid index of a list of {len(node)} items"
                     ) from None
                 if last:
                     node[idx] = value
@@ -162,7 +256,8 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[tuple[list[str], A
                         node[p] = {}
                     node = node[p]
             else:
-                raise ConfigError(f"--set {'.'.join(parts)}: '{'.'.join(parts[:i])}' is a value, not a section")
+                raise ConfigError(f"--set {clip('.'.join(parts))}: {clip('.'.join(parts[:i]))} is a value, not a "
+                                  "section")
     return data
 
 
@@ -196,12 +291,18 @@ def validation_message(err: ValidationError, model: type[BaseModel], source: str
             allowed = [k for k in parent.model_fields if not k.startswith("_")] if parent else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.5)
             hint = f" Did you mean '{close[0]}'?" if close else ""
-            lines.append(f"unknown key '{dotted}'.{hint} Allowed keys here: {', '.join(allowed)}")
+            lines.append(f"unknown key '{clip_text(dotted, 200)}'.{hint} Allowed keys here: {', '.join(allowed)}")
         elif e["type"] == "value_error":
-            lines.append(f"{dotted or '<top>'}: {str(e['msg']).removeprefix('Value error, ')}")
+            msg = clip_text(str(e["msg"]).removeprefix("Value error, "))
+            lines.append(f"{clip_text(dotted, 200) or '<top>'}: {msg}")
         else:
-            lines.append(f"{dotted}: {e['msg']} (got {e.get('input')!r})")
+            lines.append(f"{clip_text(dotted, 200)}: {clip_text(str(e['msg']))} (got {clip(e.get('input'))})")
     return f"invalid config {source}:\n  - " + "\n  - ".join(lines)
+
+
+def clip_text(text: str, limit: int = 600) -> str:
+    """A message cut to ``limit`` characters (messages built from input must stay bounded)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def resolve_config_path(path: str | Path) -> Path:
@@ -216,7 +317,7 @@ def resolve_config_path(path: str | Path) -> Path:
             if cand.is_file():
                 return cand
     raise ConfigError(
-        f"config file not found: {path}. Give a path to a YAML file, or a bundled config name "
+        f"config file not found: {clip(str(path), 300)}. Give a path to a YAML file, or a bundled config name "
         f"({', '.join(_bundled_names())})"
     )
 
@@ -238,12 +339,29 @@ def compose(path: str | Path | None = None, overrides: Iterable[str] = (), *,
     """
     if data is not None:
         raw, source = dict(data), "<mapping>"
+        check_size(raw, source)
     elif path is not None:
         p = resolve_config_path(path)
         raw, source = load_raw(p), str(p)
     else:
         raw, source = {}, "<defaults>"
     return apply_overrides(raw, parse_overrides(overrides)), source
+
+
+def validate_raw(model: type[BaseModel], raw: Any, source: str) -> Any:
+    """``model.model_validate(raw)`` after :func:`check_size`, with every failure a :class:`ConfigError`.
+
+    Raises:
+        ConfigError: invalid values (one line per problem, see :func:`validation_message`), a value too large or
+            too deeply nested.
+    """
+    check_size(raw, source)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(validation_message(err, model, source)) from err
+    except RecursionError:
+        raise ConfigError(f"invalid config {source}: nested too deeply to validate; flatten it") from None
 
 
 def to_plain(cfg: BaseModel) -> dict[str, Any]:

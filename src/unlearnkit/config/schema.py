@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
+
+from unlearnkit.config.limits import MAX_SEEDS, Index, Name, PathText, Seed, Threads, guard_field_value
 
 
 #: result-row label of the retrained oracle θ_r (reserved: no other method may use it)
@@ -18,9 +20,16 @@ ORIGINAL_LABEL = "original"
 
 
 class Frozen(BaseModel):
-    """Base of all unlearnkit configs: unknown keys are errors, instances are immutable."""
+    """Base of all unlearnkit configs: unknown keys are errors, instances are immutable, numbers are finite and in
+    range, a boolean is no number, strings hold no NUL or lone surrogate (config/limits.py)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _guard(cls, v: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return guard_field_value(v, field.annotation if field else None, info.field_name or "")
 
 
 class TrainConfig(Frozen):
@@ -53,7 +62,7 @@ class EngineConfig(Frozen):
 
     device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (cuda if available)")
     deterministic: bool = Field(True, description="torch.use_deterministic_algorithms + fixed seeds")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch; None = torch's default")
+    threads: Threads | None = Field(None, description="CPU threads for torch (≤ 1024); None = torch's default")
     progress: bool = Field(True, description="show rich progress bars (on a terminal) or progress lines (in a log)")
     progress_interval: float = Field(15.0, ge=0, description="seconds between progress lines when stderr is not a "
                                                              "terminal (a log file or pipe)")
@@ -81,12 +90,12 @@ class DataConfig(Frozen):
     """
 
     name: str = "digits"
-    root: str | None = Field(None, description="local folder with the data set files (layout per loader)")
+    root: PathText | None = Field(None, description="local folder with the data set files (layout per loader)")
     download: bool = Field(False, description="let the loader download into root (needs network)")
     train_subset: int | None = Field(None, ge=10)
     test_subset: int | None = Field(None, ge=10)
     test_fraction: float = Field(0.25, gt=0, lt=1, description="held-out fraction where the source has no test split")
-    split_seed: int = Field(0, description="seed of subsetting and of train/test splits built by unlearnkit")
+    split_seed: Seed = Field(0, description="seed of subsetting and of train/test splits built by unlearnkit")
     normalize: bool = True
 
 
@@ -106,8 +115,8 @@ class RequestSpec(Frozen):
 
     fraction: float | None = None
     count: int | None = None
-    classes: list[int] | None = None
-    ids: list[int] | None = None
+    classes: list[Index] | None = None
+    ids: list[Index] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -180,10 +189,10 @@ class ScenarioConfig(Frozen):
     fraction: float | None = Field(None, description="random: share of D forgotten; corrective: share of D "
                                    "manipulated; sequential with requests: k: share of D removed per request")
     count: int | None = Field(None, description="as fraction, as a number of samples")
-    classes: list[int] | None = Field(None, description="class / subclass: forgotten classes; corrective confusion: "
-                                      "the confused pair [a, b]")
-    ids: list[int] | None = None
-    seed: int = Field(0, description="seed of the forget-set draw (independent of training seeds)")
+    classes: list[Index] | None = Field(None, description="class / subclass: forgotten classes; corrective "
+                                        "confusion: the confused pair [a, b]")
+    ids: list[Index] | None = None
+    seed: Seed = Field(0, description="seed of the forget-set draw (independent of training seeds)")
     manipulation: Literal["poison", "confusion"] | None = Field(
         None, description="corrective: poison (trigger patch → target label) or confusion (label swaps in a pair)")
     target: int | None = Field(None, ge=0, description="corrective poison: label of the poisoned samples (default 0)")
@@ -446,7 +455,7 @@ class MethodSpec(ComponentSpec):
     :func:`unlearnkit.bench.resolve`, which also checks that the method serves the experiment's track.
     """
 
-    label: str | None = None
+    label: Name | None = None
     eval_every: int | None = Field(None, ge=1, le=10**6, description="evaluate the track's curve metrics every N "
                                    "optimizer steps while the method unlearns (events and the report's curves)")
 
@@ -495,16 +504,16 @@ class ExperimentConfig(Frozen):
     #: metrics used when the experiment lists none (set by each track's experiment class)
     default_metrics: ClassVar[tuple[str, ...]] = ()
 
-    name: str = "experiment"
+    name: Name = "experiment"
     methods: list[MethodSpec] = Field(default_factory=list)
     metrics: list[str] = Field(default_factory=list, description="metric names; empty = the track's defaults")
     metric_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="settings of listed metrics, e.g. {lira: {shadow_models: 16}}; "
         "validated against each metric's config (`unlearnkit metrics` lists them)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], max_length=MAX_SEEDS)
     engine: EngineConfig = Field(default_factory=EngineConfig)
-    output_dir: str = "runs"
-    cache_dir: str | None = Field(None, description="model cache; default: <output_dir>/cache")
+    output_dir: PathText = "runs"
+    cache_dir: PathText | None = Field(None, description="model cache; default: <output_dir>/cache")
     save_unlearned: bool = Field(True, description="save each unlearned model under <run>/checkpoints/")
     track: str = Field("classifier", description="model family (`unlearnkit schema` lists each track's sections)")
 
@@ -519,9 +528,11 @@ class ExperimentConfig(Frozen):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, v: Any) -> Any:
-        if isinstance(v, int) and not isinstance(v, bool):
-            if v < 1:
-                raise ValueError(f"seeds as a count must be ≥ 1, got {v}")
+        if isinstance(v, bool):
+            raise ValueError("seeds must be a count (3) or a list of seeds ([0, 1, 2]), not a boolean")
+        if isinstance(v, int):
+            if not 1 <= v <= MAX_SEEDS:
+                raise ValueError(f"seeds as a count must be between 1 and {MAX_SEEDS}, got {v}")
             return list(range(v))
         return v
 

@@ -4,11 +4,19 @@ Layout of a checkpoint directory::
 
     model.safetensors      the state dict (weights only; no pickle)
     extras.safetensors     optional tensors (e.g. ``trained_ids``: the sample ids the model was trained on)
-    manifest.json          {"format", "lineage_key", "files": {name: sha256}, "meta": {...}, "created_at"}
+    manifest.json          {"format", "lineage_key", "files": {name: sha256}, "meta": {...}, "created_at",
+                            "manifest_sha256"}
+
+``manifest_sha256`` is the SHA-256 of the canonical JSON of the rest of the manifest, so ``meta`` (e.g. the training
+seconds that RTE ratios are computed from) and the lineage key cannot be edited unnoticed either. Manifests of the
+older format ``unlearnkit-checkpoint/1`` carry no such digest and are refused (delete the folder: the model is
+retrained).
 
 Writes go to a temporary sibling directory (each file fsynced) that is renamed into place, so a crash never leaves a
 half-written checkpoint under the final name. Loading recomputes every file's SHA-256 and raises
 :class:`CheckpointError` on any mismatch, missing file, or state-dict key mismatch (never a silent non-strict load).
+A checkpoint folder or file that is a symbolic link is refused (unlearnkit never creates one; a planted link would
+make it read or write elsewhere).
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unlearnkit.errors import CheckpointError
-from unlearnkit.persist import canonical_json, fsync_dir, sha256_file
+from unlearnkit.persist import canonical_json, fsync_dir, sha256_file, stable_hash
 
-FORMAT = "unlearnkit-checkpoint/1"
+FORMAT = "unlearnkit-checkpoint/2"
+LEGACY_FORMATS = ("unlearnkit-checkpoint/1",)
 MODEL_FILE = "model.safetensors"
 EXTRAS_FILE = "extras.safetensors"
 MANIFEST = "manifest.json"
@@ -99,6 +108,7 @@ def save_checkpoint(
         CheckpointError: the directory exists with different content.
     """
     directory = Path(directory)
+    _refuse_link(directory)
     state = model.state_dict() if isinstance(model, nn.Module) else model
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True, exist_ok=False)
@@ -123,6 +133,7 @@ def save_checkpoint(
             "meta": meta or {},
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        manifest["manifest_sha256"] = manifest_digest(manifest)
         with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
             f.write(json.dumps(manifest, indent=2, sort_keys=True))  # one write (json.dump writes piece by piece)
             f.flush()
@@ -146,17 +157,42 @@ def save_checkpoint(
         raise
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of ``manifest`` without its ``manifest_sha256`` field."""
+    return stable_hash({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise CheckpointError(f"{path} is a symbolic link; unlearnkit never follows links inside checkpoint, run and "
+                              "cache folders: remove the link (the model is retrained or rewritten)")
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """Parse ``manifest.json`` of a checkpoint directory. Raises CheckpointError if missing or malformed."""
+    """Parse ``manifest.json`` of a checkpoint directory and check its ``manifest_sha256``.
+
+    Raises:
+        CheckpointError: missing, malformed, of an unknown or older format, edited (digest mismatch), or a link.
+    """
     path = Path(directory) / MANIFEST
+    _refuse_link(Path(directory))
+    _refuse_link(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise CheckpointError(f"{directory} is not a checkpoint: {MANIFEST} is missing") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is corrupt ({err}); delete the checkpoint directory to rebuild it") from err
-    if manifest.get("format") != FORMAT or not isinstance(manifest.get("files"), dict):
-        raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r} (expected {FORMAT})")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path} is corrupt ({type(err).__name__}); delete the checkpoint directory to rebuild "
+                              "it") from None
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt in LEGACY_FORMATS:
+        raise CheckpointError(f"{path}: format {fmt} has no manifest digest, so its meta (training time, lineage) "
+                              f"cannot be verified; delete the folder {directory} (the model is trained again)")
+    if fmt != FORMAT or not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("meta"), dict):
+        raise CheckpointError(f"{path}: unknown checkpoint format {str(fmt)[:60]!r} (expected {FORMAT})")
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        raise CheckpointError(f"{path}: manifest digest mismatch — the manifest (its meta, lineage key or file list) "
+                              f"was edited or is corrupt; delete the folder {directory} to retrain it")
     return manifest
 
 
@@ -172,6 +208,9 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: manifest lists no {MODEL_FILE}")
     for name, want in manifest["files"].items():
         path = directory / name
+        if not isinstance(name, str) or Path(name).name != name:
+            raise CheckpointError(f"{directory}: the manifest lists a file outside the checkpoint ({str(name)[:60]!r})")
+        _refuse_link(path)
         if not path.is_file():
             raise CheckpointError(f"{directory}: {name} listed in the manifest is missing")
         got = file_sha256(path)

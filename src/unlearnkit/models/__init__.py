@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from unlearnkit.config.limits import WIDTH_MAX, Width
 from unlearnkit.config.schema import Frozen, ModelSpec
 from unlearnkit.errors import ConfigError
 from unlearnkit.registry import MODELS
@@ -21,7 +22,8 @@ from unlearnkit.registry import MODELS
 class MLPConfig(Frozen):
     """Multi-layer perceptron on flattened inputs."""
 
-    hidden: list[int] = Field(default_factory=lambda: [128, 64], description="widths of hidden layers")
+    hidden: list[Width] = Field(default_factory=lambda: [128, 64], max_length=64,
+                               description="widths of hidden layers (1 to 65,536 each)")
     dropout: float = Field(0.0, ge=0, lt=1)
     activation: str = Field("relu", pattern="^(relu|gelu|tanh)$")
 
@@ -29,7 +31,7 @@ class MLPConfig(Frozen):
 class CNNConfig(Frozen):
     """Small conv net: ``len(channels)`` blocks of conv3×3-BN-ReLU(-maxpool), global average pool, linear head."""
 
-    channels: list[int] = Field(default_factory=lambda: [32, 64])
+    channels: list[Width] = Field(default_factory=lambda: [32, 64], max_length=64)
     pool: bool = Field(True, description="2×2 max-pool after each block while the map is ≥ 4×4")
     dropout: float = Field(0.0, ge=0, lt=1)
 
@@ -37,7 +39,7 @@ class CNNConfig(Frozen):
 class ResNetConfig(Frozen):
     """torchvision ResNet-18 with the CIFAR stem (3×3 conv, stride 1, no max-pool), as in the SalUn/ℓ1-sparse code."""
 
-    width: int = Field(64, ge=8, description="channels of the first stage (64 = standard ResNet-18)")
+    width: int = Field(64, ge=8, le=WIDTH_MAX, description="channels of the first stage (64 = standard ResNet-18)")
 
 
 _ACT = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}

@@ -42,8 +42,8 @@ class RecModelConfig(Frozen):
     """Which recommender: ``mf`` (MF-BPR) or ``lightgcn``; embedding size, layers, init and propagation backend."""
 
     name: Literal["mf", "lightgcn"] = "mf"
-    dim: int = Field(64, ge=1, description="embedding size d (LightGCN paper: 64)")
-    layers: int = Field(3, ge=1, description="LightGCN propagation layers K (paper: 3)")
+    dim: int = Field(64, ge=1, le=65_536, description="embedding size d (LightGCN paper: 64)")
+    layers: int = Field(3, ge=1, le=64, description="LightGCN propagation layers K (paper: 3)")
     init_std: float = Field(0.1, gt=0, description="std of the N(0, σ²) embedding init (LightGCN code: 0.1)")
     backend: Literal["auto", "pyg", "sparse"] = Field(
         "auto", description="LightGCN propagation: PyG LGConv (extra [graph]), torch.sparse, or auto (the faster for "

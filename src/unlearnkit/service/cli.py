@@ -40,13 +40,17 @@ def parse_ids(text: str) -> list[int]:
     """``"1,2, 3"`` or ``"1 2 3"`` → ``[1, 2, 3]``.
 
     Raises:
-        ConfigError: an item that is not a non-negative integer.
+        ConfigError: an item that is not an integer in [0, 2**63 − 1] (int64), or no item.
     """
+    from unlearnkit.service.ledger import MAX_SAMPLE_ID
+
     items = [t for t in re.split(r"[,\s]+", text.strip()) if t]
-    bad = [t for t in items if not t.isdigit()]
+    bad = [t for t in items if not re.fullmatch(r"[0-9]{1,19}", t) or int(t) > MAX_SAMPLE_ID]
     if not items or bad:
-        raise ConfigError(f"--ids must be non-negative integers separated by commas, e.g. --ids 12,40,977"
-                          f"{f'; not integers: {bad[:5]}' if bad else ''}")
+        shown = ", ".join(repr(t[:25]) for t in bad[:5])
+        raise ConfigError(f"--ids must be integers in [0, {MAX_SAMPLE_ID}] (int64) separated by commas, e.g. "
+                          "--ids 12,40,977"
+                          f"{f'; not valid: {shown}' if bad else ''}")
     return [int(t) for t in items]
 
 
@@ -74,17 +78,22 @@ def serve(
     overrides = list(set_) + ([f"host={host}"] if host else []) + ([f"port={port}"] if port is not None else [])
     try:
         cfg = load_service_config(config, overrides)
-        token = os.environ.get(cfg.token_env, "")
-        if not token.strip():
-            raise ConfigError(f"no bearer token: set the environment variable {cfg.token_env} to a secret, e.g. "
-                              f"export {cfg.token_env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        from unlearnkit.service.config import check_token
+
+        token = check_token(os.environ.get(cfg.token_env, ""), cfg.token_env)
         _check_port_free(cfg.host, cfg.port)
         from unlearnkit.service.deletion import DeletionService
         from unlearnkit.service.http import create_app
 
         _log_to_stderr()
         service = DeletionService.from_config(cfg, console=err_console)
-        app = create_app(service, token)
+        try:
+            app = create_app(service, token, bind_host=cfg.host, allowed_hosts=cfg.allowed_hosts,
+                             max_body_bytes=cfg.max_body_bytes)
+            head = service.ledger.record_head("start")
+        except BaseException:
+            service.close()
+            raise
     except UnlearnkitError as err:
         _fail(err)
         return
@@ -94,6 +103,11 @@ def serve(
     s = service.serving()
     err_console.print(f"serving '{cfg.name}' model v{s.version} ({s.model_digest[:12]}…) on "
                       f"http://{cfg.host}:{cfg.port}  ledger: {cfg.ledger_path}  pending: {service.pending_count}")
+    from unlearnkit.service.ledger import heads_path
+
+    err_console.print(f"ledger head: seq {head['head_seq']} hash {head['head_hash']} (recorded in "
+                      f"{heads_path(cfg.ledger_path)}; keep a copy elsewhere and check it later with "
+                      "`unlearnkit ledger verify --expected-head HASH`)")
     import uvicorn
 
     # the worker thread (planning, ledger rows, audit) shares the GIL with the event loop: hand it over every 1 ms
@@ -215,8 +229,9 @@ def verify(
     set_: list[str] = typer.Option([], "--set", help="with a CONFIG: override a config value"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Recompute the ledger's hash chain; name the first broken row (exit 1 when broken)."""
-    from unlearnkit.service.ledger import verify_ledger
+    """Recompute the ledger's hash chain and SQLite's integrity check; name the first broken row (exit 1 when
+    broken). The last head that `serve` recorded beside the ledger (<ledger>.heads.jsonl) must still be in the chain."""
+    from unlearnkit.service.ledger import heads_path, read_recorded_head, verify_ledger
 
     try:
         path = Path(target)
@@ -225,6 +240,14 @@ def verify(
 
             path = load_service_config(target, set_).ledger_path
         report = verify_ledger(path, expected_head=expected_head)
+        recorded = read_recorded_head(path)
+        if report.ok and recorded is not None and recorded["head_seq"] > 0:
+            anchored = verify_ledger(path, expected_head=recorded["head_hash"])
+            if not anchored.ok:
+                report = anchored
+                report.reason = (f"the head recorded at {str(recorded.get('time'))[:40]} in {heads_path(path)} "
+                                 f"(seq {recorded['head_seq']}) is not in the chain: rows were removed from the end "
+                                 "or the chain was rewritten")
     except UnlearnkitError as err:
         _fail(err)
         return
@@ -233,6 +256,8 @@ def verify(
     elif report.ok:
         sys.stdout.write(f"ledger OK: {report.rows} rows, chain intact; head seq {report.head_seq} "
                          f"hash {report.head_hash}\n")
+    elif report.first_broken_seq is None:
+        sys.stdout.write(f"ledger BROKEN: {report.reason} ({report.rows} rows read)\n")
     else:
         sys.stdout.write(f"ledger BROKEN at row seq {report.first_broken_seq}: {report.reason} "
                          f"({report.rows} rows read)\n")

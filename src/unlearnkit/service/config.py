@@ -13,8 +13,31 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from unlearnkit.config.limits import PathText
 from unlearnkit.config.schema import DataConfig, EngineConfig, Frozen, ModelSpec
 from unlearnkit.errors import ConfigError
+
+#: shortest accepted bearer token (characters)
+MIN_TOKEN_LENGTH = 16
+#: hosts always accepted in the HTTP ``Host`` header (besides the bind address and ``allowed_hosts``)
+LOCAL_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+#: default cap of an HTTP request body (bytes)
+DEFAULT_MAX_BODY = 4 << 20
+
+
+def check_token(token: str | None, env: str = "UNLEARNKIT_TOKEN") -> str:
+    """Return ``token`` if it can guard the API: at least :data:`MIN_TOKEN_LENGTH` characters, no whitespace.
+
+    Raises:
+        ConfigError: missing, too short or with whitespace (says how to make a good one).
+    """
+    how = (f"export {env}=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    if not token or not token.strip():
+        raise ConfigError(f"no bearer token: set the environment variable {env} to a secret, e.g. {how}")
+    if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token) or not token.isprintable():
+        raise ConfigError(f"the bearer token in {env} has {len(token)} characters; use at least {MIN_TOKEN_LENGTH} "
+                          f"printable characters without spaces (a short token can be guessed), e.g. {how}")
+    return token
 
 
 def _default_engine() -> EngineConfig:
@@ -35,13 +58,20 @@ class ServiceConfig(Frozen):
     sisa: dict[str, Any] = Field(default_factory=dict, description="SISAConfig fields (shards, slices, "
                                  "aggregation, train, seed); validated against methods/exact/sisa.py's SISAConfig")
     engine: EngineConfig = Field(default_factory=_default_engine)
-    store: str = Field("runs/service/store", description="folder of the SISA checkpoints and committed state")
-    ledger: str | None = Field(None, description="ledger SQLite file; None = <store>/ledger.sqlite3")
+    store: PathText = Field("runs/service/store", description="folder of the SISA checkpoints and committed state "
+                            "(created 0700: its state files name the deleted ids)")
+    ledger: PathText | None = Field(None, description="ledger SQLite file (created 0600); None = "
+                                    "<store>/ledger.sqlite3")
     ledger_synchronous: Literal["full", "normal"] = Field(
         "full", description="full: every append is fsynced (survives power loss); normal: survives a killed "
                             "process only")
     host: str = Field("127.0.0.1", description="address to bind; loopback by default (set 0.0.0.0 deliberately)")
     port: int = Field(8765, ge=0, le=65535)
+    allowed_hosts: list[str] = Field(default_factory=list, max_length=64, description="host names accepted in the "
+                                     "HTTP Host header besides the bind address, localhost, 127.0.0.1 and ::1 (needed "
+                                     "when clients reach the service by a name, e.g. behind a proxy); '*' = any")
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY, ge=1024, le=1 << 30, description="largest HTTP request body "
+                                "(bytes); larger ones get a 413 before they are read")
     token_env: str = Field("UNLEARNKIT_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                            description="environment variable holding the bearer token (read by the CLI only)")
     executor: str = Field("sequential", description="executor of shard retraining jobs: sequential, process, ray")
@@ -51,7 +81,8 @@ class ServiceConfig(Frozen):
     batch_window_s: float = Field(0.2, ge=0, le=3600, description="after the first pending request arrives, wait "
                                   "this long for more before planning a window (requests arriving during a retrain "
                                   "wait for the next window anyway)")
-    max_ids_per_request: int = Field(10_000, ge=1, description="largest number of sample ids in one request")
+    max_ids_per_request: int = Field(10_000, ge=1, le=100_000,
+                                     description="largest number of sample ids in one request")
     audit_max_retained: int = Field(500, ge=0, description="retained (member) samples scored as the audit's "
                                     "reference pool; 0 = skip the reference")
 
@@ -63,7 +94,17 @@ class ServiceConfig(Frozen):
             try:
                 ipaddress.ip_address(v)
             except ValueError:
-                raise ValueError(f"host must be an IP address or 'localhost', got {v!r}") from None
+                raise ValueError(f"host must be an IP address or 'localhost', got {v[:60]!r}") from None
+        return v
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        import re
+
+        bad = [h for h in v if not re.fullmatch(r"\*|[A-Za-z0-9._:\-\[\]]{1,253}", h)]
+        if bad:
+            raise ValueError(f"allowed_hosts must be host names or addresses (or '*'), got {bad[0][:60]!r}")
         return v
 
     @model_validator(mode="after")
@@ -114,7 +155,7 @@ def load_service_config(path: str | Path, overrides: Iterable[str] = ()) -> Serv
         ConfigError: missing file, bad YAML, unknown key (names the allowed keys), bad value.
     """
     from unlearnkit.config.loader import apply_overrides, load_raw, parse_overrides, resolve_config_path, \
-        validation_message
+        validate_raw
 
     p = resolve_config_path(path)
     base = load_raw(p)
@@ -126,10 +167,8 @@ def load_service_config(path: str | Path, overrides: Iterable[str] = ()) -> Serv
     if ("executor",) in keys and raw.get("executor") != base.get("executor") and \
             not any(k[0] == "executor_params" for k in keys):
         raw.pop("executor_params", None)
-    try:
-        return ServiceConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(validation_message(err, ServiceConfig, str(p))) from err
+    return validate_raw(ServiceConfig, raw, str(p))
 
 
-__all__ = ["ServiceConfig", "load_service_config", "sisa_config_from"]
+__all__ = ["DEFAULT_MAX_BODY", "LOCAL_HOSTS", "MIN_TOKEN_LENGTH", "ServiceConfig", "check_token", "load_service_config",
+           "sisa_config_from"]

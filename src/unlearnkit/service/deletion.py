@@ -13,11 +13,15 @@ the first pending request, takes every pending request, plans the union of their
 retrains the affected shards once (``SISA.delete``), and appends the ``done`` events of the whole window in one
 transaction. Requests that arrive during a retrain wait for the next window.
 
-Crash safety: everything needed lives in the ledger and the SISA store. On start, every request whose last event is
-not ``done``/``failed`` is queued again; a window that had been planned is re-run with the classification recorded
-in its ``planned`` events (so ids that SISA had already committed before the crash are still reported as deleted by
-that request), and ``SISA.delete`` is idempotent and reuses completed content-addressed checkpoints. ``done`` is
-appended exactly once per request (``ledger verify`` refuses a second terminal event).
+Crash safety: everything needed lives in the ledger and the SISA store. On start, the committed model state is
+checked against the ledger: a state behind the ledger's last completed deletion (an older ``state.json`` copied
+back, a store fitted afresh) is refused, since serving it would bring deleted samples back. Then every request whose
+last event is not ``done``/``failed`` is queued again (one whose recorded ids or plan cannot be read gets a
+``failed`` event with the reason: one damaged row never blocks recovery); a window that had been planned is re-run
+with the classification recorded in its ``planned`` events (so ids that SISA had already committed before the crash
+are still reported as deleted by that request), and ``SISA.delete`` is idempotent and reuses completed
+content-addressed checkpoints. ``done`` is appended exactly once per request (``ledger verify`` refuses a second
+terminal event).
 
 The audit record of each request (in its ``done`` event) holds the shards retrained, the times, the new model's
 version and digest, and a **membership check** of the deleted samples against the new model: the loss attack
@@ -46,14 +50,19 @@ import torch
 from torch import nn
 
 from unlearnkit.data.base import SampleSet
-from unlearnkit.errors import ConfigError, DataError, LedgerError
-from unlearnkit.service.ledger import TERMINAL, Event, Ledger, utc_now
+from unlearnkit.errors import CheckpointError, ConfigError, DataError, LedgerError
+from unlearnkit.persist import atomic_write, private_dir
+from unlearnkit.service.ledger import MAX_SAMPLE_ID, TERMINAL, Event, Ledger, is_sample_id, utc_now
 
 log = logging.getLogger("unlearnkit.service")
 
 #: stages at which :class:`DeletionService` calls its ``fault_hook`` (tests inject crashes there)
 FAULT_STAGES: tuple[str, ...] = ("planned", "retraining", "retrained", "done")
 MAX_IDEMPOTENCY_KEY = 200
+#: test-only: a file path; when set, ``DeletionService.from_config`` holds every deletion window after its first
+#: shard job (the marker file is written, then the worker blocks until the process is killed). Lets a crash test kill
+#: the service at a known point instead of racing a timer.
+HOLD_ENV = "UNLEARNKIT_TEST_HOLD_RETRAIN"
 
 
 class ModelManager(Protocol):
@@ -128,8 +137,8 @@ class StoreLock:
         self._fd: int | None = None
 
     def acquire(self) -> StoreLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        private_dir(self.path.parent)  # the store holds the deleted ids (state files): owner only
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,7 +158,27 @@ class StoreLock:
 
 
 def _as_int_list(values: Any) -> list[int]:
+    if isinstance(values, list):  # ledger payloads: Python ints, possibly beyond int64 in an old or edited row
+        return [int(v) for v in values]
     return [int(v) for v in np.asarray(values, dtype=np.int64).reshape(-1)]
+
+
+class _HoldAfterFirstJob:
+    """Test-only executor wrapper (:data:`HOLD_ENV`): runs a window's first shard job, writes ``marker``, then blocks
+    until the process is killed."""
+
+    def __init__(self, inner: Any, marker: str) -> None:
+        self.inner, self.marker = inner, marker
+
+    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+        if len(jobs) > 1:
+            self.inner.map(fn, list(jobs)[:1])
+        atomic_write(self.marker, f"{os.getpid()}\n")
+        while True:  # pragma: no cover - ends by SIGKILL
+            time.sleep(3600)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class DeletionService:
@@ -211,6 +240,7 @@ class DeletionService:
         self._committer: Any = None  # GroupCommitter, started by the first asubmit
         self.windows_done = 0
         self.last_error: str | None = None
+        self._check_state_against_ledger()
         self._serving = self._snapshot()
         self._recover()
 
@@ -234,7 +264,10 @@ class DeletionService:
         from unlearnkit.service.executors import build_executor
 
         lock = StoreLock(cfg.store).acquire()
+        ledger = None
         try:
+            ledger = Ledger(cfg.ledger_path, synchronous=cfg.ledger_synchronous)
+            ledger.check_integrity()
             data = load_data(cfg.data)
             factory = ModelFactory(cfg.model.name, dict(cfg.model.params), tuple(data.train.input_shape),
                                    data.num_classes)
@@ -252,28 +285,41 @@ class DeletionService:
                     raise ConfigError(f"the store {store} was fitted with other SISA settings (differing: "
                                       f"{', '.join(diff)}); restore them, or give a new store to fit afresh")
             else:
+                last = ledger.last_done()
+                if last is not None and (last[1] > 1 or ledger.deleted_ids()):
+                    raise CheckpointError(
+                        f"the store {store} has no committed SISA state, but its ledger records completed deletions "
+                        f"(the last one, row {last[0]}, committed model version {last[1]}): fitting afresh would "
+                        "bring the deleted samples back. Restore the store (state.json = the newest "
+                        "states/v<N>.json, with checkpoints/ and partitions/), or start a new store with a new ledger")
                 if console is not None:
                     console.print(f"first start: fitting the SISA ensemble on {len(data.train)} samples "
                                   f"into {store} ...")
                 manager = SISA(sisa_config_from(cfg.sisa), factory, store, engine=engine)
                 manager.fit(data.train, executor=executor)
-            ledger = Ledger(cfg.ledger_path, synchronous=cfg.ledger_synchronous)
+            hold = os.environ.get(HOLD_ENV)
+            if hold:
+                executor = _HoldAfterFirstJob(executor, hold)
+            service = cls(manager, ledger, train=data.train, holdout=data.test, executor=executor,
+                          batch_window_s=cfg.batch_window_s, max_ids_per_request=cfg.max_ids_per_request,
+                          audit_max_retained=cfg.audit_max_retained, fault_hook=fault_hook, on_close=lock.release,
+                          name=cfg.name)
         except BaseException:
             if executor is not None:
                 executor.close()
+            if ledger is not None:
+                ledger.close()
             lock.release()
             raise
-        return cls(manager, ledger, train=data.train, holdout=data.test, executor=executor,
-                   batch_window_s=cfg.batch_window_s, max_ids_per_request=cfg.max_ids_per_request,
-                   audit_max_retained=cfg.audit_max_retained, fault_hook=fault_hook, on_close=lock.release,
-                   name=cfg.name)
+        return service
 
     # -- accepting ---------------------------------------------------------------------------------------------
     def validate_ids(self, sample_ids: Sequence[Any]) -> list[int]:
-        """Check a request's ids: 1..``max_ids_per_request`` distinct non-negative integers.
+        """Check a request's ids: 1..``max_ids_per_request`` distinct integers in [0, 2**63 − 1] (int64). Every entry
+        point (HTTP, ``unlearnkit delete``, this Python API) checks here before anything is written.
 
         Raises:
-            DataError: empty, too many, not integers, negative or duplicated (the message says which).
+            DataError: empty, too many, not integers, negative, beyond int64 or duplicated (the message says which).
         """
         if isinstance(sample_ids, (str, bytes)) or not isinstance(sample_ids, Sequence):
             raise DataError("sample_ids must be a list of integers, e.g. [12, 40]")
@@ -284,16 +330,25 @@ class DeletionService:
                             "are accepted: split the request")
         bad = [v for v in sample_ids if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
         if bad:
-            raise DataError(f"sample_ids must be integers; got {bad[:5]!r}")
+            raise DataError(f"sample_ids must be integers; got {', '.join(repr(b)[:30] for b in bad[:5])}")
         ids = [int(v) for v in sample_ids]
         neg = [i for i in ids if i < 0]
         if neg:
-            raise DataError(f"sample ids are non-negative; got {neg[:5]}")
+            raise DataError(f"sample ids are non-negative; got {', '.join(str(i)[:30] for i in neg[:5])}")
+        big = [i for i in ids if i > MAX_SAMPLE_ID]
+        if big:
+            shown = ", ".join(str(i)[:30] for i in big[:5])
+            raise DataError(f"sample ids are at most {MAX_SAMPLE_ID} (int64); got {shown}{self._id_range()}")
         if len(set(ids)) != len(ids):
             seen: set[int] = set()
             dup = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
             raise DataError(f"sample_ids has duplicates: {dup[:5]}; list each id once")
         return ids
+
+    def _id_range(self) -> str:
+        if not self._known:
+            return ""
+        return f" (this data set's ids run from {min(self._known)} to {max(self._known)})"
 
     def submit(self, sample_ids: Sequence[int], idempotency_key: str | None = None) -> Receipt:
         """Accept a deletion request: append ``received`` (one ledger transaction) and queue it.
@@ -544,7 +599,11 @@ class DeletionService:
         else:
             window = uuid.uuid4().hex[:16]
             union = sorted({i for p in batch for i in p.sample_ids})
-            plan = self.manager.plan(union)
+            try:
+                plan = self.manager.plan(union)
+            except (DataError, ValueError, OverflowError, TypeError) as err:  # nothing written yet for this window
+                self._fail(batch, window, f"cannot plan the deletion: {type(err).__name__}: {str(err)[:300]}")
+                return
             deletable = set(_as_int_list(plan.deletable))
             already = set(_as_int_list(plan.already_deleted))
             window_shards = {int(k): int(v) for k, v in dict(plan.affected).items()}
@@ -612,20 +671,78 @@ class DeletionService:
                                                 "already_deleted_ids": pl["already_deleted_ids"], "audit": audit}))
         self.ledger.append_many(done)
         self.windows_done += 1
+        self._record_head("window")
         self._hook("done", window)
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def _fail(self, batch: Sequence[_Pending], window: str | None, reason: str) -> None:
+        """Append a ``failed`` event with ``reason`` for every request of ``batch``."""
+        log.error("request(s) %s failed: %s", ", ".join(p.request_id for p in batch), reason)
+        self.ledger.append_many([(p.request_id, "failed", {"window": window, "reason": reason}) for p in batch])
+        self.last_error = reason
+
+    def _record_head(self, event: str) -> None:
+        try:
+            self.ledger.record_head(event)
+        except Exception:  # noqa: BLE001 - the head file is for the operator; the ledger itself is committed
+            log.exception("could not record the ledger head beside the ledger")
+
+    def _check_state_against_ledger(self) -> None:
+        """Refuse a committed model state that is behind the ledger (see the module docstring).
+
+        Raises:
+            CheckpointError: the state's version is older than, or its digest differs from, the model the ledger's
+                last ``done`` event committed, or ids the ledger reports deleted are active in the model.
+        """
+        last = self.ledger.last_done()
+        if last is None:
+            return
+        seq, version, digest = last
+        mv, md = int(self.manager.version), str(self.manager.model_digest)
+        where = getattr(self.manager, "store", None)
+        fix = (f"Copy the newest state back: {Path(where) / 'states'}/v<N>.json with the highest N (≥ {version}) over "
+               f"{Path(where) / 'state.json'}" if where is not None else f"Restore the state of version ≥ {version}")
+        fix += ", or the whole store from the backup taken together with this ledger; never an older state file."
+        if mv < version or (mv == version and md != digest):
+            raise CheckpointError(
+                f"the committed model state (version {mv}, digest {md[:12]}…) is behind the deletion ledger: its last "
+                f"completed deletion (row {seq}) committed model version {version} (digest {digest[:12]}…). The state "
+                f"file was replaced by an older one, and serving it would bring deleted samples back. {fix}")
+        deleted = self.ledger.deleted_ids()
+        if deleted:
+            active = np.intersect1d(np.fromiter(deleted, dtype=np.int64, count=len(deleted)),
+                                    np.asarray(self.manager.active_ids, dtype=np.int64))
+            if len(active):
+                raise CheckpointError(
+                    f"{len(active)} sample id(s) that the deletion ledger reports as deleted are active in the "
+                    f"committed model (e.g. {active[:5].tolist()}): the state was rolled back or replaced. {fix}")
+
     def _recover(self) -> None:
-        """Queue every request of the ledger whose last event is not terminal (in first-received order)."""
-        queued = []
+        """Queue every request of the ledger whose last event is not terminal (in first-received order).
+
+        A request whose ``received`` row is missing or unreadable, whose ids are not sample ids, or whose ``planned``
+        row cannot be resumed gets a ``failed`` event naming why; recovery goes on with the others.
+        """
+        queued, broken = [], []
         for rid, events in self.ledger.unfinished().items():
             rec = next((e for e in events if e.event == "received"), None)
-            if rec is None:  # pragma: no cover - verify() would flag such a ledger
-                continue
             planned = [e for e in events if e.event == "planned"]
-            queued.append(_Pending(rid, _as_int_list(rec.payload["sample_ids"]), rec.time,
-                                   planned[-1].payload if planned else None,
+            reason = None
+            ids = rec.payload.get("sample_ids") if rec is not None else None
+            if rec is None or rec.error:
+                reason = f"its received event cannot be read ({rec.error if rec else 'missing'})"
+            elif not isinstance(ids, list) or not ids or not all(is_sample_id(i) for i in ids):
+                reason = f"its recorded sample ids are not integers in [0, {MAX_SAMPLE_ID}]"
+            elif planned and not _resumable(planned[-1]):
+                reason = "its planned event cannot be resumed (unreadable or incomplete plan)"
+            if reason is not None:
+                broken.append((_Pending(rid, [], rec.time if rec else ""), reason))
+                continue
+            queued.append(_Pending(rid, list(ids), rec.time, planned[-1].payload if planned else None,
                                    sum(e.event == "retraining" for e in events)))
+        for p, reason in broken:
+            self._fail([p], None, f"recovery: {reason}; the request is not applied (submit it again if it is "
+                                  "meant)")
         if queued:
             log.info("recovered %d unfinished request(s) from the ledger", len(queued))
         with self._cv:
@@ -740,6 +857,21 @@ class GuardedExecutor:
 
     def __repr__(self) -> str:
         return f"GuardedExecutor({self.inner!r}, nice +{self.increment})"
+
+
+def _resumable(planned: Event) -> bool:
+    """Whether a ``planned`` event holds what a resumed window reads (window, window_shards, the id lists)."""
+    pl = planned.payload
+    try:
+        ok = not planned.error and isinstance(pl.get("window"), str) and \
+            all(isinstance(pl.get(k), list) and all(is_sample_id(i) for i in pl[k])
+                for k in ("deleted_ids", "unknown_ids", "already_deleted_ids")) and \
+            isinstance(pl.get("shards"), list)
+        if ok:
+            {int(k): int(v) for k, v in dict(pl["window_shards"]).items()}
+        return bool(ok)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
 
 
 def _resolve(fut: Any, result: Any) -> None:

@@ -1,6 +1,7 @@
 """HTTP API of the deletion service (FastAPI; extra ``[service]``).
 
-Endpoints (OpenAPI schema at ``/openapi.json``, docs at ``/docs``)::
+Endpoints (OpenAPI schema at ``/openapi.json``; no ``/docs`` page: FastAPI's Swagger UI loads its scripts from a CDN,
+which an offline or locked-down service must not do — open the schema in any OpenAPI viewer)::
 
     POST /v1/deletions            {"sample_ids": [int, ...], "idempotency_key": str?}  → 202 receipt   (token)
     GET  /v1/deletions/{id}       state, classification of the ids, audit record once done           (token)
@@ -15,6 +16,12 @@ version, predictions, the ledger's hash-chain check (for outside auditors: it re
 and liveness are open. ``Idempotency-Key`` may be given as a header or in the body; a retry with the same key and ids returns the
 same 202 body (header ``Idempotent-Replayed: true``), the same key with other ids is a 409. Bodies are validated:
 malformed JSON is a 400, a well-formed body with wrong fields or values a 422, both with a message naming the field.
+
+Before any route runs, an outer guard (:class:`RequestGuard`) refuses a request whose ``Host`` header is not an
+allowed host (400: DNS rebinding; allowed are the bind address, ``localhost``, ``127.0.0.1``, ``::1`` and the
+config's ``allowed_hosts``), a request to ``/v1/deletions…`` without the bearer token (401, *before* its body is
+read), and a body larger than ``max_body_bytes`` (413, read no further). The token must have at least
+:data:`~unlearnkit.service.config.MIN_TOKEN_LENGTH` characters.
 """
 
 # no ``from __future__ import annotations``: FastAPI must resolve the endpoint annotations, which name classes
@@ -28,6 +35,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from unlearnkit.errors import ConfigError, DataError, LedgerError, UnlearnkitError
+from unlearnkit.service.config import DEFAULT_MAX_BODY, LOCAL_HOSTS, check_token
+from unlearnkit.service.ledger import MAX_SAMPLE_ID
 
 log = logging.getLogger("unlearnkit.service")
 
@@ -45,16 +54,119 @@ def _fastapi() -> Any:
     return fastapi
 
 
-def create_app(service: Any, token: str, *, manage_service: bool = True) -> Any:
+PROTECTED_PREFIX = "/v1/deletions"
+
+
+def _json_response(status: int, detail: str, headers: dict[str, str] | None = None) -> tuple[dict, dict]:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")]
+    hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return ({"type": "http.response.start", "status": status, "headers": hdrs},
+            {"type": "http.response.body", "body": body})
+
+
+def host_of(header: str) -> str:
+    """The host part of a ``Host`` header (port and IPv6 brackets removed, lower case)."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+class RequestGuard:
+    """ASGI middleware run before routing: Host allow-list, bearer token of ``/v1/deletions…`` checked before the
+    body is read, and a cap on the body size (Content-Length, or the bytes actually received).
+
+    Args:
+        app: the ASGI app.  token: the bearer token (bytes, compared in constant time).
+        allowed_hosts: host names / addresses accepted in the ``Host`` header (``"*"`` accepts any).
+        max_body_bytes: largest request body.
+    """
+
+    def __init__(self, app: Any, token: bytes, allowed_hosts: set[str], max_body_bytes: int) -> None:
+        self.app, self.token = app, token
+        self.allowed = {h.lower() for h in allowed_hosts}
+        self.max_body = int(max_body_bytes)
+
+    async def _refuse(self, send: Any, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        start, body = _json_response(status, detail, headers)
+        await send(start)
+        await send(body)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[bytes, bytes] = {}
+        for k, v in scope.get("headers", []):
+            headers.setdefault(k.lower(), v)
+        host = host_of(headers.get(b"host", b"").decode("latin-1"))
+        if "*" not in self.allowed and host not in self.allowed:
+            await self._refuse(send, 400, f"invalid Host header {host[:80]!r}: this service answers to "
+                               f"{', '.join(sorted(self.allowed))} (add a name to allowed_hosts in the service "
+                               "config to serve it)")
+            return
+        if scope.get("path", "").startswith(PROTECTED_PREFIX):
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            scheme, _, cred = auth.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(cred.strip().encode("latin-1"), self.token):
+                await self._refuse(send, 401, "missing or invalid bearer token: send 'Authorization: Bearer "
+                                   "<token>'", {"WWW-Authenticate": "Bearer"})
+                return
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        too_big = f"request body larger than {self.max_body} bytes; send fewer sample ids or inputs per request"
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await self._refuse(send, 400, "invalid Content-Length header")
+                return
+            if declared > self.max_body:
+                await self._refuse(send, 413, too_big)
+                return
+        body = bytearray()
+        while True:  # read the (bounded) body here, then hand it to the app in one message
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return  # the client went away
+            body += msg.get("body", b"")
+            if len(body) > self.max_body:
+                await self._refuse(send, 413, too_big)
+                return
+            if not msg.get("more_body", False):
+                break
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(service: Any, token: str, *, manage_service: bool = True, bind_host: str = "127.0.0.1",
+               allowed_hosts: Any = (), max_body_bytes: int = DEFAULT_MAX_BODY) -> Any:
     """Build the FastAPI app serving ``service`` (a :class:`~unlearnkit.service.deletion.DeletionService`).
 
     Args:
         service: the deletion service.
-        token: the bearer token every mutation must present (non-empty; at least 16 characters recommended).
+        token: the bearer token every mutation must present (at least 16 characters).
         manage_service: start the service's worker when the app starts and close the service when it stops.
+        bind_host: the address the server binds (accepted in the ``Host`` header, with localhost, 127.0.0.1, ::1).
+        allowed_hosts: further host names accepted in the ``Host`` header (``"*"``: any).
+        max_body_bytes: largest request body (413 above).
 
     Raises:
-        ConfigError: FastAPI is not installed, or the token is empty.
+        ConfigError: FastAPI is not installed, or the token is empty or too short.
     """
     _fastapi()
     from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -63,17 +175,17 @@ def create_app(service: Any, token: str, *, manage_service: bool = True) -> Any:
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
     from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-    if not token or not token.strip():
-        raise ConfigError("the HTTP API needs a non-empty bearer token; set it in the environment variable named "
-                          "by the config's token_env (default UNLEARNKIT_TOKEN)")
+    check_token(token)
     token_bytes = token.encode()
+    hosts = {*LOCAL_HOSTS, host_of(bind_host), *(host_of(h) for h in allowed_hosts)}
 
     class DeletionBody(BaseModel):
         """A deletion request: the stable sample ids of the training data to forget."""
 
         model_config = ConfigDict(extra="forbid")
-        sample_ids: list[Annotated[StrictInt, Field(ge=0)]] = Field(
-            ..., min_length=1, max_length=MAX_IDS_BODY, description="sample ids (non-negative integers, distinct)",
+        sample_ids: list[Annotated[StrictInt, Field(ge=0, le=MAX_SAMPLE_ID)]] = Field(
+            ..., min_length=1, max_length=MAX_IDS_BODY, description="sample ids (integers in [0, 2**63 − 1], "
+            "distinct)",
             examples=[[12, 40, 977]])
         idempotency_key: str | None = Field(None, min_length=1, max_length=200,
                                             description="retries with the same key return the same request")
@@ -103,8 +215,10 @@ def create_app(service: Any, token: str, *, manage_service: bool = True) -> Any:
             if manage_service:
                 service.close()
 
-    app = FastAPI(title="unlearnkit deletion service", version="1", lifespan=lifespan,
+    app = FastAPI(title="unlearnkit deletion service", version="1", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, swagger_ui_oauth2_redirect_url=None,
                   description="Exact unlearning (SISA) on request, with a tamper-evident ledger.")
+    app.add_middleware(RequestGuard, token=token_bytes, allowed_hosts=hosts, max_body_bytes=max_body_bytes)
     bearer = HTTPBearer(auto_error=False, description="the token from the environment variable UNLEARNKIT_TOKEN "
                                                       "(or the config's token_env)")
 
@@ -256,8 +370,8 @@ def serve(service: Any, token: str, host: str = "127.0.0.1", port: int = 8765, l
     """Run the API with uvicorn in the foreground until interrupted (the worker starts and stops with it)."""
     import uvicorn
 
-    app = create_app(service, token)
+    app = create_app(service, token, bind_host=host)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
-__all__ = ["BackgroundServer", "create_app", "serve"]
+__all__ = ["BackgroundServer", "RequestGuard", "create_app", "host_of", "serve"]

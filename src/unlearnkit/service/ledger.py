@@ -20,15 +20,22 @@ elsewhere: each ``done`` response and :meth:`Ledger.verify` report ``head_hash``
 ``expected_head`` to check that the ledger still extends it). Deleting trailing rows is likewise only visible
 against a kept head (or seq count).
 
-The ledger stores sample ids and salted digests of ids (SHA-256 of ``salt || id``), never the deleted records.
-Writes use ``BEGIN IMMEDIATE`` transactions with ``synchronous=FULL`` by default: a row whose append returned is on
-disk and survives SIGKILL and power loss.
+The ledger stores sample ids and salted digests of ids (SHA-256 of ``salt || id``), never the deleted records. The
+ids themselves say who asked to be forgotten: the file (and its ``-wal``/``-shm`` companions) is created readable by
+its owner only (0600), a missing folder 0700. Sample ids are integers in [0, 2**63 − 1] (int64), checked before a
+row is written. Writes use ``BEGIN IMMEDIATE`` transactions with ``synchronous=FULL`` by default: a row whose append
+returned is on disk and survives SIGKILL and power loss.
+
+:meth:`Ledger.record_head` appends the current head to ``<ledger>.heads.jsonl`` (the service does at start and after
+every window); ``unlearnkit ledger verify`` checks that the last head recorded there is still in the chain. Copy
+that line somewhere the ledger's host cannot write to anchor it for real (``--expected-head``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -39,7 +46,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from unlearnkit.errors import LedgerError
+from unlearnkit.errors import DataError, LedgerError
+from unlearnkit.persist import append_line, private_dir, refuse_symlink
 from unlearnkit.persist import canonical_json as _canonical_json
 
 FORMAT = "unlearnkit-ledger/1"
@@ -55,6 +63,8 @@ TRANSITIONS: dict[str | None, frozenset[str]] = {
     "failed": frozenset(),
 }
 APPEND_ONLY_TRIGGERS: tuple[str, ...] = ("events_no_update", "events_no_delete", "meta_no_update", "meta_no_delete")
+#: largest sample id (int64: numpy and torch hold ids as int64)
+MAX_SAMPLE_ID = 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,6 +122,32 @@ def row_digest(prev_hash: str, seq: int, time: str, request_id: str, event: str,
     return hashlib.sha256(bytes.fromhex(prev_hash) + body).hexdigest()
 
 
+def is_sample_id(v: Any) -> bool:
+    """True for an ``int`` (not a bool) in [0, :data:`MAX_SAMPLE_ID`]."""
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SAMPLE_ID
+
+
+def check_sample_ids(ids: Any) -> list[int]:
+    """``ids`` as a list of sample ids, or :class:`DataError` naming up to five bad items (bounded message).
+
+    A sample id is a non-negative 64-bit integer (numpy integers are accepted and converted).
+    """
+    if isinstance(ids, (str, bytes, dict)) or not hasattr(ids, "__iter__"):
+        raise DataError("sample_ids must be a list of integers, e.g. [12, 40]")
+    out, bad = [], []
+    for v in ids:
+        if hasattr(v, "dtype") and hasattr(v, "item") and not isinstance(v, (bool, float)):
+            v = v.item()  # numpy integer
+        if is_sample_id(v):
+            out.append(v)
+        elif len(bad) < 5:
+            bad.append(v)
+    if bad:
+        shown = ", ".join(repr(b)[:30] for b in bad)
+        raise DataError(f"sample ids must be integers in [0, {MAX_SAMPLE_ID}] (int64); got {shown}")
+    return out
+
+
 def id_digest(salt: str, sample_id: int) -> str:
     """Salted SHA-256 hex of a sample id: SHA-256(bytes.fromhex(salt) || decimal id as ASCII)."""
     return hashlib.sha256(bytes.fromhex(salt) + str(int(sample_id)).encode()).hexdigest()
@@ -129,6 +165,7 @@ class Event:
     payload: dict[str, Any]
     prev_hash: str
     row_hash: str
+    error: str | None = None  # why the stored payload could not be read (then ``payload`` is empty)
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time, "request_id": self.request_id, "event": self.event,
@@ -142,8 +179,10 @@ class VerifyReport:
     Attributes:
         ok: True when the chain, the seq numbering and every request's event order are intact.
         rows: number of rows read.
-        first_broken_seq: seq of the first row that fails a check (0 = the meta table), None when ok.
-        reason: why that row fails (None when ok).
+        first_broken_seq: seq of the first row that fails a check (0 = the meta table), None when ok or when only
+            the SQLite file itself is damaged (see ``integrity``).
+        reason: why the ledger fails (None when ok).
+        integrity: ``"ok"``, or what SQLite's ``PRAGMA integrity_check`` reports (a damaged page or index).
         head_seq / head_hash: last row's seq and row_hash as stored (anchor these outside the ledger).
         warnings: non-fatal findings (append-only triggers missing: someone with file access dropped them).
     """
@@ -155,15 +194,62 @@ class VerifyReport:
     head_seq: int = 0
     head_hash: str | None = None
     warnings: list[str] = field(default_factory=list)
+    integrity: str = "ok"
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "rows": self.rows, "first_broken_seq": self.first_broken_seq, "reason": self.reason,
-                "head_seq": self.head_seq, "head_hash": self.head_hash, "warnings": list(self.warnings)}
+                "head_seq": self.head_seq, "head_hash": self.head_hash, "warnings": list(self.warnings),
+                "integrity": self.integrity}
 
 
 def _row_to_event(row: Sequence[Any]) -> Event:
+    """An :class:`Event` of a stored row; a payload that is not a JSON object gives ``payload={}`` and ``error``
+    (readers such as recovery must never stop on one damaged row)."""
     seq, time, rid, ev, idem, payload, prev, h = row
-    return Event(int(seq), time, rid, ev, idem, json.loads(payload), prev, h)
+    try:
+        obj = json.loads(payload)
+        error = None if isinstance(obj, dict) else "payload is not a JSON object"
+    except (ValueError, TypeError, RecursionError) as err:
+        obj, error = {}, f"payload is not valid JSON ({type(err).__name__})"
+    return Event(int(seq), time, rid, ev, idem, obj if error is None else {}, prev, h, error)
+
+
+def heads_path(ledger_path: str | Path) -> Path:
+    """Where :meth:`Ledger.record_head` appends: ``<ledger file>.heads.jsonl`` beside the ledger."""
+    p = Path(ledger_path)
+    return p.with_name(p.name + ".heads.jsonl")
+
+
+def read_recorded_head(ledger_path: str | Path) -> dict[str, Any] | None:
+    """The last valid line of :func:`heads_path` (``{"time", "head_seq", "head_hash", "event"}``), or None."""
+    path = heads_path(ledger_path)
+    if not path.is_file() or path.is_symlink():
+        return None
+    last = None
+    with open(path, "rb") as f:
+        for line in f.read(1 << 24).splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("head_hash"), str) and \
+                    len(obj["head_hash"]) == 64 and isinstance(obj.get("head_seq"), int):
+                last = obj
+    return last
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if missing (SQLite gives its -wal/-shm files the database's mode), and
+    tighten an existing ledger and its companions to 0600."""
+    refuse_symlink(path, "ledger file")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    os.close(fd)
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if p.is_file() and not p.is_symlink() and p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except OSError:  # pragma: no cover - a file we do not own: left as it is
+            pass
 
 
 class Ledger:
@@ -184,7 +270,9 @@ class Ledger:
         if synchronous not in ("full", "normal"):
             raise LedgerError(f"ledger synchronous must be 'full' or 'normal', got {synchronous!r}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.exists():
+            private_dir(self.path.parent)
+        _private_file(self.path)
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -297,7 +385,7 @@ class Ledger:
         """
         prepared = []
         for sample_ids, key in requests:
-            ids = [int(i) for i in sample_ids]
+            ids = check_sample_ids(sample_ids)
             payload = {"sample_ids": ids, "id_digests": [id_digest(self.salt, i) for i in ids],
                        "idempotency_key": key}
             prepared.append((ids, key, self._prepare(uuid.uuid4().hex, "received", payload)))
@@ -358,6 +446,60 @@ class Ledger:
             out.setdefault(e.request_id, []).append(e)
         return out
 
+    def check_integrity(self) -> None:
+        """Run SQLite's ``PRAGMA quick_check`` (the service does at start).
+
+        Raises:
+            LedgerError: a damaged page or index (says how to repair it).
+        """
+        with self._lock:
+            try:
+                found = "; ".join(str(r[0]) for r in self._db.execute("PRAGMA quick_check(10)").fetchall())
+            except sqlite3.DatabaseError as err:
+                found = str(err)
+        if found != "ok":
+            raise LedgerError(
+                f"the ledger {self.path} is damaged ({found[:300]}); stop and restore it from a backup (sqlite3 "
+                f"'.backup'). If only an index is damaged, `sqlite3 {self.path} REINDEX` rebuilds it; then check "
+                "with `unlearnkit ledger verify`")
+
+    def last_done(self) -> tuple[int, int, str] | None:
+        """``(seq, model_version, model_digest)`` of the newest ``done`` event whose audit names them, or None."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, payload FROM events WHERE event = 'done' ORDER BY seq DESC"
+                                    ).fetchall()
+        for seq, payload in rows:
+            try:
+                audit = json.loads(payload).get("audit") or {}
+                version, digest = audit.get("model_version"), audit.get("model_digest")
+            except (ValueError, TypeError, AttributeError, RecursionError):
+                continue
+            if isinstance(version, int) and not isinstance(version, bool) and isinstance(digest, str):
+                return int(seq), version, digest
+        return None
+
+    def deleted_ids(self) -> set[int]:
+        """Every sample id that a ``done`` event reports as deleted (damaged payloads are skipped)."""
+        with self._lock:
+            rows = self._db.execute("SELECT payload FROM events WHERE event = 'done'").fetchall()
+        out: set[int] = set()
+        for (payload,) in rows:
+            try:
+                ids = json.loads(payload).get("deleted_ids") or []
+            except (ValueError, TypeError, AttributeError, RecursionError):
+                continue
+            if isinstance(ids, list):
+                out.update(i for i in ids if is_sample_id(i))
+        return out
+
+    def record_head(self, event: str) -> dict[str, Any]:
+        """Append the current head (``time, head_seq, head_hash, event``) to :func:`heads_path` (0600, fsynced);
+        returns the record. An operator compares it with ``unlearnkit ledger verify`` (or copies it elsewhere)."""
+        seq, h = self.head()
+        rec = {"time": utc_now(), "head_seq": seq, "head_hash": h, "event": event}
+        append_line(heads_path(self.path), json.dumps(rec, sort_keys=True), mode=0o600)
+        return rec
+
     def counts(self) -> dict[str, int]:
         """Number of rows per event kind."""
         with self._lock:
@@ -387,7 +529,9 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
     recomputed one (the row's content was edited); the payload is canonical JSON; a ``received`` row's id digests
     match its ids under the ledger's salt; each request's events follow ``received → planned → retraining(+) →
     done | failed`` with exactly one terminal event. ``expected_head`` (a row_hash kept elsewhere) must appear in
-    the chain. Missing append-only triggers are reported as a warning.
+    the chain. SQLite's ``PRAGMA integrity_check`` must pass (a damaged page or index is reported even when the
+    chain's rows still read back). Missing append-only triggers are reported as a warning. A damaged row (ids that
+    are not integers, text that is not UTF-8 ...) is reported as broken, never raised.
 
     Opens the file read-only; never creates or modifies it.
 
@@ -403,6 +547,7 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
         raise LedgerError(f"cannot open ledger {path}: {err}") from err
     try:
         try:
+            integrity = "; ".join(str(r[0]) for r in db.execute("PRAGMA integrity_check(20)").fetchall())[:2000]
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             triggers = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
             cur = db.execute("SELECT seq, time, request_id, event, idem_key, payload, prev_hash, row_hash FROM events "
@@ -417,22 +562,45 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
         if missing:
             warnings.append(f"append-only triggers missing: {', '.join(missing)} (dropped by someone with write "
                             "access to the file; the ledger can no longer refuse edits by itself)")
-        if meta.get("format") != FORMAT or "salt" not in meta or "ledger_id" not in meta:
-            return VerifyReport(False, 0, 0, f"meta table is missing or altered (format={meta.get('format')!r}, "
+        damaged = None if integrity == "ok" else (
+            f"the SQLite file is damaged (PRAGMA integrity_check: {integrity[:300]}); restore the ledger from a "
+            "backup (sqlite3 .backup) — rows may be lost or unreadable")
+        if meta.get("format") != FORMAT or not isinstance(meta.get("salt"), str) or \
+                not isinstance(meta.get("ledger_id"), str):
+            fmt = str(meta.get("format"))[:40]
+            return VerifyReport(False, 0, 0, f"meta table is missing or altered (format={fmt!r}, "
                                 "salt/ledger_id present: "
-                                f"{'salt' in meta}/{'ledger_id' in meta})", warnings=warnings)
+                                f"{'salt' in meta}/{'ledger_id' in meta})", warnings=warnings, integrity=integrity)
         salt = meta["salt"]
-        prev = genesis_hash(meta["ledger_id"], salt)
+        try:
+            prev = genesis_hash(meta["ledger_id"], salt)
+            id_digest(salt, 0)
+        except ValueError:
+            return VerifyReport(False, 0, 0, "meta table is altered (the salt is not hex)", warnings=warnings,
+                                integrity=integrity)
         last: dict[str, str] = {}
         n = 0
         head_seq, head_hash = 0, None
         seen_expected = expected_head is None
         broken: tuple[int, str] | None = None
-        for row in cur:
+        rows = iter(cur)
+        while True:
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except sqlite3.DatabaseError as err:  # a damaged page or undecodable text: stop reading here
+                if broken is None:
+                    broken = (n + 1, f"row after seq {n} cannot be read ({err})")
+                break
             n += 1
             seq, time, rid, ev, idem, payload, prev_hash, row_hash = row
-            head_seq, head_hash = int(seq), row_hash
+            head_seq, head_hash = seq if isinstance(seq, int) else n, row_hash
             if broken is not None:
+                continue
+            if not all(isinstance(x, str) for x in (time, rid, ev, payload, prev_hash, row_hash)) or \
+                    not (idem is None or isinstance(idem, str)):
+                broken = (n, "a field of the row has the wrong type (text expected): the row was altered")
                 continue
             if seq != n:
                 broken = (int(seq), f"seq {seq} found where {n} was expected: row(s) {n}..{int(seq) - 1} were "
@@ -454,7 +622,7 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
             try:
                 obj = json.loads(payload)
                 canonical = canonical_json(obj) == payload
-            except ValueError:
+            except (ValueError, TypeError, RecursionError):
                 obj, canonical = None, False
             if not canonical or not isinstance(obj, dict):
                 broken = (n, "payload is not canonical JSON")
@@ -467,8 +635,10 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
             if ev == "received":
                 ids = obj.get("sample_ids")
                 digs = obj.get("id_digests")
-                if (not isinstance(ids, list) or not isinstance(digs, list)
-                        or [id_digest(salt, int(i)) for i in ids] != digs):
+                if not isinstance(ids, list) or not all(is_sample_id(i) for i in ids):
+                    broken = (n, f"received row: sample_ids are not a list of integers in [0, {MAX_SAMPLE_ID}]")
+                    continue
+                if not isinstance(digs, list) or [id_digest(salt, i) for i in ids] != digs:
                     broken = (n, "received row: id_digests do not match sample_ids under this ledger's salt")
                     continue
             if not seen_expected and row_hash == expected_head:
@@ -477,8 +647,13 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None) -> Veri
             broken = (head_seq + 1 if n else 1, f"expected head hash {expected_head} is not in the chain: rows were "
                                                  "removed from the end or the chain was rewritten")
         if broken is not None:
-            return VerifyReport(False, n, broken[0], broken[1], head_seq, head_hash, warnings)
-        return VerifyReport(True, n, None, None, head_seq, head_hash, warnings)
+            reason = broken[1] if damaged is None else f"{broken[1]}; {damaged}"
+            return VerifyReport(False, n, broken[0], reason, head_seq, head_hash, warnings, integrity)
+        if damaged is not None:
+            return VerifyReport(False, n, None, damaged, head_seq, head_hash, warnings, integrity)
+        return VerifyReport(True, n, None, None, head_seq, head_hash, warnings, integrity)
+    except sqlite3.DatabaseError as err:
+        raise LedgerError(f"{path} cannot be read as an unlearnkit ledger ({err}); restore it from a backup") from err
     finally:
         db.close()
 
@@ -560,7 +735,10 @@ __all__ = [
     "Ledger",
     "VerifyReport",
     "canonical_json",
+    "check_sample_ids",
     "default_ledger_path",
+    "heads_path",
+    "read_recorded_head",
     "genesis_hash",
     "id_digest",
     "row_digest",

@@ -53,9 +53,10 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.methods.exact.sisa import (
-    EnsembleModule, ShardedState, _as_id_array, _factory_from, aggregate, build_init, compact, content_key, fit_seeded, ids_sha256,
+    MAX_SHARDS, EnsembleModule, ShardedState, _as_id_array, _factory_from, aggregate, build_init, compact, content_key, fit_seeded, ids_sha256,
     make_partition, save_idempotent, sealed_text, write_partition, write_text_atomic,
 )
+from unlearnkit.persist import private_dir
 from unlearnkit.registry import METHODS
 
 STATE_FILE = "state.json"
@@ -151,8 +152,8 @@ class S3TModel(nn.Module):
 class S3TLayout(Frozen):
     """The fields S3T and its runner method share: how the ensemble is cut and its LoRA layers sized."""
 
-    shards: int = Field(1, ge=1)
-    slices: int = Field(4, ge=1)
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)
+    slices: int = Field(4, ge=1, le=MAX_SHARDS)
     orderings: int | None = Field(None, ge=1)
     rank: int = Field(4, ge=1)
     alpha: float | None = Field(None, gt=0)
@@ -412,6 +413,7 @@ class S3T(ShardedState):
         return self._partition
 
     def _commit(self) -> None:
+        private_dir(self.store)  # state files name the trained and deleted ids: owner only
         text = sealed_text({
             "format": STATE_FORMAT, "version": self.version, "config": self.config.model_dump(mode="json"),
             "partition": self._partition_digest(),

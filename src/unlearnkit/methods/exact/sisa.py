@@ -69,11 +69,13 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import CheckpointError, ConfigError, DataError, MethodError, NotFittedError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.models import reinitialize
-from unlearnkit.persist import atomic_write, canonical_json, stable_hash
+from unlearnkit.persist import atomic_write, canonical_json, private_dir, stable_hash
 from unlearnkit.registry import METHODS
 
 STATE_FILE = "state.json"
 STATE_FORMAT = "unlearnkit-sisa-state/1"
+#: most shards (and most slices per shard) of an ensemble: one model per shard is trained and kept in memory
+MAX_SHARDS = 1024
 LOG_EPS = 1e-12  # as_module returns log(max(p, LOG_EPS)) so that vote fractions of 0 stay finite
 
 
@@ -155,8 +157,9 @@ def ids_sha256(ids: np.ndarray) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (:func:`unlearnkit.persist.atomic_write`: temp file, fsync, rename,
-    fsync of the folder)."""
-    atomic_write(path, text)
+    fsync of the folder), readable by its owner only (0600; a missing folder is created 0700): state and partition
+    files name the training and deleted ids."""
+    atomic_write(path, text, mode=0o600)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -208,6 +211,12 @@ def seal(state: dict[str, Any]) -> dict[str, Any]:
     return {**body, "state_sha256": content_key(body)}
 
 
+#: how to repair a damaged state file: the *newest* committed version (an older one would bring deleted ids back;
+#: the deletion service refuses a state behind its ledger)
+_RESTORE = ("copy the newest states/v<N>.json (the highest N) over it — never an older version: that would bring "
+            "deleted samples back (the deletion service refuses a state behind its ledger)")
+
+
 def read_sealed(path: Path, fmt: str) -> dict[str, Any]:
     """Read a sealed state file. Raises CheckpointError if missing, corrupt, of another format, or edited."""
     try:
@@ -215,13 +224,12 @@ def read_sealed(path: Path, fmt: str) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise CheckpointError(f"{path} does not exist: no committed state in this store; call fit() first") from err
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path} is corrupt ({err}); restore it from states/v<version>.json") from err
+        raise CheckpointError(f"{path} is corrupt ({type(err).__name__}); {_RESTORE}") from None
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise CheckpointError(f"{path}: unknown state format {state.get('format') if isinstance(state, dict) else None!r}"
                               f" (expected {fmt})")
     if seal(state)["state_sha256"] != state.get("state_sha256"):
-        raise CheckpointError(f"{path}: state digest mismatch — the file was edited or is corrupt; restore it from "
-                              "states/v<version>.json")
+        raise CheckpointError(f"{path}: state digest mismatch — the file was edited or is corrupt; {_RESTORE}")
     return state
 
 
@@ -561,8 +569,8 @@ class SISAConfig(Frozen):
         init_seed: seed of the shards' initial weights (shard s uses ``derive_seed(init_seed, "shard-s")``).
     """
 
-    shards: int = Field(5, ge=1)
-    slices: int = Field(1, ge=1)
+    shards: int = Field(5, ge=1, le=MAX_SHARDS)
+    slices: int = Field(1, ge=1, le=MAX_SHARDS)
     aggregation: Literal["vote", "softmax"] = "vote"
     partition: Literal["uniform", "class_balanced"] = "uniform"
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -727,6 +735,7 @@ class SISA(ShardedState):
                             "shards": {str(s): d for s, d in sorted(self._digests.items())}})
 
     def _commit(self) -> None:
+        private_dir(self.store)
         if not self._partition:
             self._partition = write_partition(self.store, self._ids, self._shard, self._slice)
         text = sealed_text({
@@ -956,8 +965,8 @@ class SISAMethodConfig(Frozen):
     ``recipe``: the shards' training recipe (``epochs`` = a shard's total budget E); None = θ_o's recipe.
     """
 
-    shards: int = Field(5, ge=1)
-    slices: int = Field(1, ge=1)
+    shards: int = Field(5, ge=1, le=MAX_SHARDS)
+    slices: int = Field(1, ge=1, le=MAX_SHARDS)
     aggregation: Literal["vote", "softmax"] = "vote"
     partition: Literal["uniform", "class_balanced"] = "uniform"
     recipe: TrainConfig | None = None
