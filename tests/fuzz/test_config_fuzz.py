@@ -174,7 +174,7 @@ def _strings_and_numbers(obj: Any):
 
 def _load(path: str, service: bool) -> str:
     """Load one case; returns 'accepted' or 'refused:<Error>' or raises on a wrong accept."""
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
     from unlearnkit.config.loader import config_hash, to_plain
     from unlearnkit.errors import UnlearnkitError
 

@@ -12,7 +12,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unlearnkit.config import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.config.loader import config_hash, to_plain
 from unlearnkit.errors import UnlearnkitError
 

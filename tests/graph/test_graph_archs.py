@@ -81,7 +81,7 @@ def test_sage_and_gat_train_and_unlearn_through_the_runner(arch, param, tmp_path
     from safetensors import safe_open
 
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config.loader import load_config
+    from unlearnkit.bench import load_config
 
     cfg = load_config(data={
         "name": f"arch-{arch}", "track": "graph", "output_dir": str(tmp_path), "seeds": [0],

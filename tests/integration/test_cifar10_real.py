@@ -24,7 +24,7 @@ pytestmark = [
 
 def test_cifar10_random_forgetting_on_real_images(tmp_path):
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     cfg = load_config("configs/cifar10_random10.yaml", [
         f"data.root={CIFAR_ROOT}", f"output_dir={tmp_path}", "data.train_subset=2000", "data.test_subset=500",

@@ -104,7 +104,7 @@ def test_schema_track_without_a_section_and_unknown_track():
 @pytest.fixture(scope="module")
 def three_seed_run(tmp_path_factory):
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config import load_config
+    from unlearnkit.bench import load_config
 
     out = tmp_path_factory.mktemp("run")
     cfg = load_config("digits_random10", [

@@ -113,7 +113,7 @@ TINY = {
 
 
 def _cfg(tmp_path, llm_changes: dict, method_params: dict):
-    from unlearnkit.config.schema import ExperimentConfig
+    from unlearnkit.bench import experiment as ExperimentConfig
 
     llm = {k: {**v, **llm_changes.get(k, {})} for k, v in TINY.items()}
     return ExperimentConfig(name="acc", track="llm", llm=llm, seeds=[0], output_dir=str(tmp_path / "runs"),
@@ -288,7 +288,7 @@ def test_llm_track_trains_and_unlearns_in_bf16_close_to_fp32(tmp_path, monkeypat
     builds is bf16), every row is ok, and the probability / truth-ratio metrics stay within 0.01 / 0.02 of the fp32
     run (measured: ≤ 0.001 / 0.004)."""
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config.schema import ExperimentConfig
+    from unlearnkit.bench import experiment as ExperimentConfig
     from unlearnkit.llm import lm
 
     built: list[str] = []
@@ -312,7 +312,7 @@ def test_llm_track_trains_and_unlearns_in_bf16_close_to_fp32(tmp_path, monkeypat
         built.clear()
         rows[mp] = {r["method"]: r for r in run_experiment(cfg, write_report=False).rows}
         assert built == [mp] * 4  # θ_o, θ_r, ga, npo
-    assert sorted(rows["bf16"]) == ["ga", "npo", "retrain"]
+    assert sorted(rows["bf16"]) == ["ga", "npo", "original", "retrain"]
     for method, r in rows["bf16"].items():
         assert r["status"] == "ok", r.get("error")
         if method != "retrain":

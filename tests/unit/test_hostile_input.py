@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from unlearnkit.cli import app
-from unlearnkit.config import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.config.loader import deep_merge
 from unlearnkit.errors import CheckpointError, ConfigError, UnlearnkitError
 

@@ -68,7 +68,7 @@ def test_subclass_forgets_exactly_one_fine_class_and_records_its_superclass():
 
 def test_subclass_runs_end_to_end(registered, tmp_path):
     from unlearnkit.bench import run_experiment
-    from unlearnkit.config.loader import load_config
+    from unlearnkit.bench import load_config
     from unlearnkit.report import write_reports
 
     cfg = load_config(data={
