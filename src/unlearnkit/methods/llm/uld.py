@@ -61,6 +61,14 @@ def logit_difference(z_target: torch.Tensor, z_assist: torch.Tensor, weight: flo
     return (zt - weight * za).to(z_target.dtype)
 
 
+def _cache_arg(model: nn.Module) -> str:
+    """The name of the KV-cache argument of ``model.forward`` (``cache`` from transformers 5.25, else
+    ``past_key_values``)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _config_dict(model: nn.Module) -> dict[str, Any]:
     """JSON-safe HF config of ``model`` (``model_type`` included), round-tripping through JSON."""
     import json
@@ -160,10 +168,11 @@ class ULDPolicy(InferencePolicy):
             with torch.no_grad():
                 if st["cache"] is not None and st["len"] == t - 1:
                     out = a(input_ids=input_ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:],
-                            past_key_values=st["cache"], use_cache=True)
+                            use_cache=True, **{_cache_arg(a): st["cache"]})
                 else:
                     out = a(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            st["cache"], st["len"] = out.past_key_values, t
+            st["cache"] = getattr(out, "cache", None) if hasattr(out, "cache") else out.past_key_values
+            st["len"] = t
             za = out.logits[:, -1, :].to(scores.device)
             return logit_difference(scores, za.to(scores.dtype), self.weight, self.tau)
 
