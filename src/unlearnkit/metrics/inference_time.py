@@ -12,7 +12,9 @@ share the generations the ``tofu`` metric makes for the same splits (same cache 
 - ``gate_accuracy`` — the prompt classifier of a gated policy (ECO, GUARD) on the evaluation prompts: share of D_f
   prompts flagged (true-positive rate) and of every other split's prompts flagged (false-positive rates), and the
   balanced accuracy. Policies without a gate give NaN.
-- ``fluency`` — perplexity under θ_o of the greedy answers (exp of the mean per-token NLL, answer given question; the
+- ``fluency`` — perplexity under θ_o of the greedy answers that are not abstentions (a refusal θ_o never learned
+  would read as gibberish to it; refusals are the abstention metric's), exp of the mean per-token NLL (answer given
+  question; the
   ECO paper's and the MUSE utility's concern that corrupted or filtered generations be gibberish), and the mean ratio
   of unique words to words (ECO's ``unique_token_ratio`` evaluator; near 0 = repetitive degenerate text).
 - ``skill_accuracy`` — per skill (evaluation sets ``skill:<name>`` of the ``skills`` data source, else the TOFU
@@ -152,8 +154,9 @@ class Fluency(Metric):
     reads = frozenset({"generations"})
     source = ("generation fluency: perplexity under the original model (Liu et al. 2024, arXiv:2406.07933 §5; ECO's "
               "unique_token_ratio evaluator, chrisliu298/llm-unlearn-eco eco/evaluator/unique_token_ratio.py)")
-    keys = {"fluency.<split>.ppl": "exp of the mean per-token NLL of the answers under θ_o (lower = more fluent; "
-                                   "NaN when every answer is empty)",
+    keys = {"fluency.<split>.ppl": "exp of the mean per-token NLL under θ_o of the answers that are neither empty "
+                                   "nor abstentions (those are counted by `empty` and the abstention metric; lower = "
+                                   "more fluent; NaN when none is left)",
             "fluency.<split>.unique_ratio": "mean unique words / words of the answers (near 0 = degenerate "
                                             "repetition)",
             "fluency.<split>.empty": "share of empty answers"}
@@ -161,11 +164,12 @@ class Fluency(Metric):
     def compute(self, ctx: Any) -> MetricOutput:
         theta_o = ctx.reference("original_model", "the fluency metric (perplexity under θ_o)")
         sub = ctx.with_model(theta_o)
+        declared = abstention_texts(ctx.policy)
         values, per = {}, {}
         for s in _splits(ctx):
             qs, _, gens = _generations(ctx, s)
-            keep = [i for i, g in enumerate(gens) if g.strip()]
-            values[f"fluency.{s}.empty"] = 1.0 - len(keep) / max(len(gens), 1)
+            values[f"fluency.{s}.empty"] = sum(not g.strip() for g in gens) / max(len(gens), 1)
+            keep = [i for i, g in enumerate(gens) if g.strip() and not is_abstention(g, declared)]
             if not keep:
                 values[f"fluency.{s}.ppl"] = float("nan")
                 values[f"fluency.{s}.unique_ratio"] = float("nan")

@@ -25,10 +25,12 @@ the reference's scalar zeroth-order scheme (central finite differences, ``search
 that halve when the sign of the estimated gradient flips (deviation: the reference's raw gradient step needs a
 learning rate matched to its score's scale).
 
-Reference defaults: TOFU classifier threshold 0.99 (``scripts/evaluate_tofu.py``), ``rand_noise_first_n`` over all
-embedding dimensions (``config/task_config/tofu.yaml``: dims ∈ {1, d}, strength ∈ {5, 50, d}). Deviations: a
-logistic-regression probe on frozen features instead of a fine-tuned RoBERTa (see the prompt gate), the subject
-matcher instead of NER, and the noise is drawn from a generator seeded by the policy seed and the prompt's tokens (the
+Reference defaults: ``rand_noise_first_n`` over all embedding dimensions (``config/task_config/tofu.yaml``: dims ∈
+{1, d}, strength ∈ {5, 50, d}). Deviations: a logistic-regression probe on frozen features instead of a fine-tuned
+RoBERTa (see the prompt gate) and, with it, the threshold 0.5 instead of the reference's 0.99
+(``scripts/evaluate_tofu.py``): the probe's Platt-calibrated probabilities are bounded by the smoothed targets
+(N₊+1)/(N₊+2), so on tofu_tiny 0.99 flagged no forget prompt at all (held-out false-negative rate 1.0); the subject
+matcher instead of NER; and the noise is drawn from a generator seeded by the policy seed and the prompt's tokens (the
 reference draws from the global RNG), so scores are reproducible and do not depend on batch composition.
 """
 
@@ -47,7 +49,7 @@ from torch import nn
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.methods.llm.base import LLMUnlearner
-from unlearnkit.methods.llm.prompt_gate import GateConfig, PromptGate, fit_gate, prompt_rows
+from unlearnkit.methods.llm.prompt_gate import GateConfig, PromptGate, fit_gate, prompt_ids, prompt_rows
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
 
@@ -176,8 +178,8 @@ class ECOPolicy(InferencePolicy):
 class ECOConfig(GateConfig):
     """ECO (arXiv:2406.07933); reference defaults: threshold 0.99, rand_noise over all dims (module docstring)."""
 
-    threshold: float = Field(0.99, gt=0, lt=1, description="flag when calibrated P(forget scope) > threshold "
-                             "(reference TOFU: 0.99)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="flag when calibrated P(forget scope) > threshold "
+                             "(reference TOFU: 0.99 on a fine-tuned RoBERTa's softmax; see the module docstring)")
     tokens: Literal["subject", "all_but_last"] = Field("subject", description="tokens corrupted on flagged prompts")
     dims: int | None = Field(None, ge=1, description="embedding dimensions corrupted (the first dims); None = all")
     sigma: float | None = Field(None, ge=0, description="noise strength; None = zeroth-order search (docstring)")
@@ -242,6 +244,10 @@ class ECO(Unlearner):
             return float(np.mean(s / np.maximum(t, 1)))
 
         true_pairs = [(it.question, it.answer) for it in items]
+        flagged = policy(1.0).gate.flags(model, tok, prompt_ids(tok, [it.question for it in items], fmt))
+        if not flagged.any():
+            raise MethodError(f"ECO's σ search: the prompt classifier flags none of the {len(items)} D_f prompts it "
+                              f"searches on (threshold {c.threshold}); lower the threshold or give sigma")
         target = mean_lp([(it.question, a) for it in items for a in it.perturbed_answers], None)
         start = mean_lp(true_pairs, None)
 
@@ -264,4 +270,4 @@ class ECO(Unlearner):
         sigma = float(np.exp(u))
         final = mean_lp(true_pairs, policy(sigma))
         return sigma, {"target_mean_logprob": target, "theta_o_mean_logprob": start, "final_mean_logprob": final,
-                       "n_items": len(items), "trace": trace}
+                       "n_items": len(items), "n_flagged": int(flagged.sum()), "trace": trace}

@@ -15,11 +15,13 @@ Pipeline (every step deterministic):
    fine-tuning, CPU-sized).
 2. **Split**: a stratified held-out part of each class (``heldout_fraction``, at least one prompt per class when the
    class has two or more), drawn with the run seed.
-3. **Logistic regression** on the standardised features of the fit part: mean binary cross-entropy + ``l2``/2·‖w‖²,
-   minimised with L-BFGS in float64 from zero.
-4. **Calibration**: Platt scaling p = σ(a·z + c) of the logit z on the held-out part, with Platt's smoothed targets
-   (N₊+1)/(N₊+2) and 1/(N₋+2) (Platt 1999), so a small, separable held-out set cannot drive a → ∞; without a held-out
-   part, a = 1, c = 0.
+3. **Logistic regression** on the standardised features of the fit part: class-balanced binary cross-entropy (each
+   class weighs half: D_f is typically 1–10 % of the prompts) + ``l2``/2·‖w‖², minimised with L-BFGS in float64
+   from zero.
+4. **Calibration**: Platt scaling p = σ(a·z + c) of the logit z on the held-out part, class-balanced likewise (so p
+   is the forget-scope probability under equal priors, and 0.5 is the balanced decision), with Platt's smoothed
+   targets (N₊+1)/(N₊+2) and 1/(N₋+2) (Platt 1999), so a small, separable held-out set cannot drive a → ∞; without
+   a held-out part, a = 1, c = 0.
 5. **Threshold** τ ∈ (0, 1): a prompt is flagged when p > τ (ECO: ``score > threshold``). The false-positive and
    false-negative rates of the flags on the held-out part go into the method's row notes.
 
@@ -123,6 +125,16 @@ def prompt_rows(batch: dict[str, torch.Tensor]) -> list[list[int]]:
         p = ids[r][prompt[r]].tolist()
         out.append(p if len(p) >= 2 else ids[r][mask[r]].tolist())
     return out
+
+
+def _balanced(y: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights float64 that give each class half of the total weight (sum 1)."""
+    pos = y > 0.5
+    w = torch.empty_like(y, dtype=torch.float64)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    w[pos] = 0.5 / max(n_pos, 1) if n_neg else 1.0 / max(n_pos, 1)
+    w[~pos] = 0.5 / max(n_neg, 1) if n_pos else 1.0 / max(n_neg, 1)
+    return w
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -240,8 +252,9 @@ class PromptGate:
         z = (fit_x - mu) / sd
         w = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True)
         b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-        _lbfgs([w, b], lambda: torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, fit_y)
-               + 0.5 * l2 * (w * w).sum())
+        sw = _balanced(fit_y)
+        _lbfgs([w, b], lambda: (sw * torch.nn.functional.binary_cross_entropy_with_logits(
+            z @ w + b, fit_y, reduction="none")).sum() + 0.5 * l2 * (w * w).sum())
         w, b = w.detach(), float(b.detach())
         gate = cls(features=feat, layer=layer, threshold=threshold, mu=mu, sd=sd, w=w, b=b, platt=(1.0, 0.0),
                    rates={})
@@ -253,7 +266,9 @@ class PromptGate:
             target = torch.where(hy > 0, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
             a = torch.ones((), dtype=torch.float64, requires_grad=True)
             c = torch.zeros((), dtype=torch.float64, requires_grad=True)
-            _lbfgs([a, c], lambda: torch.nn.functional.binary_cross_entropy_with_logits(a * hz + c, target))
+            hw = _balanced(hy)
+            _lbfgs([a, c], lambda: (hw * torch.nn.functional.binary_cross_entropy_with_logits(
+                a * hz + c, target, reduction="none")).sum())
             gate.platt = (float(a.detach()), float(c.detach()))
             flag = torch.as_tensor(gate.probs_of(x[held]) > gate.threshold)
             pos, neg = hy > 0, hy == 0
