@@ -23,7 +23,8 @@ the *perturbed* (wrong but plausible) answers to the same questions — the leve
 which is how a model that never saw D_f treats the true answer. The search minimises (m(σ) − target)² over log σ with
 the reference's scalar zeroth-order scheme (central finite differences, ``search_steps`` steps) using sign steps
 that halve when the sign of the estimated gradient flips (deviation: the reference's raw gradient step needs a
-learning rate matched to its score's scale).
+learning rate matched to its score's scale); it stops early when the objective no longer changes (relative change
+< ``search_tol``: corrupting only the subject tokens cannot push the likelihood further, the target is out of reach).
 
 Reference defaults: ``rand_noise_first_n`` over all embedding dimensions (``config/task_config/tofu.yaml``: dims ∈
 {1, d}, strength ∈ {5, 50, d}). Deviations: a logistic-regression probe on frozen features instead of a fine-tuned
@@ -188,6 +189,8 @@ class ECOConfig(GateConfig):
     sigma_init: float = Field(1.0, gt=0, description="initial σ of the search")
     search_eps: float = Field(0.25, gt=0, description="finite-difference half-width in log σ")
     search_step: float = Field(1.0, gt=0, description="initial step in log σ (halved when the sign flips)")
+    search_tol: float = Field(1e-3, ge=0, description="stop when the objective's relative change over the finite "
+                              "difference falls below this (a target out of reach: the likelihood has saturated)")
 
 
 @METHODS.register("eco", config=ECOConfig)
@@ -261,7 +264,8 @@ class ECO(Unlearner):
             fp, fm = f(u + c.search_eps), f(u - c.search_eps)
             g = (fp - fm) / (2 * c.search_eps)
             trace.append({"sigma": float(np.exp(u)), "f_plus": fp, "f_minus": fm})
-            if g == 0:
+            if g == 0 or abs(fp - fm) <= c.search_tol * max(abs(fp), abs(fm)):
+                trace[-1]["stopped"] = "flat objective"
                 break
             s = float(np.sign(g))
             if prev and s != prev:
