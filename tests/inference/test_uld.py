@@ -133,3 +133,22 @@ def test_assistant_deeper_than_the_model_is_refused():
         METHODS.build("uld", {"tau": 0.0})
     with pytest.raises(ConfigError):
         METHODS.build("uld", {"weight": -1.0})
+
+
+def test_assistant_of_a_lora_target_merges_its_adapters():
+    """θ_o = base + trained LoRA (the track's hf+lora models): the assistant of full depth computes θ_o itself."""
+    from unlearnkit.methods.llm.uld import build_assistant
+    from unlearnkit.models.llm import LoraSpec, apply_lora
+
+    m = apply_lora(world.model(), LoraSpec(r=4)).eval()
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+    tok = world.tokenizer()
+    batch = collate([encode_qa(tok, "What is 2 plus 2?", "4", "qa")], pad_id_of(tok))
+    a = build_assistant(m, 2)
+    with torch.no_grad():
+        assert torch.allclose(forward_logits(a, batch), forward_logits(m, batch), atol=1e-4)
+    assert len(a.model.layers) == 2 and a.config.num_hidden_layers == 2
+    assert len(build_assistant(m, 1).model.layers) == 1
