@@ -157,24 +157,37 @@ class TokenScores:
     sigma: np.ndarray | None = None
 
 
-def _policy_logits(model: nn.Module, batch: dict[str, torch.Tensor], policy: Any) -> torch.Tensor:
-    """Teacher-forced logits (b, T, V) of ``model``, changed by an inference-time ``policy`` that affects logits."""
-    logits = forward_logits(model, batch)
-    return policy.score_logits(batch, logits) if policy is not None else logits
+def _policy_logits(model: nn.Module, batch: dict[str, torch.Tensor], policy: Any, tokenizer: Any = None
+                   ) -> torch.Tensor:
+    """Teacher-forced logits (b, T, V) of ``model``, changed by an inference-time ``policy`` that affects logits
+    (its ``forward_hooks`` around the forward pass, then its ``score_logits``)."""
+    if policy is None:
+        return forward_logits(model, batch)
+    hooks = getattr(policy, "forward_hooks", None)
+    with hooks(model, tokenizer, batch) if hooks is not None else contextlib.nullcontext():
+        logits = forward_logits(model, batch)
+    return policy.score_logits(batch, logits)
+
+
+def policy_questions(policy: Any, questions: Sequence[str], fmt: str) -> list[str]:
+    """``questions`` as a prompt-side policy rewrites them (``policy.rewrite_questions``); unchanged without one."""
+    rw = getattr(policy, "rewrite_questions", None) if policy is not None else None
+    return list(rw(list(questions), fmt)) if rw is not None else list(questions)
 
 
 def score_encoded(model: nn.Module, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int = 16,
-                  engine: Any = None, stats: bool = False, policy: Any = None) -> list[TokenScores]:
+                  engine: Any = None, stats: bool = False, policy: Any = None,
+                  tokenizer: Any = None) -> list[TokenScores]:
     """Per-token scores of pre-encoded examples (see :class:`TokenScores`), in input order.
 
-    ``policy``: an inference-time policy whose ``score_logits`` changes the logits (pass it only when it affects
-    logits; see :mod:`unlearnkit.models.policy`)."""
+    ``policy``: an inference-time policy whose ``forward_hooks`` / ``score_logits`` change the logits (pass it only
+    when it affects logits; see :mod:`unlearnkit.models.policy`); ``tokenizer`` is handed to its hooks."""
     out: list[TokenScores | None] = [None] * len(encoded)
     dev = model_device(model, engine)
     with eval_mode(model):
         for idx in _batches_by_length([len(e) for e in encoded], batch_size):
             batch = _to(collate([encoded[i] for i in idx], pad_id), dev)
-            logits = _policy_logits(model, batch, policy)[:, :-1].float()
+            logits = _policy_logits(model, batch, policy, tokenizer)[:, :-1].float()
             tgt = batch["labels"][:, 1:]
             lsm = torch.log_softmax(logits, dim=-1)
             mask = tgt != IGNORE_INDEX
@@ -202,9 +215,11 @@ def score_tokens(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, st
                  batch_size: int = 16, engine: Any = None, stats: bool = False,
                  max_len: int | None = None, policy: Any = None) -> list[TokenScores]:
     """Per-token scores of the answer tokens (+ EOS) of each ``(question, answer)`` pair."""
+    if policy is not None:
+        pairs = list(zip(policy_questions(policy, [q for q, _ in pairs], fmt), [a for _, a in pairs]))
     enc = encode_pairs(tokenizer, pairs, fmt, max_len)
     return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=stats,
-                         policy=policy)
+                         policy=policy, tokenizer=tokenizer)
 
 
 def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str, str]], fmt: str = "qa",
@@ -216,6 +231,8 @@ def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str,
         ``(sum_logprob float64 (n,), n_tokens int64 (n,))``; the length-normalised probability of TOFU is
         ``exp(sum / n_tokens)``. Values do not depend on the batch composition (right padding, length masks).
     """
+    if policy is not None:
+        pairs = list(zip(policy_questions(policy, [q for q, _ in pairs], fmt), [a for _, a in pairs]))
     enc = encode_pairs(tokenizer, pairs, fmt, max_len)
     s = np.zeros(len(enc), dtype=np.float64)
     n = np.zeros(len(enc), dtype=np.int64)
@@ -227,7 +244,8 @@ def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str,
             if policy is None:
                 lp, cnt = sequence_logprobs(model, batch)
             else:
-                tok, mask = token_logprobs_from_logits(_policy_logits(model, batch, policy), batch["labels"])
+                tok, mask = token_logprobs_from_logits(_policy_logits(model, batch, policy, tokenizer),
+                                                       batch["labels"])
                 lp, cnt = tok.sum(1), mask.sum(1)
             s[idx] = lp.double().cpu().numpy()
             n[idx] = cnt.cpu().numpy()
@@ -237,9 +255,10 @@ def answer_logprobs(model: nn.Module, tokenizer: Any, pairs: Sequence[tuple[str,
 def token_scores(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16, engine: Any = None,
                  max_len: int | None = None, policy: Any = None) -> list[TokenScores]:
     """Per-token scores (with μ, σ) of every token of each text after BOS (no EOS appended): MIA inputs."""
-    enc = [encode_qa(tokenizer, "", t, "raw", max_len, add_eos=False) for t in texts]
+    heads = policy_questions(policy, [""] * len(texts), "raw") if policy is not None else [""] * len(texts)
+    enc = [encode_qa(tokenizer, h, t, "raw", max_len, add_eos=False) for h, t in zip(heads, texts)]
     return score_encoded(model, enc, pad_id=pad_id_of(tokenizer), batch_size=batch_size, engine=engine, stats=True,
-                         policy=policy)
+                         policy=policy, tokenizer=tokenizer)
 
 
 def token_logprobs(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: int = 16, engine: Any = None,
@@ -260,17 +279,26 @@ def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: str 
     after its own prompt (the same column for all rows under left padding), and are cut at the first EOS
     (KNOWN_FAULTS C58). Returns decoded strings without special tokens, stripped of surrounding whitespace.
 
-    ``policy``: an inference-time policy (:mod:`unlearnkit.models.policy`): its guard answers some prompts itself (the
-    model is not run on them) and its logits processor acts at every decoding step. ``count_tokens``: also return the
-    number of tokens generated by the model (for per-token cost). ``max_prompt_tokens``: prompts longer than this
-    keep their last tokens (and BOS), see :func:`~unlearnkit.llm.tokenize.keep_tail`; None = fed whole.
+    ``policy``: an inference-time policy (:mod:`unlearnkit.models.policy`), attached to the model for the whole call
+    (``attach``): its guard answers some prompts itself (the model is not run on them), the other prompts are
+    rewritten (``rewrite_questions``), its forward hooks and logits processor act on every batch and decoding step,
+    and ``revise`` may replace the model's answers. ``count_tokens``: also return the number of tokens generated by
+    the model (for per-token cost). ``max_prompt_tokens``: prompts longer than this keep their last tokens (and
+    BOS), see :func:`~unlearnkit.llm.tokenize.keep_tail`; None = fed whole.
     """
-    answers: list[str | None] = list(policy.guard(list(prompts))) if policy is not None else [None] * len(prompts)
-    ask = [i for i, a in enumerate(answers) if a is None]
-    ids = generate_ids(model, tokenizer, [prompts[i] for i in ask], fmt, max_new_tokens, batch_size, engine,
-                       max_prompt_tokens, policy=policy) if ask else []
-    for i, x in zip(ask, ids):
-        answers[i] = tokenizer.decode(x, skip_special_tokens=True).strip()
+    attach = getattr(policy, "attach", None) if policy is not None else None
+    with attach(model, tokenizer, fmt) if attach is not None else contextlib.nullcontext():
+        answers: list[str | None] = list(policy.guard(list(prompts))) if policy is not None else [None] * len(prompts)
+        ask = [i for i, a in enumerate(answers) if a is None]
+        asked = policy_questions(policy, [prompts[i] for i in ask], fmt)
+        ids = generate_ids(model, tokenizer, asked, fmt, max_new_tokens, batch_size, engine,
+                           max_prompt_tokens, policy=policy) if ask else []
+        texts = [tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+        revise = getattr(policy, "revise", None) if policy is not None else None
+        if revise is not None and ask:
+            texts = [str(t) for t in revise([prompts[i] for i in ask], texts)]
+        for i, t in zip(ask, texts):
+            answers[i] = t
     out = [str(a) for a in answers]
     return (out, sum(len(x) for x in ids)) if count_tokens else out
 
@@ -300,9 +328,11 @@ def generate_ids(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: 
         for idx in _batches_by_length([len(e) for e in enc], batch_size):
             batch = _to(collate([enc[i] for i in idx], pad, padding_side="left"), dev)
             t0 = batch["input_ids"].shape[1]
-            gen = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                 max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=pad, eos_token_id=eos, **extra)
+            hooks = getattr(policy, "forward_hooks", None) if policy is not None else None
+            with hooks(model, tokenizer, batch) if hooks is not None else contextlib.nullcontext():
+                gen = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                     max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                     pad_token_id=pad, eos_token_id=eos, **extra)
             for r, i in enumerate(idx):
                 new = gen[r, t0:].tolist()
                 if eos is not None and eos in new:

@@ -155,6 +155,15 @@ class LLMEvalContext(EvaluationContext):
         p = self.policy
         return p if p is not None and "logits" in getattr(p, "affects", ()) else None
 
+    def _policy_pairs(self, pairs: list[tuple[str, str]], fmt: str) -> list[tuple[str, str]]:
+        """``pairs`` with their questions as a prompt-side scoring policy rewrites them (in-context unlearning)."""
+        p = self._scoring_policy()
+        if p is None or not pairs:
+            return list(pairs)
+        from unlearnkit.llm.lm import policy_questions
+
+        return list(zip(policy_questions(p, [q for q, _ in pairs], fmt), [a for _, a in pairs]))
+
     # -- data -------------------------------------------------------------------------------------------------------
     def eval_set(self, name: str) -> Any:
         """Evaluation split ``name`` of the task, cut to ``max_items`` (first items in set order).
@@ -190,7 +199,8 @@ class LLMEvalContext(EvaluationContext):
             from unlearnkit.llm.tokenize import encode_qa
 
             ml = self.max_context
-            self._count(("mlp",) + tag, [encode_qa(self.tokenizer, q, a, self.settings.fmt, ml) for q, a in pairs]
+            counted = self._policy_pairs(pairs, self.settings.fmt)
+            self._count(("mlp",) + tag, [encode_qa(self.tokenizer, q, a, self.settings.fmt, ml) for q, a in counted]
                         if ml is not None else [], ml, n=len(pairs))
             with _quiet():
                 s, t = self._lm().answer_logprobs(self.model, self.tokenizer, pairs, fmt=self.settings.fmt,
@@ -230,11 +240,12 @@ class LLMEvalContext(EvaluationContext):
             from unlearnkit.llm.tokenize import encode_qa, pad_id_of
 
             ml = self.max_context
-            enc = [encode_qa(self.tokenizer, q, a, fmt or self.settings.fmt, ml) for q, a in pairs]
+            f = fmt or self.settings.fmt
+            enc = [encode_qa(self.tokenizer, q, a, f, ml) for q, a in self._policy_pairs(pairs, f)]
             self._count(("tok",) + tag, enc, ml)
             return list(self._lm().score_encoded(self.model, enc, pad_id=pad_id_of(self.tokenizer),
                                                  batch_size=self.settings.batch_size, engine=self.engine,
-                                                 stats=True, policy=self._scoring_policy()))
+                                                 stats=True, policy=self._scoring_policy(), tokenizer=self.tokenizer))
 
         return self.cached(("tok",) + tag, run)
 
@@ -245,11 +256,12 @@ class LLMEvalContext(EvaluationContext):
             from unlearnkit.llm.tokenize import encode_qa, pad_id_of
 
             ml = self.max_context
-            enc = [encode_qa(self.tokenizer, "", t, "raw", ml, add_eos=False) for t in texts]
+            enc = [encode_qa(self.tokenizer, h, t, "raw", ml, add_eos=False)
+                   for h, t in self._policy_pairs([("", t) for t in texts], "raw")]
             self._count(("txt",) + tag, enc, ml)
             return list(self._lm().score_encoded(self.model, enc, pad_id=pad_id_of(self.tokenizer),
                                                  batch_size=self.settings.batch_size, engine=self.engine,
-                                                 stats=True, policy=self._scoring_policy()))
+                                                 stats=True, policy=self._scoring_policy(), tokenizer=self.tokenizer))
 
         return self.cached(("txt",) + tag, run)
 

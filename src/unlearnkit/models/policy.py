@@ -10,7 +10,15 @@ model, and changes what the model does when it answers. Its ``unlearn()`` return
   tokens, subtracting an assistant's logits, ...);
 - ``score_logits(batch, logits)``: the same change for teacher-forced scoring (log-likelihoods, truth ratios,
   MIAs) — only for policies whose ``affects`` includes ``"logits"``;
-- ``process_logits(logits)``: a classifier's output post-processing (abstention, class masking).
+- ``process_logits(logits)``: a classifier's output post-processing (abstention, class masking);
+- ``rewrite_questions(questions, fmt)``: prompt-side policies (in-context unlearning) change the questions the model
+  receives, in generation and (when ``affects`` includes ``logits``) in scoring;
+- ``attach(model, tokenizer, fmt)``: a context entered around a whole generate call (guard, decoding, revision): a
+  guard or a reviser that reads the model itself (a classifier on its hidden states, the model as an agent);
+- ``forward_hooks(model, tokenizer, batch)``: a context entered around the model's forward passes on one batch
+  (teacher-forced scoring, or one ``generate`` call on left-padded prompts): hooks that change hidden states
+  (corrupted input embeddings, shifted activations) or per-batch state a logits processor needs;
+- ``revise(prompts, answers)``: post-generation agents (audit, rewrite, refuse) replace answers.
 
 ``affects`` declares which model outputs the policy changes (a subset of ``logits``, ``generations``,
 ``hidden_states``); metrics declare which they read (``Metric.reads``), so a policy that only changes generations
@@ -24,6 +32,7 @@ scenarios) composes the previous policy with the new one (:class:`ComposedPolicy
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -63,6 +72,32 @@ class InferencePolicy:
     def process_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """A classifier's logits float (n, C) after the policy (called only if ``"logits" in affects``)."""
         return logits
+
+    def rewrite_questions(self, questions: Sequence[str], fmt: str) -> list[str]:
+        """The questions as the model receives them (in-context unlearning prepends a context); ``fmt`` is the prompt
+        format (``qa``, ``chat``, ``raw``). Applied to generation prompts, and to scored pairs when ``"logits" in
+        affects``. Default: unchanged."""
+        return list(questions)
+
+    def attach(self, model: Any, tokenizer: Any, fmt: str) -> AbstractContextManager[None]:
+        """A context entered by the generate path around a whole call (guard, decoding, :meth:`revise`): inside, the
+        policy may read ``model`` (a guard that classifies prompts by the model's hidden states; the model as an
+        agent). Default: nothing."""
+        return nullcontext()
+
+    def forward_hooks(self, model: Any, tokenizer: Any, batch: dict[str, torch.Tensor]) -> AbstractContextManager[None]:
+        """A context entered around the forward passes of ``model`` on one batch: teacher-forced scoring
+        (``input_ids``, ``attention_mask``, ``labels`` int64 (b, T), right-padded, labels −100 on prompt and padding
+        positions) or one ``generate`` call (left-padded prompts: ``input_ids``, ``attention_mask``, ``position_ids``,
+        ``labels`` −100 everywhere). Either way, the prompt of a row is where ``attention_mask == 1`` and
+        ``labels == -100``.
+        Inside, the policy may hook the model (corrupt input embeddings, shift activations) or keep what its logits
+        processor needs. Must leave the model as it was on exit. Default: nothing."""
+        return nullcontext()
+
+    def revise(self, prompts: Sequence[str], answers: Sequence[str]) -> list[str]:
+        """Answers after post-generation agents (audit, rewrite, refuse), one per prompt. Default: unchanged."""
+        return list(answers)
 
     # -- persistence ------------------------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -141,6 +176,32 @@ class ComposedPolicy(InferencePolicy):
             if "logits" in p.affects:
                 logits = p.process_logits(logits)
         return logits
+
+    def rewrite_questions(self, questions: Sequence[str], fmt: str) -> list[str]:
+        out = list(questions)
+        for p in self.policies:
+            out = p.rewrite_questions(out, fmt)
+        return out
+
+    @contextmanager
+    def attach(self, model: Any, tokenizer: Any, fmt: str):  # type: ignore[override]
+        with ExitStack() as stack:
+            for p in self.policies:
+                stack.enter_context(p.attach(model, tokenizer, fmt))
+            yield
+
+    @contextmanager
+    def forward_hooks(self, model: Any, tokenizer: Any, batch: dict[str, torch.Tensor]):  # type: ignore[override]
+        with ExitStack() as stack:
+            for p in self.policies:
+                stack.enter_context(p.forward_hooks(model, tokenizer, batch))
+            yield
+
+    def revise(self, prompts: Sequence[str], answers: Sequence[str]) -> list[str]:
+        out = list(answers)
+        for p in self.policies:
+            out = p.revise(prompts, out)
+        return out
 
     def config(self) -> dict[str, Any]:
         return {"policies": [{"kind": p.kind, "config": p.config()} for p in self.policies]}

@@ -55,7 +55,9 @@ from unlearnkit.errors import ConfigError, DataError, MethodError
 class LLMDataConfig(Frozen):
     """Where the text data comes from and how D_f is chosen."""
 
-    source: Literal["synthetic", "tofu", "muse"] = Field("synthetic", description="built-in generator, TOFU or MUSE")
+    source: Literal["synthetic", "tofu", "muse", "skills"] = Field(
+        "synthetic", description="built-in generator, TOFU, MUSE, or synthetic skills (arithmetic / code / qa: skill "
+        "unlearning, unlearnkit.data.text.skills)")
     root: str | None = Field(None, description="local folder of TOFU JSON Lines / MUSE layout (None: synthetic / hub)")
     forget_split: Literal["forget01", "forget05", "forget10"] = Field("forget10", description="TOFU forget split: "
                                                                       "1 / 5 / 10 % of persons")
@@ -71,6 +73,11 @@ class LLMDataConfig(Frozen):
                                " or muse-bench/MUSE-Books), laid out once under ~/.cache/unlearnkit/muse")
     holdout_persons: int | Literal["auto"] = Field(
         "auto", description="persons of D_r kept out of D as MIA non-members; auto = as many as the forget split")
+    skills: list[Literal["arithmetic", "code", "qa"]] = Field(
+        default_factory=lambda: ["arithmetic", "code", "qa"], description="skills: the skills in D")
+    forget_skill: Literal["arithmetic", "code", "qa"] = Field("arithmetic", description="skills: the skill in D_f")
+    n_per_skill: int = Field(60, ge=1, description="skills: training items per skill")
+    n_unseen_per_skill: int = Field(20, ge=1, description="skills: never-trained items per skill (evaluation)")
     retain_persons: int | None = Field(
         None, ge=1, description="keep only this many persons of D_r (those of the retain evaluation set first) in D "
         "and D_r — a CPU-sized TOFU; None = all")
@@ -357,10 +364,17 @@ class LLMTrack(Track):
             kw = {"utility_in_train": d.utility_in_train}
         elif d.source == "muse":
             kw = {"chunk_chars": d.chunk_chars, "hub_id": d.hub_id}
-        task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
+        if d.source == "skills":  # skill unlearning (issue 16): its own D_f / holdout, no persons to hold out
+            from unlearnkit.data.text.skills import build_skills_task
+
+            task = build_skills_task(d.forget_skill, skills=d.skills, n_per_skill=d.n_per_skill,
+                                     n_unseen_per_skill=d.n_unseen_per_skill, n_perturbed=d.n_perturbed, seed=d.seed,
+                                     **({} if d.utility_in_train is None else {"utility_in_train": d.utility_in_train}))
+        else:
+            task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
         if len(task.forget) == 0:
             raise DataError(f"the forget split {d.forget_split} of {task.name} is empty; choose a larger split")
-        if d.source != "muse":
+        if d.source not in ("muse", "skills"):
             n_subj = len({it.subject for it in task.forget if it.subject})
             h = n_subj if d.holdout_persons == "auto" else int(d.holdout_persons)
             task = _holdout_split(task, h)

@@ -15,5 +15,6 @@ from unlearnkit.methods.llm.base import (
     shard_positions,
 )
 from unlearnkit.methods.llm import ga, grad_diff, idk, npo, original, rmu, simnpo, suppress_tokens  # noqa: F401, E501
+from unlearnkit.methods.llm import alu, eco, guard, icul, skill_unlearning, uld  # noqa: F401, E402  (issue 16)
 
 __all__ = ["LLMContext", "LLMOptimConfig", "LLMUnlearner", "RetainRegConfig", "retain_pairing", "shard_positions"]
