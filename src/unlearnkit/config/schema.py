@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from unlearnkit.config.limits import MAX_SEEDS, Index, Name, PathText, Seed, Threads, guard_field_value
 
@@ -25,11 +25,20 @@ class Frozen(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _guard(cls, v: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return guard_field_value(v, field.annotation if field else None, info.field_name or "")
+    def _guard(cls, data: Any) -> Any:
+        # a model-level check (not a field validator on "*"): pydantic allows no "before" field validator on the
+        # field a discriminated union dispatches on (an experiment's ``track``)
+        if isinstance(data, dict):
+            for name, v in data.items():
+                field = cls.model_fields.get(name) if isinstance(name, str) else None
+                if field is not None:
+                    try:
+                        guard_field_value(v, field.annotation, name)
+                    except ValueError as err:
+                        raise ValueError(f"{name}: {err}") from None
+        return data
 
 
 class TrainConfig(Frozen):
