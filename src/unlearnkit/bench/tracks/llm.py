@@ -49,13 +49,23 @@ from torch import nn
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
 from unlearnkit.config.schema import ExperimentConfig, Frozen
 from unlearnkit.errors import ConfigError, DataError, MethodError
+from unlearnkit.data.text.code import CodeDataSpec
+from unlearnkit.data.text.medforget import MedForgetSpec
+from unlearnkit.data.text.multistage import StagesSpec
+from unlearnkit.models.moe import MoESpec
 
 
 # -- the llm: section ------------------------------------------------------------------------------------------------
+#: data sources with their own sub-section of llm.data (issue 18)
+_SOURCE_SPECS = ("code", "stages", "medforget")
+
+
 class LLMDataConfig(Frozen):
     """Where the text data comes from and how D_f is chosen."""
 
-    source: Literal["synthetic", "tofu", "muse"] = Field("synthetic", description="built-in generator, TOFU or MUSE")
+    source: Literal["synthetic", "tofu", "muse", "code", "stages", "medforget"] = Field(
+        "synthetic", description="built-in generator, TOFU, MUSE, code with secrets (see `code`), training stages "
+        "learned in several orders (see `stages`), or hierarchical medical records (see `medforget`)")
     root: str | None = Field(None, description="local folder of TOFU JSON Lines / MUSE layout (None: synthetic / hub)")
     forget_split: Literal["forget01", "forget05", "forget10"] = Field("forget10", description="TOFU forget split: "
                                                                       "1 / 5 / 10 % of persons")
@@ -75,6 +85,32 @@ class LLMDataConfig(Frozen):
         None, ge=1, description="keep only this many persons of D_r (those of the retain evaluation set first) in D "
         "and D_r — a CPU-sized TOFU; None = all")
 
+    code: CodeDataSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="source code: the synthetic generator's sizes or a folder of source "
+                                      "files, and the secret patterns (unlearnkit.data.text.code.CodeDataSpec)")
+    stages: StagesSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="source stages: the stages, their orders and the forget stage "
+                                      "(unlearnkit.data.text.multistage.StagesSpec)")
+    medforget: MedForgetSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                            description="source medforget: the hierarchy's sizes and the levels to "
+                                            "forget (unlearnkit.data.text.medforget.MedForgetSpec)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in _SOURCE_SPECS:
+                if data.get("source") == name and data.get(name) is None:
+                    data = {**data, name: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _spec_matches(self) -> LLMDataConfig:
+        for name in _SOURCE_SPECS:
+            if getattr(self, name) is not None and self.source != name:
+                raise ValueError(f"`{name}` configures source: {name}, but llm.data.source is '{self.source}'")
+        return self
+
     @field_validator("holdout_persons")
     @classmethod
     def _holdout(cls, v: Any) -> Any:
@@ -91,7 +127,9 @@ class LLMModelConfig(Frozen):
     ``mixed_precision``. ``device_map`` (hf, one process) lets transformers / accelerate place the weights.
     """
 
-    kind: Literal["tiny", "hf"] = "tiny"
+    kind: Literal["tiny", "tiny_moe", "tiny_gpt2", "hf"] = Field(
+        "tiny", description="tiny (Llama from scratch) | tiny_moe (Mixtral / Qwen2-MoE from scratch, see `moe`) | "
+        "tiny_gpt2 (a GPT-2 code LM from scratch) | hf (a pretrained causal LM)")
     vocab_size: int = Field(1024, ge=300, description="tiny: byte-level BPE vocabulary size (256 bytes + specials "
                             "+ merges)")
     hidden_size: int = Field(128, ge=8)
@@ -110,14 +148,27 @@ class LLMModelConfig(Frozen):
     lora: dict[str, Any] | None = Field(None, description="hf: LoRA adapters (unlearnkit.models.llm.LoraSpec fields)")
     pad_token: Literal["eos"] | None = Field(None, description="hf: use eos as pad when the tokenizer has none")
     local_files_only: bool = True
+    moe: MoESpec | None = Field(None, exclude_if=lambda v: v is None,
+                     description="tiny_moe: routed blocks {arch: mixtral | qwen2_moe, experts: 4, top_k: 2} "
+                     "(unlearnkit.models.moe.MoESpec)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moe_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "tiny_moe" and data.get("moe") is None:
+            data = {**data, "moe": {}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> LLMModelConfig:
         if self.kind == "hf" and not (self.path or self.package):
             raise ValueError("model kind 'hf' needs `path` (folder or hub id) or `package` (an installed model wheel)")
-        if self.kind == "tiny" and (self.path or self.gguf_file or self.package or self.lora or self.device_map):
-            raise ValueError("path / gguf_file / package / lora / device_map are for kind: hf; the tiny model is "
+        if self.kind != "hf" and (self.path or self.gguf_file or self.package or self.lora or self.device_map):
+            raise ValueError("path / gguf_file / package / lora / device_map are for kind: hf; the tiny models are "
                              "built from sizes")
+        if self.moe is not None and self.kind != "tiny_moe":
+            raise ValueError(f"`moe` describes the routed blocks of kind: tiny_moe, not of kind: {self.kind} (an MoE "
+                             "checkpoint brings its own: kind: hf)")
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
         return self
@@ -186,13 +237,14 @@ class LLMTrackConfig(Frozen):
             v = getattr(self, name)
             if v is not None:
                 _recipe(v, where=f"llm.{name}")
-        if self.data.source == "muse" and self.prompt_format not in (None, "raw"):
-            raise ValueError("MUSE trains on raw text: prompt_format must be raw (or unset)")
+        if self.data.source in ("muse", "code") and self.prompt_format not in (None, "raw"):
+            raise ValueError(f"{'MUSE' if self.data.source == 'muse' else 'a code corpus'} trains on raw text: "
+                             "prompt_format must be raw (or unset)")
         return self
 
     @property
     def fmt(self) -> str:
-        return self.prompt_format or ("raw" if self.data.source == "muse" else "qa")
+        return self.prompt_format or ("raw" if self.data.source in ("muse", "code") else "qa")
 
 
 def _recipe(d: dict[str, Any], where: str = "llm.train") -> Any:
@@ -297,6 +349,7 @@ class LLMTrack(Track):
     name = "llm"
     extra = "llm"
     multi_process = True
+    continual = True  # learn(): schedules with several Learn operations (source: stages)
 
     def __init__(self, cfg: Any, engine: Any) -> None:
         super().__init__(cfg, engine)
@@ -304,6 +357,8 @@ class LLMTrack(Track):
         self._tokenizer: Any = None
         self._base: Any = None  # hf: the loaded pretrained (model, tokenizer), reused as a template
         self._stages: list[Any] = []
+        self._stage_tasks: dict[str, Any] = {}  # source stages: one task per training stage
+        self._level_tasks: list[tuple[str, Any]] = []  # source medforget: (level, its unlearning task)
 
     @classmethod
     def conformance_config(cls) -> dict[str, Any]:
@@ -320,7 +375,7 @@ class LLMTrack(Track):
 
         s = self.section
         parts = {"track": "llm", "data": to_plain(s.data), "model": to_plain(s.model), "fmt": s.fmt}
-        if s.model.kind == "tiny" and self._task is not None:
+        if s.model.kind != "hf" and self._task is not None:
             parts["tokenizer"] = self.tokenizer_sha256()
         return parts
 
@@ -344,6 +399,12 @@ class LLMTrack(Track):
         d = self.section.data
         wrong = sorted(set(self.cfg.metrics) & ({"tofu", "mia_text", "extraction"} if d.source == "muse"
                                                 else {"muse"}))
+        for metric, src in (("code_secrets", "code"), ("hierarchy", "medforget"), ("stages", "stages")):
+            if metric in self.cfg.metrics and d.source != src:
+                raise ConfigError(f"metric {metric} needs llm.data.source: {src}")
+        if d.source in ("code", "medforget") and "tofu" in self.cfg.metrics:
+            raise ConfigError(f"metric tofu needs TOFU-style QA data (perturbed answers); source {d.source} is "
+                              f"measured by {'code_secrets' if d.source == 'code' else 'hierarchy'}")
         if wrong:
             raise ConfigError(f"metric(s) {', '.join(wrong)} do not apply to llm.data.source '{d.source}': "
                               + ("a MUSE task is raw text; use metrics: [muse]" if d.source == "muse"
@@ -357,10 +418,29 @@ class LLMTrack(Track):
             kw = {"utility_in_train": d.utility_in_train}
         elif d.source == "muse":
             kw = {"chunk_chars": d.chunk_chars, "hub_id": d.hub_id}
-        task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
+        if d.source == "code":
+            from unlearnkit.data.text.code import build_code_task
+
+            task = build_code_task(d.code, d.seed)
+        elif d.source == "stages":
+            from unlearnkit.data.text.multistage import build_stage_task
+
+            if self.section.scenario.kind != "single":
+                raise ConfigError("llm.data.source: stages builds its own schedule (one branch per order); "
+                                  "remove llm.scenario")
+            task, self._stage_tasks = build_stage_task(d.stages, d.seed)
+        elif d.source == "medforget":
+            from unlearnkit.data.text.medforget import build_medforget_tasks
+
+            if self.section.scenario.kind != "single":
+                raise ConfigError("llm.data.source: medforget builds its own schedule (one branch per forget level); "
+                                  "remove llm.scenario")
+            task, self._level_tasks = build_medforget_tasks(d.medforget, d.seed)
+        else:
+            task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
         if len(task.forget) == 0:
             raise DataError(f"the forget split {d.forget_split} of {task.name} is empty; choose a larger split")
-        if d.source != "muse":
+        if d.source in ("synthetic", "tofu"):
             n_subj = len({it.subject for it in task.forget if it.subject})
             h = n_subj if d.holdout_persons == "auto" else int(d.holdout_persons)
             task = _holdout_split(task, h)
@@ -403,16 +483,28 @@ class LLMTrack(Track):
         return list(self._stages)
 
     def plan(self, task: Any) -> list[Any]:
-        """The schedule: learn D, then the stages' requests (:func:`unlearnkit.data.schedule.plan_from_stages`)."""
+        """The schedule: learn D, then the stages' requests (:func:`unlearnkit.data.schedule.plan_from_stages`);
+        ``source: stages``: one branch per order of the training stages (:func:`~unlearnkit.data.text.multistage.
+        order_plan`)."""
         from unlearnkit.data.schedule import plan_from_stages
 
+        if self.section.data.source == "stages":
+            from unlearnkit.data.text.multistage import order_plan
+
+            return order_plan(self.build_task(), self._stage_tasks, self.section.data.stages)
+        if self.section.data.source == "medforget":  # one branch per forget level, all from the same θ_o
+            from unlearnkit.data.schedule import single_branch
+
+            learn = self.build_task()
+            return [single_branch(learn, t, t, dims={"level": lev}, label=f"level {lev}")
+                    for lev, t in self._level_tasks]
         return plan_from_stages(self.build_task(), self.stages(task))
 
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
             m = self.section.model
-            if m.kind == "tiny":
+            if m.kind != "hf":
                 from unlearnkit.models.llm import train_tokenizer
 
                 self._tokenizer = train_tokenizer(_texts(self.build_task()), vocab_size=m.vocab_size,
@@ -460,6 +552,20 @@ class LLMTrack(Track):
 
     def new_model(self, task: Any, init_seed: int) -> nn.Module:
         m = self.section.model
+        if m.kind == "tiny_moe":
+            from unlearnkit.models.moe import build_tiny_moe
+
+            self._check_dtype()
+            return build_tiny_moe(self.tokenizer, arch=m.moe.arch, hidden_size=m.hidden_size, layers=m.layers,
+                                  heads=m.heads, experts=m.moe.experts, top_k=m.moe.top_k,
+                                  intermediate_size=m.intermediate_size, max_len=m.max_len, seed=init_seed,
+                                  dtype=m.dtype)
+        if m.kind == "tiny_gpt2":
+            from unlearnkit.models.code_lm import build_tiny_gpt2
+
+            self._check_dtype()
+            return build_tiny_gpt2(self.tokenizer, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads,
+                                   max_len=m.max_len, seed=init_seed, dtype=m.dtype)
         if m.kind == "tiny":
             from unlearnkit.models.llm import build_tiny_llama
 
@@ -493,6 +599,30 @@ class LLMTrack(Track):
                        seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt, desc=f"train {role}")
         return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
 
+    def learn(self, model: nn.Module | None, task: Any, role: Role, seed: int, position: int,
+              keep: np.ndarray | None = None) -> tuple[nn.Module, float, np.ndarray]:
+        """Continue training ``model`` (None: a fresh initialisation — θ_o's seed, or the oracle's derived one) on
+        ``task.full`` (restricted to ``keep``): the ``position``-th Learn of a schedule (``source: stages``: one
+        training stage), with the role's recipe (``llm.data.stages.stage_epochs`` may set the stage's epochs);
+        data order seeded per (role, position)."""
+        from unlearnkit.llm.lm import train_lm
+        from unlearnkit.methods import derive_seed
+
+        data = task.full if keep is None else task.full.select_ids(keep, "train")
+        if model is None:
+            model = self.new_model(task, seed if role == "original" else derive_seed(seed, "oracle-init"))
+        recipe = self.recipe(role)
+        spec = self.section.data.stages
+        stage = task.scenario.get("stage") if isinstance(task.scenario, dict) else None
+        if spec is not None and stage is not None:
+            from unlearnkit.data.text.multistage import stage_epochs
+
+            recipe = recipe.model_copy(update={"epochs": stage_epochs(spec, stage, recipe.epochs)})
+        self.engine.seed_everything(derive_seed(seed, f"{role}-learn-{position}"))
+        fit = train_lm(model, self.tokenizer, data, recipe, self.engine, seed=derive_seed(seed, f"{role}-order-{position}"),
+                       fmt=self.section.fmt, desc=f"{role} learn {position}" + (f" ({stage})" if stage else ""))
+        return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
+
     # -- methods ----------------------------------------------------------------------------------------------------
     def check_method(self, method: Any, label: str, task: Any) -> None:
         """Checks before any training: the method's required fields on D_f / D_r (KNOWN_FAULTS C13), and the model
@@ -506,6 +636,10 @@ class LLMTrack(Track):
         from unlearnkit.engine.distributed import check_accelerate
 
         self._check_dtype()  # the model dtype and every recipe's precision / sharding, before any training
+        if getattr(method, "needs_moe", False) and self.section.model.kind in ("tiny", "tiny_gpt2"):
+            raise ConfigError(f"method '{label}' unlearns experts of a mixture-of-experts model, but llm.model.kind "
+                              f"is '{self.section.model.kind}' (a dense model): use kind: tiny_moe, or an MoE "
+                              "checkpoint with kind: hf")
         for r in [self.recipe("original"), self.recipe("oracle"), getattr(method, "config", None)]:
             if hasattr(r, "mixed_precision"):
                 check_accelerate(r.mixed_precision, r.sharding, device=self.engine.device,
@@ -523,9 +657,12 @@ class LLMTrack(Track):
         """The methods' :class:`LLMContext` from the runner's :class:`UnlearnContext`."""
         from unlearnkit.methods.llm import LLMContext
 
+        m = self.section.model
         return LLMContext(seed=ctx.seed, train_recipe=ctx.train_recipe, init_seed=ctx.init_seed,
                           model_factory=ctx.model_factory, policy=ctx.policy, tokenizer=self.tokenizer,
-                          fmt=self.section.fmt)
+                          fmt=self.section.fmt,
+                          # learned absolute positions (GPT-2) cannot read past max_len: methods cut there too
+                          max_len=min(512, m.max_len) if m.kind == "tiny_gpt2" else 512)
 
     def unlearn(self, task: Any, method: Any, model: nn.Module, ctx: Any) -> Any:
         check = getattr(method, "check_data", None)
