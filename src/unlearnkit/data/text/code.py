@@ -125,18 +125,24 @@ def find_secrets(text: str, patterns: dict[str, str]) -> list[tuple[int, int, st
     return out
 
 
-def check_patterns(files: list[str], patterns: dict[str, str], where: str) -> dict[str, int]:
+def check_patterns(files: list[str], patterns: dict[str, str], where: str, *, each: bool = True) -> dict[str, int]:
     """Matches per pattern over ``files``.
+
+    Args:
+        each: every pattern must match (the user's own patterns); False: at least one match in all (the built-in
+            patterns on a user's folder, which need not contain every kind of secret).
 
     Raises:
         DataError: a pattern matches nothing (it names the pattern and the corpus: a typo in a user regex must not
-            silently give an empty forget set).
+            silently give an empty forget set), or (``each=False``) no pattern matches anything.
     """
     counts = {kind: 0 for kind in patterns}
     for text in files:
         for s, e, kind in find_secrets(text, patterns):
             counts[kind] += 1
     dead = [k for k, n in counts.items() if n == 0]
+    if not each and len(dead) < len(counts):
+        return counts
     if dead:
         raise DataError(f"secret pattern(s) {', '.join(repr(k) + ': ' + repr(patterns[k]) for k in dead)} match "
                         f"nothing in {where}; fix the regular expression or remove it from llm.data.code."
@@ -281,7 +287,8 @@ def build_code_task(spec: CodeDataSpec, seed: int = 0) -> TextTask:
         source = f"synthetic code (seed={seed})"
     else:
         files = _read_folder(spec)
-        check_patterns([t for _, t in files], patterns, f"the code folder {spec.root}")
+        check_patterns([t for _, t in files], patterns, f"the code folder {spec.root}",
+                       each=spec.secret_patterns is not None)
         with_s = [f for f in files if find_secrets(f[1], patterns)]
         clean = [f for f in files if not find_secrets(f[1], patterns)]
         n_unseen = max(1, int(round(spec.unseen_fraction * len(with_s))))

@@ -113,14 +113,14 @@ class CodeEraser(LLMUnlearner):
         Raises:
             DataError: an item is not a :class:`CodeFile` or has no secret (names the item and the fix).
         """
-        super().check_data(forget, retain)
-        for it in forget:
+        for it in getattr(forget, "items", ()):
             if not isinstance(it, CodeFile):
                 raise DataError(f"codeeraser unlearns secrets inside code files; item {it.id} of '{forget.name}' is a "
                                 f"{type(it).__name__}, not a code file: use llm.data.source: code")
             if not it.secrets:
                 raise DataError(f"codeeraser: forget file {it.id} ({it.path or 'in memory'}) has no secret span; the "
                                 "forget set must be files in which llm.data.code.secret_patterns found a secret")
+        super().check_data(forget, retain)
 
     def prepare(self, model: nn.Module, forget: QASet, ctx: Any, engine: Any) -> dict[str, Any]:
         state = super().prepare(model, forget, ctx, engine)
