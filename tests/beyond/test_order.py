@@ -15,7 +15,7 @@ from unlearnkit.bench.runner import Runner  # noqa: E402
 from unlearnkit.data.schedule import Forget, Learn  # noqa: E402
 from unlearnkit.data.text.multistage import StagesSpec, build_stage_task, oracle_multisets, order_plan  # noqa: E402
 from unlearnkit.errors import ConfigError  # noqa: E402
-from unlearnkit.report.order_section import markdown_section, order_table, spread  # noqa: E402
+from unlearnkit.report.order_section import change_table, markdown_section, order_table, spread  # noqa: E402
 
 ORDERS = [["authors", "forget", "instruction", "arithmetic"], ["authors", "instruction", "arithmetic", "forget"],
           ["forget", "authors", "instruction", "arithmetic"], ["arithmetic", "instruction", "authors", "forget"]]
@@ -63,11 +63,14 @@ def test_bad_orders_are_refused(orders, match):
             "methods": ["ga"], "metrics": ["tofu"]})
 
 
-def test_unknown_forget_stage_and_stage_epochs_are_refused():
+def test_unknown_forget_stage_and_stage_recipes_are_refused():
     with pytest.raises(ValueError, match="forget_stage 'refusals'"):
         StagesSpec(stages=["authors", "forget"], forget_stage="refusals")
     with pytest.raises(ValueError, match="unknown stage"):
-        StagesSpec(stage_epochs={"maths": 3})
+        StagesSpec(stage_train={"maths": {"epochs": 3}})
+    with pytest.raises(ConfigError, match="stage_train.forget"):
+        resolve({"track": "llm", "llm": {"data": {"source": "stages", "stages": {"stage_train": {"forget": {
+            "epochs": 0}}}}}, "methods": ["ga"], "metrics": ["tofu"]})
 
 
 def test_two_orders_end_to_end_share_one_oracle(tmp_path):
@@ -78,7 +81,7 @@ def test_two_orders_end_to_end_share_one_oracle(tmp_path):
         "engine": {"device": "cpu", "threads": 1, "progress": False},
         "llm": {"data": {"source": "stages", "stages": {
             "stages": ["authors", "arithmetic", "forget"], "n_persons": 4, "forget_persons": 1, "stage_items": 6,
-            "eval_items": 3, "stage_epochs": {"authors": 2, "arithmetic": 1, "forget": 1},
+            "eval_items": 3, "stage_train": {"authors": {"epochs": 2}, "forget": {"lr": 1e-3, "batch_size": 4}},
             "orders": [["authors", "forget", "arithmetic"], ["authors", "arithmetic", "forget"]]}},
             "model": {"kind": "tiny", "vocab_size": 320, "hidden_size": 16, "layers": 1, "heads": 2, "max_len": 64},
             "train": {"epochs": 1, "batch_size": 16, "grad_accum": 1, "lr": 3e-3, "max_len": 64},
@@ -106,10 +109,12 @@ def test_order_section_spread_golden():
                 "point": {"a": 0, "b": 1}[order], "metrics": {"forget.prob": fp}}
 
     rows = [row("retrain", "oracle", "a", 0.1), row("retrain", "oracle", "b", 0.1), row("ga", "method", "a", 0.2),
-            row("ga", "method", "b", 0.5)]
+            row("ga", "method", "b", 0.5), row("original", "original", "a", 0.9), row("original", "original", "b", 0.6)]
     orders, table = order_table(rows)
     assert orders == ["a", "b"]
     assert spread(table["forget.prob"]["ga"]) == pytest.approx(0.3)
     assert spread(table["forget.prob"]["retrain (oracle)"]) == 0.0
+    assert change_table(table)["forget.prob"]["ga"] == pytest.approx({"a": -0.7, "b": -0.1})
     md = markdown_section(rows)
     assert "| ga | 0.2 | 0.5 | 0.3 |" in md and "| retrain (oracle) | 0.1 | 0.1 | 0 |" in md
+    assert "| ga: change from θ_o | -0.7 | -0.1 | 0.6 |" in md

@@ -237,6 +237,12 @@ class LLMTrackConfig(Frozen):
             v = getattr(self, name)
             if v is not None:
                 _recipe(v, where=f"llm.{name}")
+        st = self.data.stages
+        for stage, upd in ((st.stage_train or {}) if st is not None else {}).items():
+            for role in ("train", "oracle"):
+                base = getattr(self, role)
+                if base is not None:
+                    _recipe({**base, **upd}, where=f"llm.data.stages.stage_train.{stage}")
         if self.data.source in ("muse", "code") and self.prompt_format not in (None, "raw"):
             raise ValueError(f"{'MUSE' if self.data.source == 'muse' else 'a code corpus'} trains on raw text: "
                              "prompt_format must be raw (or unset)")
@@ -603,8 +609,8 @@ class LLMTrack(Track):
               keep: np.ndarray | None = None) -> tuple[nn.Module, float, np.ndarray]:
         """Continue training ``model`` (None: a fresh initialisation — θ_o's seed, or the oracle's derived one) on
         ``task.full`` (restricted to ``keep``): the ``position``-th Learn of a schedule (``source: stages``: one
-        training stage), with the role's recipe (``llm.data.stages.stage_epochs`` may set the stage's epochs);
-        data order seeded per (role, position)."""
+        training stage), with the role's recipe (changed by ``llm.data.stages.stage_train`` for that stage); data
+        order seeded per (role, position)."""
         from unlearnkit.llm.lm import train_lm
         from unlearnkit.methods import derive_seed
 
@@ -615,9 +621,9 @@ class LLMTrack(Track):
         spec = self.section.data.stages
         stage = task.scenario.get("stage") if isinstance(task.scenario, dict) else None
         if spec is not None and stage is not None:
-            from unlearnkit.data.text.multistage import stage_epochs
+            from unlearnkit.data.text.multistage import stage_recipe
 
-            recipe = recipe.model_copy(update={"epochs": stage_epochs(spec, stage, recipe.epochs)})
+            recipe = stage_recipe(spec, stage, recipe)
         self.engine.seed_everything(derive_seed(seed, f"{role}-learn-{position}"))
         fit = train_lm(model, self.tokenizer, data, recipe, self.engine, seed=derive_seed(seed, f"{role}-order-{position}"),
                        fmt=self.section.fmt, desc=f"{role} learn {position}" + (f" ({stage})" if stage else ""))

@@ -55,8 +55,10 @@ class StagesSpec(Frozen):
                              "refusals)")
     eval_items: int = Field(20, ge=1, description="items per stage in its evaluation set (retention: its first "
                             "training items)")
-    stage_epochs: dict[str, int] | None = Field(None, description="epochs of a stage's Learn (default: the recipe's "
-                                                "epochs), e.g. {authors: 20, instruction: 8}")
+    stage_train: dict[str, dict[str, Any]] | None = Field(
+        None, description="per-stage changes to the role's recipe (LMTrainConfig fields: epochs, lr, batch_size, "
+        "...), e.g. {authors: {epochs: 20}, forget: {lr: 1e-3, batch_size: 4}} — later stages usually need a "
+        "smaller lr, as fine-tuning after pretraining, or they overwrite the earlier ones")
 
     @model_validator(mode="after")
     def _check(self) -> StagesSpec:
@@ -80,9 +82,7 @@ class StagesSpec(Frozen):
             raise ValueError("llm.data.stages.orders lists an order twice")
         if self.forget_stage not in self.stages:
             raise ValueError(f"forget_stage {self.forget_stage!r} is not one of the trained stages {self.stages}")
-        unknown(list(self.stage_epochs or {}), "llm.data.stages.stage_epochs")
-        if any(v < 1 for v in (self.stage_epochs or {}).values()):
-            raise ValueError("stage_epochs must be ≥ 1")
+        unknown(list(self.stage_train or {}), "llm.data.stages.stage_train")  # fields: checked by the LLM track
         if self.forget_persons >= self.n_persons:
             raise ValueError(f"forget_persons ({self.forget_persons}) must be < n_persons ({self.n_persons})")
         return self
@@ -229,9 +229,13 @@ def oracle_multisets(branches: list[Any]) -> list[tuple[int, ...]]:
     return out
 
 
-def stage_epochs(spec: StagesSpec, stage: str, default: int) -> int:
-    """Epochs of the Learn of ``stage`` (``spec.stage_epochs`` or the recipe's)."""
-    return int((spec.stage_epochs or {}).get(stage, default))
+def stage_recipe(spec: StagesSpec, stage: str, recipe: Any) -> Any:
+    """The recipe of the Learn of ``stage``: ``recipe`` (an LMTrainConfig) with ``spec.stage_train[stage]``'s
+    fields, validated."""
+    upd = (spec.stage_train or {}).get(stage)
+    if not upd:
+        return recipe
+    return type(recipe)(**{**recipe.model_dump(), **upd})
 
 
 def without_stage_eval(task: TextTask) -> TextTask:
@@ -240,4 +244,4 @@ def without_stage_eval(task: TextTask) -> TextTask:
 
 
 __all__ = ["STAGE_NAMES", "StagesSpec", "build_stage_task", "oracle_multisets", "order_label", "order_plan",
-           "skill_stage", "stage_epochs", "without_stage_eval"]
+           "skill_stage", "stage_recipe", "without_stage_eval"]
