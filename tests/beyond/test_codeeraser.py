@@ -19,7 +19,7 @@ from unlearnkit.data.text.code import (  # noqa: E402
 )
 from unlearnkit.data.text.qa import QASet  # noqa: E402
 from unlearnkit.errors import ConfigError, DataError  # noqa: E402
-from unlearnkit.llm.tokenize import IGNORE_INDEX, collate, encode_qa  # noqa: E402
+from unlearnkit.llm.tokenize import IGNORE_INDEX, encode_qa  # noqa: E402
 from unlearnkit.methods import METHODS  # noqa: E402
 from unlearnkit.methods.llm.codeeraser import codeeraser_losses  # noqa: E402
 from unlearnkit.metrics.code_secrets import ngram_overlap  # noqa: E402

@@ -64,7 +64,7 @@ def test_the_levels_tasks_and_targets():
     sizes = {lev: len(t.forget) for lev, t in tasks}
     assert sizes["institution"] == _expected_subtree_size("institution")  # one hospital
     assert sizes["section"] == 2 * _expected_subtree_size("section")  # targets = 2 (distinct parents)
-    for lev, t in tasks:
+    for _lev, t in tasks:
         assert not set(t.forget.ids) & set(t.retain.ids)
         reph = t.eval_sets["forget.rephrased"]
         assert np.array_equal(reph.ids, t.forget.ids)
@@ -94,3 +94,55 @@ def test_context_prompt_adds_ancestors_from_the_root():
     assert context_prompt(inst, 3) == inst.question  # no ancestors: no context
     patient = next(it for it in items if it.level == "patient")
     assert "hospital in" in patient.context[0] and len(patient.context) == 1
+
+
+class _StubContext:
+    """An evaluation context whose 'model' answers correctly only when the hospital sentence is in the prompt."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def eval_set(self, name):
+        return self.task.eval_sets[name]
+
+    def mean_logprobs(self, pairs, tag):
+        return np.array([np.log(0.9) if "is a hospital in" in q else np.log(0.1) for q, _ in pairs])
+
+    def generations(self, prompts, tag):
+        answers = {it.question: it.answer for s in self.task.eval_sets.values() for it in s}
+        out = []
+        for p in prompts:
+            hit = next((a for k, a in answers.items() if p.endswith(k)), None)
+            out.append(hit if "is a hospital in" in p and hit else "I do not know.")
+        return out
+
+
+def test_hierarchy_metric_reads_the_attack_gain_golden():
+    from unlearnkit.metrics.hierarchy import HierarchyMetric
+
+    _, tasks = build_medforget_tasks(SPEC, seed=0)
+    task = dict(tasks)["section"]
+    out = HierarchyMetric().compute(_StubContext(task))
+    v = out.values
+    # without context the stub never answers: ROUGE-L recall of "I do not know." against the answers is 0
+    assert v["med.attack.d0.rouge"] == pytest.approx(0.0)
+    assert v["med.attack.d1.rouge"] == pytest.approx(1.0) and v["med.attack.d3.rouge"] == pytest.approx(1.0)
+    assert v["med.attack_gain"] == pytest.approx(1.0)
+    assert v["med.attack_gain_prob"] == pytest.approx(0.8)
+    assert v["med.forget.prob"] == pytest.approx(0.1) and v["med.siblings.rouge"] == pytest.approx(0.0)
+
+
+def test_qa_item_scores_exact_match_normalises_case_space_and_period():
+    from unlearnkit.metrics.stages import qa_item_scores
+
+    class Ctx:
+        def mean_logprobs(self, pairs, tag):
+            return np.zeros(len(pairs))
+
+        def generations(self, prompts, tag):
+            return ["the  ANSWER", "other"]
+
+    sc = qa_item_scores(Ctx(), [("q1", "The answer."), ("q2", "x y")], ("t",))
+    np.testing.assert_allclose(sc["em"], [1.0, 0.0])
+    np.testing.assert_allclose(sc["prob"], [1.0, 1.0])
+    assert sc["rouge"][0] == pytest.approx(1.0) and sc["rouge"][1] == pytest.approx(0.0)

@@ -27,6 +27,13 @@ Evaluation (:class:`~unlearnkit.metrics.llm_context.LLMEvalContext`): metrics ``
 model utility, ROUGE, truth ratios), ``mia_text`` (LOSS / zlib / Min-K% / Min-K%++ / ref AUC, D_f vs a holdout),
 ``extraction`` (ES / EM), ``muse`` (VerbMem, KnowMem, PrivLeak).
 
+Beyond dense chat models (issue 18): ``model: {kind: tiny_moe, moe: {arch: mixtral, experts: 4, top_k: 2}}`` (a
+Mixtral / Qwen2-MoE from scratch; method ``uoe``, metric ``moe``), ``kind: tiny_gpt2`` (a GPT-2 code LM),
+``data: {source: code, code: {...}}`` (code files with secrets, synthetic or a folder; method ``codeeraser``, metric
+``code_secrets``), ``source: stages`` (training stages learned in several orders, one branch per order through
+:meth:`LLMTrack.learn`; metric ``stages`` and the report's order section) and ``source: medforget`` (hierarchical
+records, one branch per forget level; metric ``hierarchy``).
+
 Holdout: the MIA needs non-members drawn like D_f. ``holdout_persons`` whole persons (subjects) of D_r — the last
 ones that are not in the retain evaluation set — are removed from D (neither θ_o nor θ_r sees them) and become the
 ``holdout`` evaluation set. ``auto`` = as many persons as the forget split has; 0 = none (``mia_text`` then refuses).
@@ -688,14 +695,20 @@ class LLMTrack(Track):
                                knowmem_max_new_tokens=e.knowmem_max_new_tokens, privleak_k=e.privleak_k)
 
     def verdict_spec(self, task: Any) -> Any:
-        """Forget side: D_f likelihood, ROUGE, extraction strength, the LOSS MIA (lower = more forgotten) and MUSE's
-        VerbMem / KnowMem (lower) and PrivLeak AUC (higher); utility: model utility / KnowMem on D_r (chance 0)."""
+        """Forget side: D_f likelihood, ROUGE, extraction strength, the LOSS MIA (lower = more forgotten), MUSE's
+        VerbMem / KnowMem (lower) and PrivLeak AUC (higher), secrets' MA / EL (code) and D_f probability / ROUGE of
+        hierarchical records; utility: model utility / KnowMem on D_r / held-out code accuracy / ROUGE on unrelated
+        records / retained stages (chance 0)."""
         from unlearnkit.verdict import VerdictSpec
 
         return VerdictSpec(forget={"forget.prob": -1, "forget.rouge": -1, "forget.es": -1, "mia.loss.auc": -1,
-                                   "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1},
-                           utility={"model_utility": 0.0, "knowmem_r": 0.0}, default_floor=0.02, percent=False,
-                           refuse_untrained=False)
+                                   "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1,
+                                   # issue 18: secrets in code, hierarchical records
+                                   "code.secret_ma": -1, "code.secret_el": -1, "med.forget.prob": -1,
+                                   "med.forget.rouge": -1},
+                           utility={"model_utility": 0.0, "knowmem_r": 0.0, "code.heldout_acc": 0.0,
+                                    "med.others.rouge": 0.0, "stage.retained_rouge": 0.0},
+                           default_floor=0.02, percent=False, refuse_untrained=False)
 
     def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:

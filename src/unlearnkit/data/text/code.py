@@ -138,7 +138,7 @@ def check_patterns(files: list[str], patterns: dict[str, str], where: str, *, ea
     """
     counts = {kind: 0 for kind in patterns}
     for text in files:
-        for s, e, kind in find_secrets(text, patterns):
+        for _s, _e, kind in find_secrets(text, patterns):
             counts[kind] += 1
     dead = [k for k, n in counts.items() if n == 0]
     if not each and len(dead) < len(counts):
