@@ -74,6 +74,8 @@ def test_the_levels_tasks_and_targets():
 def test_unknown_hierarchy_level_is_refused():
     with pytest.raises(ValueError, match="level\\(s\\) \\['ward'\\] do not exist"):
         MedForgetSpec(forget_levels=["ward"])
+    with pytest.raises(ValueError, match="\\['ward'\\] that do not exist"):
+        MedForgetSpec(targets={"ward": 2})
     with pytest.raises(DataError, match="'ward' does not exist"):
         target_nodes(generate_records(SPEC, seed=0), "ward")
     from unlearnkit.bench.resolve import resolve
@@ -128,7 +130,7 @@ def test_hierarchy_metric_reads_the_attack_gain_golden():
     assert v["med.attack.d0.rouge"] == pytest.approx(0.0)
     assert v["med.attack.d1.rouge"] == pytest.approx(1.0) and v["med.attack.d3.rouge"] == pytest.approx(1.0)
     assert v["med.attack_gain"] == pytest.approx(1.0)
-    assert v["med.attack_gain_prob"] == pytest.approx(0.8)
+    assert v["med.attack_gain_prob"] == pytest.approx(0.8)  # best depth (all ≥ 1 here) minus the bare question
     assert v["med.forget.prob"] == pytest.approx(0.1) and v["med.siblings.rouge"] == pytest.approx(0.0)
 
 

@@ -11,8 +11,8 @@ rephrased test wording. Forgetting shows as low ``forget`` numbers (compare θ_r
 **Reconstruction attack**: every D_f question is asked again with the hierarchy's context prepended, one more level
 at a time from the root (depth d = the first d ancestor sentences: the hospital, the patient, the study). A
 forgetting that only suppressed the exact question is undone when the answer comes back with context:
-``med.attack_gain`` = ROUGE-L at the deepest context − ROUGE-L without context (> θ_r's = the forgotten content is
-reconstructible; θ_r never saw it, so its gain is what context alone explains).
+``med.attack_gain`` = the best context depth's ROUGE-L (max over d ≥ 1 of the mean over D_f) − ROUGE-L without context
+(> θ_r's = the forgotten content is reconstructible; θ_r never saw it, so its gain is what context alone explains).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class HierarchyMetric(Metric):
         "med.<group>.rouge_rephrased": "the same on the rephrased questions",
         "med.attack.d<k>.rouge": "ROUGE-L recall on D_f with the first k levels of hierarchy context in the prompt",
         "med.attack.d<k>.prob": "mean P(answer) on D_f with k levels of context",
-        "med.attack_gain": "ROUGE-L with the deepest context − without (> θ_r's = forgotten content reconstructible)",
+        "med.attack_gain": "max over context depths d ≥ 1 of D_f ROUGE-L − ROUGE-L without context (> θ_r's = "
+                           "forgotten content reconstructible)",
         "med.attack_gain_prob": "the same for P(answer)",
     }
     conformance = {"llm": {"data": {"source": "medforget", "medforget": {
@@ -90,8 +91,11 @@ class HierarchyMetric(Metric):
             per[f"attack.d{d}.rouge"] = sc["rouge"]
             attack_r.append(sc["rouge"])
             attack_p.append(sc["prob"])
-        values["med.attack_gain"] = float((attack_r[-1] - attack_r[0]).mean())
-        values["med.attack_gain_prob"] = float((attack_p[-1] - attack_p[0]).mean())
+        # the attacker's best fixed context depth: max over d ≥ 1 of the mean, minus the bare question's mean
+        values["med.attack_gain"] = float(max((r.mean() for r in attack_r[1:]), default=attack_r[0].mean())
+                                          - attack_r[0].mean())
+        values["med.attack_gain_prob"] = float(max((p.mean() for p in attack_p[1:]), default=attack_p[0].mean())
+                                               - attack_p[0].mean())
         return MetricOutput(values, per)
 
 

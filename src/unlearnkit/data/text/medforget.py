@@ -45,10 +45,27 @@ class MedForgetSpec(Frozen):
     studies: int = Field(2, ge=2, description="imaging studies per patient")
     forget_levels: list[str] = Field(default_factory=lambda: list(LEVELS[::-1]),
                                      description=f"levels with a forget target, one branch each: {', '.join(LEVELS)}")
-    targets: int = Field(6, ge=1, description="forget targets per level: the last node under each of the last "
-                         "`targets` parents (capped by the number of parents; institution level: 1)")
+    targets: int | dict[str, int] = Field(6, description="forget targets per level (one number, or {level: n}): "
+                                          "the last node under each of the last n parents (capped by the number of "
+                                          "parents; institution level: 1)")
     context_depth: int = Field(3, ge=0, le=3, description="reconstruction attack: ancestor levels added to the prompt "
                                "(0 … 3, from the institution down)")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: int | dict[str, int]) -> int | dict[str, int]:
+        vals = v.values() if isinstance(v, dict) else [v]
+        if any(int(x) < 1 for x in vals):
+            raise ValueError(f"targets must be ≥ 1, got {v}")
+        if isinstance(v, dict):
+            bad = [x for x in v if x not in LEVELS]
+            if bad:
+                raise ValueError(f"targets names hierarchy level(s) {bad} that do not exist; levels: {', '.join(LEVELS)}")
+        return v
+
+    def targets_of(self, level: str) -> int:
+        """Forget targets of ``level`` (``targets``; 1 where a per-level mapping does not name it)."""
+        return int(self.targets.get(level, 1)) if isinstance(self.targets, dict) else int(self.targets)
 
     @field_validator("forget_levels")
     @classmethod
@@ -256,7 +273,7 @@ def build_medforget_tasks(spec: MedForgetSpec, seed: int = 0) -> tuple[TextTask,
                      {"all.rephrased": rephrased_set(full, "all.rephrased")}, scenario0)
     out: list[tuple[str, TextTask]] = []
     for level in spec.forget_levels:
-        target = target_nodes(items, level, spec.targets)
+        target = target_nodes(items, level, spec.targets_of(level))
         f_ids = subtree_ids(items, target)
         forget = full.select_ids(f_ids, "forget")
         retain = full.exclude_ids(f_ids, "retain")
