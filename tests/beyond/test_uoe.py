@@ -144,3 +144,26 @@ def test_params_changed_share_counts_elements():
     total = sum(p.numel() for p in a.parameters())
     assert params_changed_share(b, a) == pytest.approx(3 / total)
     assert params_changed_share(a, a) == 0.0
+
+
+def test_moe_metric_refuses_a_dense_model():
+    from unlearnkit.metrics.llm_context import LLMEvalContext
+    from unlearnkit.metrics.moe import MoEMetric
+    from unlearnkit.models.llm import build_tiny_llama
+
+    dense = build_tiny_llama(tokenizer(), hidden_size=16, layers=1, heads=2, max_len=96, seed=0)
+    ctx = LLMEvalContext(dense, tokenizer(), task(), engine(), references={"original_model": dense})
+    with pytest.raises(ConfigError, match="metric 'moe' needs a mixture-of-experts model"):
+        MoEMetric().compute(ctx)
+
+
+def test_moe_metric_on_an_unchanged_model_reads_zero_shift():
+    from unlearnkit.metrics.llm_context import LLMEvalContext, LLMEvalSettings
+    from unlearnkit.metrics.moe import MoEMetric
+
+    m = moe_model()
+    ctx = LLMEvalContext(m, tokenizer(), task(), engine(), references={"original_model": moe_model()},
+                         settings=LLMEvalSettings(max_items=5))
+    v = MoEMetric().compute(ctx).values
+    assert v["moe.routing_shift"] == 0.0 and v["moe.topk_changed_forget"] == 0.0 and v["moe.params_updated"] == 0.0
+    assert 0.0 < v["moe.util_entropy"] <= 1.0

@@ -25,7 +25,6 @@ have oracles of their own.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -238,10 +237,5 @@ def stage_recipe(spec: StagesSpec, stage: str, recipe: Any) -> Any:
     return type(recipe)(**{**recipe.model_dump(), **upd})
 
 
-def without_stage_eval(task: TextTask) -> TextTask:
-    """``task`` without its ``stage.*`` evaluation sets (for metrics that iterate over every set)."""
-    return replace(task, eval_sets={k: v for k, v in task.eval_sets.items() if not k.startswith("stage.")})
-
-
 __all__ = ["STAGE_NAMES", "StagesSpec", "build_stage_task", "oracle_multisets", "order_label", "order_plan",
-           "skill_stage", "stage_recipe", "without_stage_eval"]
+           "skill_stage", "stage_recipe"]
