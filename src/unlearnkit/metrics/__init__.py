@@ -18,6 +18,10 @@ from unlearnkit.metrics import lira as _lira  # noqa: E402,F401
 from unlearnkit.metrics import relearn as _relearn  # noqa: E402,F401
 from unlearnkit.metrics import corrective as _corrective  # noqa: E402,F401
 from unlearnkit.metrics import inference_time as _inference_time  # noqa: E402,F401  (issue 16)
+from unlearnkit.metrics import moe as _moe  # noqa: E402,F401  (LLM track, issue 18)
+from unlearnkit.metrics import code_secrets as _code_secrets  # noqa: E402,F401  (LLM track, issue 18)
+from unlearnkit.metrics import stages as _stages  # noqa: E402,F401  (LLM track, issue 18)
+from unlearnkit.metrics import hierarchy as _hierarchy  # noqa: E402,F401  (LLM track, issue 18)
 from unlearnkit.metrics.gap import AVG_GAP_KEYS, avg_gap  # noqa: E402
 
 __all__ = ["METRICS", "AVG_GAP_KEYS", "EvalContext", "Metric", "MetricOutput", "avg_gap"]

@@ -164,12 +164,15 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     neurips = load_neurips(d)  # present only after `unlearnkit report RUN_DIR --neurips`
     from unlearnkit.report.figures import evaluation_sections
 
+    from unlearnkit.report.order_section import markdown_section as order_markdown
+
     md, page = to_markdown(summary, meta), to_html(summary, rows, meta, evaluation_sections(d, rows, summary, neurips))
     from unlearnkit.report import policies
 
     md += policies.markdown_section(rows)  # inference-time policies: what they change, what they cannot, cost
     if policies.policy_table(rows):
         page = page.replace("</body>", policies.html_section(rows) + "</body>", 1)
+    md += order_markdown(rows)  # '' unless rows carry the `order` dimension (LLM track, source: stages)
     if neurips is not None:
         md += markdown_section(neurips)
         page = page.replace("</body>", html_section(neurips) + "</body>", 1)

@@ -27,6 +27,13 @@ Evaluation (:class:`~unlearnkit.metrics.llm_context.LLMEvalContext`): metrics ``
 model utility, ROUGE, truth ratios), ``mia_text`` (LOSS / zlib / Min-K% / Min-K%++ / ref AUC, D_f vs a holdout),
 ``extraction`` (ES / EM), ``muse`` (VerbMem, KnowMem, PrivLeak).
 
+Beyond dense chat models (issue 18): ``model: {kind: tiny_moe, moe: {arch: mixtral, experts: 4, top_k: 2}}`` (a
+Mixtral / Qwen2-MoE from scratch; method ``uoe``, metric ``moe``), ``kind: tiny_gpt2`` (a GPT-2 code LM),
+``data: {source: code, code: {...}}`` (code files with secrets, synthetic or a folder; method ``codeeraser``, metric
+``code_secrets``), ``source: stages`` (training stages learned in several orders, one branch per order through
+:meth:`LLMTrack.learn`; metric ``stages`` and the report's order section) and ``source: medforget`` (hierarchical
+records, one branch per forget level; metric ``hierarchy``).
+
 Holdout: the MIA needs non-members drawn like D_f. ``holdout_persons`` whole persons (subjects) of D_r — the last
 ones that are not in the retain evaluation set — are removed from D (neither θ_o nor θ_r sees them) and become the
 ``holdout`` evaluation set. ``auto`` = as many persons as the forget split has; 0 = none (``mia_text`` then refuses).
@@ -49,15 +56,24 @@ from torch import nn
 from unlearnkit.bench.tracks.base import TRACKS, Role, Track
 from unlearnkit.config.schema import ExperimentConfig, Frozen
 from unlearnkit.errors import ConfigError, DataError, MethodError
+from unlearnkit.data.text.code import CodeDataSpec
+from unlearnkit.data.text.medforget import MedForgetSpec
+from unlearnkit.data.text.multistage import StagesSpec
+from unlearnkit.models.moe import MoESpec
 
 
 # -- the llm: section ------------------------------------------------------------------------------------------------
+#: data sources with their own sub-section of llm.data (issue 18)
+_SOURCE_SPECS = ("code", "stages", "medforget")
+
+
 class LLMDataConfig(Frozen):
     """Where the text data comes from and how D_f is chosen."""
 
-    source: Literal["synthetic", "tofu", "muse", "skills"] = Field(
-        "synthetic", description="built-in generator, TOFU, MUSE, or synthetic skills (arithmetic / code / qa: skill "
-        "unlearning, unlearnkit.data.text.skills)")
+    source: Literal["synthetic", "tofu", "muse", "skills", "code", "stages", "medforget"] = Field(
+        "synthetic", description="built-in generator, TOFU, MUSE, synthetic skills (arithmetic / code / qa: skill "
+        "unlearning, unlearnkit.data.text.skills), code with secrets (see `code`), training stages learned in several "
+        "orders (see `stages`), or hierarchical medical records (see `medforget`)")
     root: str | None = Field(None, description="local folder of TOFU JSON Lines / MUSE layout (None: synthetic / hub)")
     forget_split: Literal["forget01", "forget05", "forget10"] = Field("forget10", description="TOFU forget split: "
                                                                       "1 / 5 / 10 % of persons")
@@ -82,6 +98,32 @@ class LLMDataConfig(Frozen):
         None, ge=1, description="keep only this many persons of D_r (those of the retain evaluation set first) in D "
         "and D_r — a CPU-sized TOFU; None = all")
 
+    code: CodeDataSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="source code: the synthetic generator's sizes or a folder of source "
+                                      "files, and the secret patterns (unlearnkit.data.text.code.CodeDataSpec)")
+    stages: StagesSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                      description="source stages: the stages, their orders and the forget stage "
+                                      "(unlearnkit.data.text.multistage.StagesSpec)")
+    medforget: MedForgetSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                            description="source medforget: the hierarchy's sizes and the levels to "
+                                            "forget (unlearnkit.data.text.medforget.MedForgetSpec)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spec_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in _SOURCE_SPECS:
+                if data.get("source") == name and data.get(name) is None:
+                    data = {**data, name: {}}
+        return data
+
+    @model_validator(mode="after")
+    def _spec_matches(self) -> LLMDataConfig:
+        for name in _SOURCE_SPECS:
+            if getattr(self, name) is not None and self.source != name:
+                raise ValueError(f"`{name}` configures source: {name}, but llm.data.source is '{self.source}'")
+        return self
+
     @field_validator("holdout_persons")
     @classmethod
     def _holdout(cls, v: Any) -> Any:
@@ -98,7 +140,9 @@ class LLMModelConfig(Frozen):
     ``mixed_precision``. ``device_map`` (hf, one process) lets transformers / accelerate place the weights.
     """
 
-    kind: Literal["tiny", "hf"] = "tiny"
+    kind: Literal["tiny", "tiny_moe", "tiny_gpt2", "hf"] = Field(
+        "tiny", description="tiny (Llama from scratch) | tiny_moe (Mixtral / Qwen2-MoE from scratch, see `moe`) | "
+        "tiny_gpt2 (a GPT-2 code LM from scratch) | hf (a pretrained causal LM)")
     vocab_size: int = Field(1024, ge=300, description="tiny: byte-level BPE vocabulary size (256 bytes + specials "
                             "+ merges)")
     hidden_size: int = Field(128, ge=8)
@@ -117,14 +161,27 @@ class LLMModelConfig(Frozen):
     lora: dict[str, Any] | None = Field(None, description="hf: LoRA adapters (unlearnkit.models.llm.LoraSpec fields)")
     pad_token: Literal["eos"] | None = Field(None, description="hf: use eos as pad when the tokenizer has none")
     local_files_only: bool = True
+    moe: MoESpec | None = Field(None, exclude_if=lambda v: v is None,
+                     description="tiny_moe: routed blocks {arch: mixtral | qwen2_moe, experts: 4, top_k: 2} "
+                     "(unlearnkit.models.moe.MoESpec)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moe_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "tiny_moe" and data.get("moe") is None:
+            data = {**data, "moe": {}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> LLMModelConfig:
         if self.kind == "hf" and not (self.path or self.package):
             raise ValueError("model kind 'hf' needs `path` (folder or hub id) or `package` (an installed model wheel)")
-        if self.kind == "tiny" and (self.path or self.gguf_file or self.package or self.lora or self.device_map):
-            raise ValueError("path / gguf_file / package / lora / device_map are for kind: hf; the tiny model is "
+        if self.kind != "hf" and (self.path or self.gguf_file or self.package or self.lora or self.device_map):
+            raise ValueError("path / gguf_file / package / lora / device_map are for kind: hf; the tiny models are "
                              "built from sizes")
+        if self.moe is not None and self.kind != "tiny_moe":
+            raise ValueError(f"`moe` describes the routed blocks of kind: tiny_moe, not of kind: {self.kind} (an MoE "
+                             "checkpoint brings its own: kind: hf)")
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of heads ({self.heads})")
         return self
@@ -193,13 +250,20 @@ class LLMTrackConfig(Frozen):
             v = getattr(self, name)
             if v is not None:
                 _recipe(v, where=f"llm.{name}")
-        if self.data.source == "muse" and self.prompt_format not in (None, "raw"):
-            raise ValueError("MUSE trains on raw text: prompt_format must be raw (or unset)")
+        st = self.data.stages
+        for stage, upd in ((st.stage_train or {}) if st is not None else {}).items():
+            for role in ("train", "oracle"):
+                base = getattr(self, role)
+                if base is not None:
+                    _recipe({**base, **upd}, where=f"llm.data.stages.stage_train.{stage}")
+        if self.data.source in ("muse", "code") and self.prompt_format not in (None, "raw"):
+            raise ValueError(f"{'MUSE' if self.data.source == 'muse' else 'a code corpus'} trains on raw text: "
+                             "prompt_format must be raw (or unset)")
         return self
 
     @property
     def fmt(self) -> str:
-        return self.prompt_format or ("raw" if self.data.source == "muse" else "qa")
+        return self.prompt_format or ("raw" if self.data.source in ("muse", "code") else "qa")
 
 
 def _recipe(d: dict[str, Any], where: str = "llm.train") -> Any:
@@ -304,6 +368,7 @@ class LLMTrack(Track):
     name = "llm"
     extra = "llm"
     multi_process = True
+    continual = True  # learn(): schedules with several Learn operations (source: stages)
 
     def __init__(self, cfg: Any, engine: Any) -> None:
         super().__init__(cfg, engine)
@@ -311,6 +376,8 @@ class LLMTrack(Track):
         self._tokenizer: Any = None
         self._base: Any = None  # hf: the loaded pretrained (model, tokenizer), reused as a template
         self._stages: list[Any] = []
+        self._stage_tasks: dict[str, Any] = {}  # source stages: one task per training stage
+        self._level_tasks: list[tuple[str, Any]] = []  # source medforget: (level, its unlearning task)
 
     @classmethod
     def conformance_config(cls) -> dict[str, Any]:
@@ -327,7 +394,7 @@ class LLMTrack(Track):
 
         s = self.section
         parts = {"track": "llm", "data": to_plain(s.data), "model": to_plain(s.model), "fmt": s.fmt}
-        if s.model.kind == "tiny" and self._task is not None:
+        if s.model.kind != "hf" and self._task is not None:
             parts["tokenizer"] = self.tokenizer_sha256()
         return parts
 
@@ -351,6 +418,12 @@ class LLMTrack(Track):
         d = self.section.data
         wrong = sorted(set(self.cfg.metrics) & ({"tofu", "mia_text", "extraction"} if d.source == "muse"
                                                 else {"muse"}))
+        for metric, src in (("code_secrets", "code"), ("hierarchy", "medforget"), ("stages", "stages")):
+            if metric in self.cfg.metrics and d.source != src:
+                raise ConfigError(f"metric {metric} needs llm.data.source: {src}")
+        if d.source in ("code", "medforget") and "tofu" in self.cfg.metrics:
+            raise ConfigError(f"metric tofu needs TOFU-style QA data (perturbed answers); source {d.source} is "
+                              f"measured by {'code_secrets' if d.source == 'code' else 'hierarchy'}")
         if wrong:
             raise ConfigError(f"metric(s) {', '.join(wrong)} do not apply to llm.data.source '{d.source}': "
                               + ("a MUSE task is raw text; use metrics: [muse]" if d.source == "muse"
@@ -370,11 +443,29 @@ class LLMTrack(Track):
             task = build_skills_task(d.forget_skill, skills=d.skills, n_per_skill=d.n_per_skill,
                                      n_unseen_per_skill=d.n_unseen_per_skill, n_perturbed=d.n_perturbed, seed=d.seed,
                                      **({} if d.utility_in_train is None else {"utility_in_train": d.utility_in_train}))
+        elif d.source == "code":
+            from unlearnkit.data.text.code import build_code_task
+
+            task = build_code_task(d.code, d.seed)
+        elif d.source == "stages":
+            from unlearnkit.data.text.multistage import build_stage_task
+
+            if self.section.scenario.kind != "single":
+                raise ConfigError("llm.data.source: stages builds its own schedule (one branch per order); "
+                                  "remove llm.scenario")
+            task, self._stage_tasks = build_stage_task(d.stages, d.seed)
+        elif d.source == "medforget":
+            from unlearnkit.data.text.medforget import build_medforget_tasks
+
+            if self.section.scenario.kind != "single":
+                raise ConfigError("llm.data.source: medforget builds its own schedule (one branch per forget level); "
+                                  "remove llm.scenario")
+            task, self._level_tasks = build_medforget_tasks(d.medforget, d.seed)
         else:
             task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
-        if len(task.forget) == 0:
+        if len(task.forget) == 0 and d.source != "medforget":  # medforget: the forget sets are per level
             raise DataError(f"the forget split {d.forget_split} of {task.name} is empty; choose a larger split")
-        if d.source not in ("muse", "skills"):
+        if d.source in ("synthetic", "tofu"):
             n_subj = len({it.subject for it in task.forget if it.subject})
             h = n_subj if d.holdout_persons == "auto" else int(d.holdout_persons)
             task = _holdout_split(task, h)
@@ -417,16 +508,28 @@ class LLMTrack(Track):
         return list(self._stages)
 
     def plan(self, task: Any) -> list[Any]:
-        """The schedule: learn D, then the stages' requests (:func:`unlearnkit.data.schedule.plan_from_stages`)."""
+        """The schedule: learn D, then the stages' requests (:func:`unlearnkit.data.schedule.plan_from_stages`);
+        ``source: stages``: one branch per order of the training stages (:func:`~unlearnkit.data.text.multistage.
+        order_plan`)."""
         from unlearnkit.data.schedule import plan_from_stages
 
+        if self.section.data.source == "stages":
+            from unlearnkit.data.text.multistage import order_plan
+
+            return order_plan(self.build_task(), self._stage_tasks, self.section.data.stages)
+        if self.section.data.source == "medforget":  # one branch per forget level, all from the same θ_o
+            from unlearnkit.data.schedule import single_branch
+
+            learn = self.build_task()
+            return [single_branch(learn, t, t, dims={"level": lev}, label=f"level {lev}")
+                    for lev, t in self._level_tasks]
         return plan_from_stages(self.build_task(), self.stages(task))
 
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
             m = self.section.model
-            if m.kind == "tiny":
+            if m.kind != "hf":
                 from unlearnkit.models.llm import train_tokenizer
 
                 self._tokenizer = train_tokenizer(_texts(self.build_task()), vocab_size=m.vocab_size,
@@ -474,6 +577,20 @@ class LLMTrack(Track):
 
     def new_model(self, task: Any, init_seed: int) -> nn.Module:
         m = self.section.model
+        if m.kind == "tiny_moe":
+            from unlearnkit.models.moe import build_tiny_moe
+
+            self._check_dtype()
+            return build_tiny_moe(self.tokenizer, arch=m.moe.arch, hidden_size=m.hidden_size, layers=m.layers,
+                                  heads=m.heads, experts=m.moe.experts, top_k=m.moe.top_k,
+                                  intermediate_size=m.intermediate_size, max_len=m.max_len, seed=init_seed,
+                                  dtype=m.dtype)
+        if m.kind == "tiny_gpt2":
+            from unlearnkit.models.code_lm import build_tiny_gpt2
+
+            self._check_dtype()
+            return build_tiny_gpt2(self.tokenizer, hidden_size=m.hidden_size, layers=m.layers, heads=m.heads,
+                                   max_len=m.max_len, seed=init_seed, dtype=m.dtype)
         if m.kind == "tiny":
             from unlearnkit.models.llm import build_tiny_llama
 
@@ -507,6 +624,30 @@ class LLMTrack(Track):
                        seed=derive_seed(seed, f"{role}-order"), fmt=self.section.fmt, desc=f"train {role}")
         return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
 
+    def learn(self, model: nn.Module | None, task: Any, role: Role, seed: int, position: int,
+              keep: np.ndarray | None = None) -> tuple[nn.Module, float, np.ndarray]:
+        """Continue training ``model`` (None: a fresh initialisation — θ_o's seed, or the oracle's derived one) on
+        ``task.full`` (restricted to ``keep``): the ``position``-th Learn of a schedule (``source: stages``: one
+        training stage), with the role's recipe (changed by ``llm.data.stages.stage_train`` for that stage); data
+        order seeded per (role, position)."""
+        from unlearnkit.llm.lm import train_lm
+        from unlearnkit.methods import derive_seed
+
+        data = task.full if keep is None else task.full.select_ids(keep, "train")
+        if model is None:
+            model = self.new_model(task, seed if role == "original" else derive_seed(seed, "oracle-init"))
+        recipe = self.recipe(role)
+        spec = self.section.data.stages
+        stage = task.scenario.get("stage") if isinstance(task.scenario, dict) else None
+        if spec is not None and stage is not None:
+            from unlearnkit.data.text.multistage import stage_recipe
+
+            recipe = stage_recipe(spec, stage, recipe)
+        self.engine.seed_everything(derive_seed(seed, f"{role}-learn-{position}"))
+        fit = train_lm(model, self.tokenizer, data, recipe, self.engine, seed=derive_seed(seed, f"{role}-order-{position}"),
+                       fmt=self.section.fmt, desc=f"{role} learn {position}" + (f" ({stage})" if stage else ""))
+        return model.eval(), float(fit.seconds), np.asarray(fit.seen_ids, dtype=np.int64)
+
     # -- methods ----------------------------------------------------------------------------------------------------
     def check_method(self, method: Any, label: str, task: Any) -> None:
         """Checks before any training: the method's required fields on D_f / D_r (KNOWN_FAULTS C13), and the model
@@ -520,6 +661,10 @@ class LLMTrack(Track):
         from unlearnkit.engine.distributed import check_accelerate
 
         self._check_dtype()  # the model dtype and every recipe's precision / sharding, before any training
+        if getattr(method, "needs_moe", False) and self.section.model.kind in ("tiny", "tiny_gpt2"):
+            raise ConfigError(f"method '{label}' unlearns experts of a mixture-of-experts model, but llm.model.kind "
+                              f"is '{self.section.model.kind}' (a dense model): use kind: tiny_moe, or an MoE "
+                              "checkpoint with kind: hf")
         for r in [self.recipe("original"), self.recipe("oracle"), getattr(method, "config", None)]:
             if hasattr(r, "mixed_precision"):
                 check_accelerate(r.mixed_precision, r.sharding, device=self.engine.device,
@@ -537,9 +682,12 @@ class LLMTrack(Track):
         """The methods' :class:`LLMContext` from the runner's :class:`UnlearnContext`."""
         from unlearnkit.methods.llm import LLMContext
 
+        m = self.section.model
         return LLMContext(seed=ctx.seed, train_recipe=ctx.train_recipe, init_seed=ctx.init_seed,
                           model_factory=ctx.model_factory, policy=ctx.policy, tokenizer=self.tokenizer,
-                          fmt=self.section.fmt)
+                          fmt=self.section.fmt,
+                          # learned absolute positions (GPT-2) cannot read past max_len: methods cut there too
+                          max_len=min(512, m.max_len) if m.kind == "tiny_gpt2" else 512)
 
     def unlearn(self, task: Any, method: Any, model: nn.Module, ctx: Any) -> Any:
         check = getattr(method, "check_data", None)
@@ -559,14 +707,20 @@ class LLMTrack(Track):
                                knowmem_max_new_tokens=e.knowmem_max_new_tokens, privleak_k=e.privleak_k)
 
     def verdict_spec(self, task: Any) -> Any:
-        """Forget side: D_f likelihood, ROUGE, extraction strength, the LOSS MIA (lower = more forgotten) and MUSE's
-        VerbMem / KnowMem (lower) and PrivLeak AUC (higher); utility: model utility / KnowMem on D_r (chance 0)."""
+        """Forget side: D_f likelihood, ROUGE, extraction strength, the LOSS MIA (lower = more forgotten), MUSE's
+        VerbMem / KnowMem (lower) and PrivLeak AUC (higher), secrets' MA / EL (code) and D_f probability / ROUGE of
+        hierarchical records; utility: model utility / KnowMem on D_r / held-out code accuracy / ROUGE on unrelated
+        records / retained stages (chance 0)."""
         from unlearnkit.verdict import VerdictSpec
 
         return VerdictSpec(forget={"forget.prob": -1, "forget.rouge": -1, "forget.es": -1, "mia.loss.auc": -1,
-                                   "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1},
-                           utility={"model_utility": 0.0, "knowmem_r": 0.0}, default_floor=0.02, percent=False,
-                           refuse_untrained=False)
+                                   "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1,
+                                   # issue 18: secrets in code, hierarchical records
+                                   "code.secret_ma": -1, "code.secret_el": -1, "med.forget.prob": -1,
+                                   "med.forget.rouge": -1},
+                           utility={"model_utility": 0.0, "knowmem_r": 0.0, "code.heldout_acc": 0.0,
+                                    "med.others.rouge": 0.0, "stage.retained_rouge": 0.0},
+                           default_floor=0.02, percent=False, refuse_untrained=False)
 
     def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:

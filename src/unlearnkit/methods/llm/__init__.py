@@ -1,4 +1,4 @@
-"""LLM unlearning methods (``track = "llm"``): ga, grad_diff, npo, simnpo, idk_po, dpo, idk_dpo, rmu.
+"""LLM unlearning methods (``track = "llm"``): ga, grad_diff, npo, simnpo, idk_po, dpo, idk_dpo, rmu; uoe (MoE), codeeraser (code).
 
 Call them with an :class:`LLMContext` carrying the tokenizer and the prompt format::
 
@@ -16,5 +16,6 @@ from unlearnkit.methods.llm.base import (
 )
 from unlearnkit.methods.llm import ga, grad_diff, idk, npo, original, rmu, simnpo, suppress_tokens  # noqa: F401, E501
 from unlearnkit.methods.llm import alu, eco, guard, icul, skill_unlearning, uld  # noqa: F401, E402  (issue 16)
+from unlearnkit.methods.llm import codeeraser, uoe  # noqa: F401,E402  (code models, mixture-of-experts: issue 18)
 
 __all__ = ["LLMContext", "LLMOptimConfig", "LLMUnlearner", "RetainRegConfig", "retain_pairing", "shard_positions"]
