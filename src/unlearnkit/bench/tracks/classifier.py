@@ -214,5 +214,12 @@ class ClassifierTrack(Track):
     def gap_keys(self) -> tuple[str, ...]:
         return AVG_GAP_KEYS
 
+    def tuning_task(self, task: Task, seed: int) -> Task:
+        """Another random draw of |D_f| samples (random / ids) or other classes (class / subclass), disjoint from
+        D_f (:func:`unlearnkit.bench.tune_tasks.classifier_tuning_task`)."""
+        from unlearnkit.bench.tune_tasks import classifier_tuning_task
+
+        return classifier_tuning_task(task, seed)
+
 
 __all__ = ["ClassifierExperiment", "ClassifierTrack", "check_requirements"]
