@@ -109,6 +109,9 @@ def tune(
     tuning_seed: int = typer.Option(1, "--tuning-seed", help="seed of the tuning forget set's draw"),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite "
                                           "<run folder>/tune/<label>.db)"),
+    std_weight: float = typer.Option(1.0, "--std-weight", help="objective = mean + this × std of the gaps over "
+                                     "seeds and tuning sets (0: the plain mean)"),
+    draws: int = typer.Option(1, "--draws", help="tuning forget sets per seed (more: a steadier objective, slower)"),
     set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. --set engine.threads=1"),
 ) -> None:
     """Search each method's hyperparameters (Optuna) on a tuning forget set disjoint from the evaluation D_f; write
@@ -126,6 +129,7 @@ def tune(
         cfg = load_config(config or DEFAULT_CONFIG, set_)
         outcome = tune_experiment(cfg, methods=method or None, trials=trials, seconds=seconds, workers=workers,
                                   seeds=seeds or None, tuning_seed=tuning_seed, storage=storage, raw=raw,
+                                  std_weight=std_weight, draws=draws,
                                   console=err_console, on_trial=progress)
     except UnlearnkitError as err:
         _fail(err)
@@ -133,8 +137,8 @@ def tune(
     except KeyboardInterrupt:
         err_console.print("interrupted: finished trials are saved in the study; run the same command again to go on")
         raise typer.Exit(130) from None
-    t = Table(title="unlearnkit tune: best settings (objective = mean |θ_u − θ_r| over the gap keys on the tuning "
-                    "forget set; lower is better)")
+    t = Table(title="unlearnkit tune: best settings (objective = mean + std over seeds of the mean |θ_u − θ_r| over "
+                    "the gap keys on the tuning forget sets; lower is better)")
     for col in ("method", "trials", "θ_o", "best", "best trial", "settings"):
         t.add_column(col)
     for label, s in outcome.summaries.items():

@@ -4,13 +4,16 @@ evaluation's.
 For each method of an experiment the tuner searches the method's declared ``search_space``
 (:mod:`unlearnkit.methods.search`) with Optuna (TPE), minimising
 
-    objective(params) = mean over seeds s of  (1/|K|) Σ_{k∈K} |m_k(θ_u^s) − m_k(θ_r,tune^s)|
+    gap_s(params)       = (1/|K|) Σ_{k∈K} |m_k(θ_u^s) − m_k(θ_r,tune^s)|
+    objective(params)   = mean_s gap_s + w · std_s gap_s          (w = ``std_weight``, default 1; 0 = the plain mean)
 
 where K is the track's :meth:`~unlearnkit.bench.tracks.base.Track.tuning_keys` (its Avg. Gap keys: UA, RA, TA,
-MIA-efficacy for classifiers), θ_u^s is the method applied with ``params`` to θ_o (the evaluation's own model, seed s)
-for a **tuning forget set** drawn by :meth:`Track.tuning_task` with another seed and disjoint from the evaluation D_f
-(:mod:`unlearnkit.bench.tune_tasks`), and θ_r,tune^s is the oracle retrained on D \\ D_f(tune) (cached by lineage like
-every oracle). The evaluation D_f is never unlearned or scored during the search; it stays in the tuning D_r.
+MIA-efficacy for classifiers), s runs over the experiment's seeds, θ_u^s is the method applied with ``params`` to θ_o
+of seed s (the evaluation's own model) for a **tuning forget set** drawn by :meth:`Track.tuning_task` — one draw per
+seed, disjoint from the evaluation D_f (:mod:`unlearnkit.bench.tune_tasks`) — and θ_r,tune^s is the oracle retrained
+on D \\ D_f(tune) (cached by lineage like every oracle). The evaluation D_f is never unlearned or scored during the
+search; it stays in the tuning D_r. The standard-deviation term ranks a setting that lands near the oracle on one
+draw and collapses on another (gradient ascent next to its cliff) below a steady one.
 
 Files (``<run folder>/tune/``; the run folder is the one ``unlearnkit run`` uses for the same config):
 
@@ -60,6 +63,9 @@ TUNED_FILE = "tuned.yaml"
 DEFAULT_TRIALS = 20
 #: the default draw seed of the tuning forget set (the evaluation's D_f is excluded whatever the seed)
 DEFAULT_TUNING_SEED = 1
+#: the objective adds this many standard deviations of the per-seed gaps to their mean: a setting that lands near the
+#: oracle on one draw and collapses on another (gradient ascent near its cliff) ranks below a steady one
+DEFAULT_STD_WEIGHT = 1.0
 
 
 def _optuna() -> Any:
@@ -116,8 +122,8 @@ class Tuner:
     """
 
     def __init__(self, cfg: ExperimentConfig, *, console: Console | None = None, seeds: Sequence[int] | None = None,
-                 tuning_seed: int = DEFAULT_TUNING_SEED, raw: tuple[Mapping[str, Any], str, list[str]] | None = None
-                 ) -> None:
+                 tuning_seed: int = DEFAULT_TUNING_SEED, raw: tuple[Mapping[str, Any], str, list[str]] | None = None,
+                 std_weight: float = DEFAULT_STD_WEIGHT, draws: int = 1) -> None:
         self.runner = Runner(resolve(cfg), console=console)
         self.cfg = self.runner.cfg
         self.track = self.runner.track
@@ -129,6 +135,14 @@ class Tuner:
                               "evaluation is the model tuned for, so tune on the experiment's own seeds")
         self.tuning_seed = int(tuning_seed)
         self.raw = raw
+        if not (std_weight >= 0 and math.isfinite(std_weight)):
+            raise ConfigError(f"--std-weight must be a finite number ≥ 0, got {std_weight}")
+        self.std_weight = float(std_weight)
+        if int(draws) < 1:
+            raise ConfigError(f"--draws must be ≥ 1, got {draws}")
+        self.draws = int(draws)
+        #: (run seed, draw index) pairs the objective averages over
+        self.units = [(s, k) for s in self.seeds for k in range(self.draws)]
         self.keys = tuple(self.track.tuning_keys())
         if not self.keys:
             raise ConfigError(f"track '{self.cfg.track}' defines no gap to the oracle (Track.tuning_keys); there is "
@@ -142,12 +156,12 @@ class Tuner:
         """``<run folder>/tune``."""
         return self.runner.run_dir / TUNE_DIR
 
-    def draw_seed(self, seed: int) -> int:
-        """The draw seed of run seed ``seed``'s tuning forget set: each seed of the objective gets its own draw (the
-        objective averages over draws, not only over training noise)."""
-        return derive_seed(self.tuning_seed, f"tuning-forget-set/{seed}")
+    def draw_seed(self, seed: int, draw: int = 0) -> int:
+        """The draw seed of run seed ``seed``'s ``draw``-th tuning forget set: every (seed, draw) gets its own set
+        (the objective averages over forget sets, not only over training noise)."""
+        return derive_seed(self.tuning_seed, f"tuning-forget-set/{seed}" + (f"/{draw}" if draw else ""))
 
-    def branch(self, seed: int) -> Branch:
+    def branch(self, seed: int, draw: int = 0) -> Branch:
         """The tuning schedule of run seed ``seed``: ``[Learn(D), Forget(D_f(tune)), Evaluate]``, checked disjoint
         from every evaluation request (built once per seed).
 
@@ -155,7 +169,7 @@ class Tuner:
             ConfigError: the evaluation plan is not plain, or the track's tuning plan is not one branch learning D,
                 forgetting one request disjoint from the evaluation D_f and evaluating once.
         """
-        if seed not in self._branches:
+        if (seed, draw) not in self._branches:
             plan = self.runner.plan
             forgets = [op for b in plan for op in b.ops if isinstance(op, Forget)]
             learns = [op for b in plan for op in b.ops if isinstance(op, Learn)]
@@ -164,7 +178,7 @@ class Tuner:
                                   f"this experiment's plan has {len(plan)} branch(es) and {len(forgets)} request(s). "
                                   "Tune the plain scenario of the same data (e.g. kind: random with the request "
                                   "size) and copy the tuned parameters")
-            branches = self.track.tuning_plan(self.runner.task, self.draw_seed(seed))
+            branches = self.track.tuning_plan(self.runner.task, self.draw_seed(seed, draw))
             if len(branches) != 1:
                 raise ConfigError("Track.tuning_plan must return one branch")
             branch = branches[0]
@@ -178,12 +192,12 @@ class Tuner:
             if len(overlap):
                 raise ConfigError(f"the tuning forget set shares {len(overlap)} ids with the evaluation D_f (e.g. "
                                   f"{overlap[:5].tolist()}); Track.tuning_task must draw a disjoint set")
-            self._branches[seed] = branch
-        return self._branches[seed]
+            self._branches[(seed, draw)] = branch
+        return self._branches[(seed, draw)]
 
-    def tuning_task(self, seed: int) -> Any:
-        """The tuning task of run seed ``seed`` (what methods unlearn and metrics see during the search)."""
-        b = self.branch(seed)
+    def tuning_task(self, seed: int, draw: int = 0) -> Any:
+        """The ``draw``-th tuning task of run seed ``seed`` (what methods unlearn and metrics see in the search)."""
+        b = self.branch(seed, draw)
         return b.ops[b.points[0]].task
 
     def evaluation_forget_ids(self) -> np.ndarray:
@@ -193,22 +207,23 @@ class Tuner:
     def tuning_record(self) -> dict[str, Any]:
         """How the tuning forget sets were drawn (JSON): per seed the draw, its size and both digests."""
         draws = []
-        for seed in self.seeds:
-            sc = self.tuning_task(seed).scenario
+        for seed, k in self.units:
+            sc = self.tuning_task(seed, k).scenario
             rec = dict(sc.get("tuning", {}))
             rec["draw_seed"] = rec.pop("seed", None)
-            draws.append({"run_seed": seed, "n_forget": sc.get("n_forget"), "n_retain": sc.get("n_retain"), **rec})
+            draws.append({"run_seed": seed, "draw": k, "n_forget": sc.get("n_forget"), "n_retain": sc.get("n_retain"),
+                          **rec})
         hows = [str(d.get("how", "")) for d in draws]
         how = hows[0] if len(set(hows)) == 1 else "; ".join(f"seed {d['run_seed']}: {h}" for d, h in zip(draws, hows))
         return {"kind": self.runner.task.scenario.get("kind"), "draws": draws, "disjoint_from_evaluation": True,
-                "how": how + (f", one draw per seed ({len(draws)} draws)" if len(draws) > 1 else "")}
+                "how": how + (f", {self.draws} draw(s) per seed ({len(draws)} sets)" if len(draws) > 1 else "")}
 
     # -- references -----------------------------------------------------------------------------------------------
-    def reference(self, seed: int) -> _Reference:
+    def reference(self, seed: int, draw: int = 0) -> _Reference:
         """θ_o (the evaluation's, cached) and the tuning oracle of ``seed`` (cached by lineage), their metrics on the
         tuning task, and θ_o's objective there (the value a method must beat)."""
-        if seed not in self._refs:
-            branch = self.branch(seed)
+        if (seed, draw) not in self._refs:
+            branch = self.branch(seed, draw)
             forget_pos = branch.first_forget
             point = branch.points[0]
             ev: Evaluate = branch.ops[point]
@@ -223,17 +238,19 @@ class Tuner:
             if len(missing) == len(self.keys):
                 raise ConfigError(f"the configured metrics ({', '.join(metrics)}) give none of the tuning keys "
                                   f"({', '.join(self.keys)}); add the metrics that produce them")
-            self._refs[seed] = _Reference(orig, oracle, oracle_values, avg_gap(orig_values, oracle_values, self.keys),
-                                          shared)
-        return self._refs[seed]
+            self._refs[(seed, draw)] = _Reference(orig, oracle, oracle_values,
+                                                  avg_gap(orig_values, oracle_values, self.keys), shared)
+        return self._refs[(seed, draw)]
 
     @staticmethod
     def _references(orig: TrainedModel, oracle: TrainedModel, ev: Evaluate) -> dict[str, Any]:
         return {"original_model": orig.model, "oracle_model": oracle.model, **ev.references}
 
     def prepare(self) -> float:
-        """Train or load every reference; returns θ_o's objective (mean over seeds) on the tuning task."""
-        return float(np.mean([self.reference(s).original_gap for s in self.seeds]))
+        """Train or load every reference; returns θ_o's objective on the tuning tasks (mean + std_weight · std over
+        seeds of its gaps: the same formula as a trial's, the value to beat)."""
+        gaps = [self.reference(s, k).original_gap for s, k in self.units]
+        return float(np.mean(gaps) + self.std_weight * np.std(gaps))
 
     # -- methods --------------------------------------------------------------------------------------------------
     def specs(self, labels: Sequence[str] | None = None) -> list[MethodSpec]:
@@ -281,29 +298,30 @@ class Tuner:
     def check_method(self, spec: MethodSpec) -> None:
         """Refuse, before any trial, a method whose configured settings the tuning task cannot serve."""
         method = METHODS.build(spec.name, spec.params)
-        for seed in self.seeds:
-            self.track.check_method(method, spec.label, self.tuning_task(seed))
+        for seed, k in self.units:
+            self.track.check_method(method, spec.label, self.tuning_task(seed, k))
 
     # -- one trial ------------------------------------------------------------------------------------------------
     def evaluate_params(self, spec: MethodSpec, params: Mapping[str, Any]) -> dict[str, Any]:
         """Apply ``spec``'s method with ``params`` (complete settings) to θ_o for every seed on the tuning task.
 
         Returns:
-            ``{"value": objective, "gaps": [per seed], "seconds": mean unlearning seconds, "metrics": {key: mean}}``.
+            ``{"value": objective = mean + std_weight · std of the per-seed gaps, "mean", "std", "gaps": [per seed],
+            "seconds": mean unlearning seconds, "metrics": {key: mean over seeds}}``.
 
         Raises:
             _TrialFailed: the settings are invalid for the method or the task, the method failed, or it diverged.
         """
         try:
             method = METHODS.build(spec.name, dict(params))
-            for seed in self.seeds:
-                self.track.check_method(method, spec.label, self.tuning_task(seed))
+            for seed, k in self.units:
+                self.track.check_method(method, spec.label, self.tuning_task(seed, k))
         except UnlearnkitError as err:
             raise _TrialFailed(f"{type(err).__name__}: {err}") from err
         gaps, seconds, values = [], [], []
-        for seed in self.seeds:
-            task = self.tuning_task(seed)
-            ref = self.reference(seed)
+        for seed, k in self.units:
+            task = self.tuning_task(seed, k)
+            ref = self.reference(seed, k)
             ctx = UnlearnContext(seed=seed, train_recipe=self.track.recipe("original"),
                                  init_seed=derive_seed(seed, "oracle-init"),
                                  model_factory=lambda s, task=task: self.track.new_model(task, s))
@@ -311,7 +329,7 @@ class Tuner:
                 res = self.track.unlearn(task, method, copy.deepcopy(ref.original.model), ctx)
                 if not all(torch.isfinite(p).all() for p in res.model.parameters()):
                     raise DivergenceError("parameters became NaN/inf", step=res.steps, loss=float("nan"))
-                refs = self._references(ref.original, ref.oracle, self.branch(seed).ops[self.branch(seed).points[0]])
+                refs = self._references(ref.original, ref.oracle, self.branch(seed, k).ops[self.branch(seed, k).points[0]])
                 got, _ = self.track.evaluate(task, res.model, seed, refs, list(self.cfg.metrics), shared=ref.shared,
                                              policy=res.policy)
             except DivergenceError as err:
@@ -325,7 +343,9 @@ class Tuner:
             seconds.append(float(res.seconds))
             values.append({k: float(got[k]) for k in self.keys if k in got})
         means = {k: float(np.mean([v[k] for v in values if k in v])) for k in self.keys if any(k in v for v in values)}
-        return {"value": float(np.mean(gaps)), "gaps": gaps, "seconds": float(np.mean(seconds)), "metrics": means}
+        mean, std = float(np.mean(gaps)), float(np.std(gaps))
+        return {"value": mean + self.std_weight * std, "mean": mean, "std": std, "gaps": gaps,
+                "seconds": float(np.mean(seconds)), "metrics": means}
 
     # -- studies --------------------------------------------------------------------------------------------------
     def storage_url(self, spec: MethodSpec, storage: str | None = None) -> str:
@@ -343,7 +363,8 @@ class Tuner:
         """What a study was made for: a rerun that differs in any of these refuses to mix into it."""
         return {"schema": TUNE_SCHEMA, "config_sha256": config_hash(self.cfg), "method": spec.name,
                 "base_params": spec.params, "space": {k: _describe(p) for k, p in self.space(spec).items()},
-                "seeds": self.seeds, "tuning_seed": self.tuning_seed, "keys": list(self.keys),
+                "seeds": self.seeds, **({"draws": self.draws} if self.draws != 1 else {}),
+                "tuning_seed": self.tuning_seed, "keys": list(self.keys), "std_weight": self.std_weight,
                 "tuning_sets": [d.get("forget_ids_sha256") for d in self.tuning_record()["draws"]]}
 
     def study(self, spec: MethodSpec, storage: str | None = None, *, create: bool = True) -> Any:
@@ -419,6 +440,8 @@ class Tuner:
                 raise
             trial.set_user_attr("seconds", out["seconds"])
             trial.set_user_attr("gaps", out["gaps"])
+            trial.set_user_attr("mean", out["mean"])
+            trial.set_user_attr("std", out["std"])
             trial.set_user_attr("metrics", out["metrics"])
             _notify(on_trial, trial.number, sampled, out["value"], None)
             return out["value"]
@@ -442,6 +465,7 @@ class Tuner:
             rows.append({"trial": t.number, "state": t.state.name.lower(), "params": dict(t.params),
                          "value": t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
                          "seconds": t.user_attrs.get("seconds"), "gaps": t.user_attrs.get("gaps"),
+                         "mean": t.user_attrs.get("mean"), "std": t.user_attrs.get("std"),
                          "metrics": t.user_attrs.get("metrics"), "error": t.user_attrs.get("error"),
                          "start": bool(t.user_attrs.get("start", False)),
                          "wall_seconds": (t.duration.total_seconds() if t.duration is not None else None)})
@@ -451,8 +475,9 @@ class Tuner:
         return {
             "schema": TUNE_SCHEMA, "run": self.cfg.name, "config_sha256": config_hash(self.cfg),
             "track": self.cfg.track, "method": spec.label, "method_name": spec.name,
-            "objective": {"what": "mean over seeds of the mean |θ_u − θ_r| over the keys, on the tuning forget set",
-                          "keys": list(self.keys), "seeds": self.seeds, "direction": "minimize"},
+            "objective": {"what": "mean + std_weight × std over seeds of the mean |θ_u − θ_r| over the keys, on the "
+                                  "tuning forget sets", "keys": list(self.keys), "seeds": self.seeds, "draws": self.draws,
+                          "std_weight": self.std_weight, "direction": "minimize"},
             "tuning_set": self.tuning_record(), "search_space": {k: _describe(p) for k, p in self.space(spec).items()},
             "base_params": spec.params, "original_objective": original,
             "best": None if best is None else {"trial": best["trial"], "value": best["value"],
@@ -470,30 +495,37 @@ class Tuner:
         return data
 
     def write_fragment(self) -> Path | None:
-        """Write ``tuned.yaml``: the experiment with every method that has a search summary in the tune folder set to
-        its best parameters (a config that ``extends:`` the original; ``unlearnkit run`` accepts it). None when no
-        method has a finished trial."""
+        """Write ``tuned.yaml``: the experiment with every method whose search summary (in the tune folder) found a
+        setting better than θ_o's objective set to that setting (a config that ``extends:`` the original; ``unlearnkit
+        run`` accepts it). Methods whose best is no better than doing nothing keep their configured settings, with a
+        comment saying so. None when no method has a finished trial."""
+        import json
+
         best: dict[str, dict[str, Any]] = {}
         lines = []
         for spec in self.cfg.methods:
             path = self.tune_dir / f"{spec.label}.json"
             if not path.is_file():
                 continue
-            import json
-
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("config_sha256") != config_hash(self.cfg) or not data.get("best"):
                 continue
-            best[spec.label] = data["best"]["searched"]
-            lines.append(f"#   {spec.label}: objective {data['best']['value']:.4g} (θ_o {data['original_objective']:.4g}) "
-                         f"after {data['n_finished']} trials")
-        if not best:
+            b, o = data["best"], data["original_objective"]
+            if b["value"] < o:
+                best[spec.label] = b["searched"]
+                lines.append(f"#   {spec.label}: objective {b['value']:.4g} (θ_o {o:.4g}) after {data['n_finished']} "
+                             "trials")
+            else:
+                lines.append(f"#   {spec.label}: no setting beat θ_o after {data['n_finished']} trials (best "
+                             f"{b['value']:.4g}, θ_o {o:.4g}): its configured settings are kept")
+        if not lines:
             return None
+        obj = (f"mean + {self.std_weight:g} × std" if self.std_weight else "mean")
         text = fragment_yaml(self.cfg, best, self.raw, header=[
-            f"# Tuned by `unlearnkit tune` on {time.strftime('%Y-%m-%d', time.gmtime())}: best settings per method on a "
-            f"tuning forget set disjoint from the evaluation D_f, one draw per seed (--tuning-seed "
-            f"{self.tuning_seed}: {self.tuning_record().get('how', '')}); objective = mean over seeds {self.seeds} of the mean |θ_u − θ_r| over "
-            f"{', '.join(self.keys)}.", *lines])
+            f"# Tuned by `unlearnkit tune` on {time.strftime('%Y-%m-%d', time.gmtime())}: best settings per method on "
+            f"tuning forget sets disjoint from the evaluation D_f (--tuning-seed {self.tuning_seed}: "
+            f"{self.tuning_record().get('how', '')}); objective = {obj} over seeds {self.seeds} and sets of the "
+            f"mean |θ_u − θ_r| over {', '.join(self.keys)}.", *lines])
         path = self.tune_dir / TUNED_FILE
         refuse_symlink(path, "tuned config")
         atomic_write(path, text)
@@ -595,12 +627,14 @@ def compose_source(config: str | None, overrides: Sequence[str]) -> tuple[dict[s
 
 # -- several processes ------------------------------------------------------------------------------------------------
 def _worker(mapping: dict[str, Any], source: str, label: str, seeds: list[int], tuning_seed: int, trials: int | None,
-            seconds: float | None, storage: str | None, worker: int, sampler_seed: int) -> None:
+            seconds: float | None, storage: str | None, worker: int, sampler_seed: int, std_weight: float,
+            draws: int) -> None:
     """One extra search process (spawned): rebuilds the tuner from the composed config, then runs trials."""
     from unlearnkit.bench.resolve import resolve as _resolve
 
     cfg = _resolve(mapping, source=source)
-    tuner = Tuner(cfg, console=Console(stderr=True, quiet=True), seeds=seeds, tuning_seed=tuning_seed)
+    tuner = Tuner(cfg, console=Console(stderr=True, quiet=True), seeds=seeds, tuning_seed=tuning_seed,
+                  std_weight=std_weight, draws=draws)
     spec = next(m for m in tuner.cfg.methods if m.label == label)
     tuner.optimize(spec, trials=trials, seconds=seconds, storage=storage, worker=worker, sampler_seed=sampler_seed)
 
@@ -608,6 +642,7 @@ def _worker(mapping: dict[str, Any], source: str, label: str, seeds: list[int], 
 def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = None, trials: int | None = None,
                     seconds: float | None = None, workers: int = 1, seeds: Sequence[int] | None = None,
                     tuning_seed: int = DEFAULT_TUNING_SEED, storage: str | None = None, sampler_seed: int = 0,
+                    std_weight: float = DEFAULT_STD_WEIGHT, draws: int = 1,
                     raw: tuple[Mapping[str, Any], str, list[str]] | None = None, console: Console | None = None,
                     on_trial: Callable[[str, dict[str, Any]], None] | None = None) -> TuneOutcome:
     """Tune ``methods`` (labels; default all with a search space) of ``cfg`` one after another, each with the budget
@@ -629,12 +664,13 @@ def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = No
     if workers > 1 and raw is None:
         raise ConfigError("several workers need the config as a mapping (raw=...), as the CLI passes it")
     _optuna()
-    tuner = Tuner(cfg, console=console, seeds=seeds, tuning_seed=tuning_seed, raw=raw)
+    tuner = Tuner(cfg, console=console, seeds=seeds, tuning_seed=tuning_seed, raw=raw, std_weight=std_weight,
+                  draws=draws)
     specs = tuner.specs(methods)
     if not specs:
         raise ConfigError("no method of this experiment has anything to tune")
-    for seed in tuner.seeds:
-        tuner.branch(seed)
+    for seed, k in tuner.units:
+        tuner.branch(seed, k)
     err = tuner.runner._check_writable()
     if err is not None:
         raise err
@@ -654,7 +690,8 @@ def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = No
             ctx = multiprocessing.get_context("spawn")
             for w in range(1, workers):
                 p = ctx.Process(target=_worker, args=(dict(raw[0]), raw[1], spec.label, tuner.seeds, tuning_seed,
-                                                      trials, seconds, storage, w, sampler_seed))
+                                                      trials, seconds, storage, w, sampler_seed, std_weight,
+                                                      draws))
                 p.start()
                 procs.append(p)
         try:
@@ -669,6 +706,10 @@ def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = No
                                 f"(exit codes {bad}); the study keeps their finished trials[/]")
         summaries[spec.label] = tuner.write_summary(spec, storage)
     fragment = tuner.write_fragment()
+    if (tuner.runner.run_dir / "results.jsonl").is_file():  # the run was made: its report gets the search section
+        from unlearnkit.report import write_reports
+
+        write_reports(tuner.runner.run_dir)
     return TuneOutcome(tuner.tune_dir, fragment, summaries)
 
 

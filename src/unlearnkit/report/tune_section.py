@@ -61,10 +61,12 @@ def _intro(items: Sequence[Mapping[str, Any]]) -> str:
     first = items[0]
     obj = first.get("objective", {})
     how = first.get("tuning_set", {}).get("how", "")
+    w = obj.get("std_weight", 0.0)
+    spread = f" plus {w:g} × its standard deviation over seeds" if w else ""
     return (f"Each method's settings were searched by `unlearnkit tune` (Optuna TPE) to minimise the mean "
-            f"|θ_u − θ_r| over {', '.join(obj.get('keys', []))}, averaged over seeds {obj.get('seeds')}, on tuning "
-            f"forget sets disjoint from the evaluation D_f ({how}); each tuning oracle is retrained without its "
-            "tuning set. θ_o is the value of doing nothing there; lower is better. The tuned config is "
+            f"|θ_u − θ_r| over {', '.join(obj.get('keys', []))}, averaged over seeds {obj.get('seeds')}{spread}, on "
+            f"tuning forget sets disjoint from the evaluation D_f ({how}); each tuning oracle is retrained without "
+            "its tuning set. θ_o is the value of doing nothing there; lower is better. The tuned config is "
             "tune/tuned.yaml.")
 
 

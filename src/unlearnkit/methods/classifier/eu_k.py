@@ -141,9 +141,10 @@ class LastKUnlearner(Unlearner):
     needs_retain = True
     smoke_params = {"k": 1, "use_original_recipe": False, "epochs": 1, "batch_size": 32, "lr": 0.05}
     source = "Goel et al., 2022, arXiv:2201.06640"
-    #: unlearnkit tune: k (reference sweeps 1–7), θ_o's recipe or its own lr / epochs
+    #: unlearnkit tune: k (reference sweeps 1–7; capped at 2 so that small models keep a frozen part — k = every layer
+    #: is retraining from scratch), θ_o's recipe or its own lr / epochs
     search_space = {
-        "k": Int(1, 3),
+        "k": Int(1, 2),
         "use_original_recipe": Choice((True, False)),
         "lr": LogFloat(1e-3, 0.1),
         "epochs": Int(1, 30),
