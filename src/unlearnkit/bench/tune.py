@@ -66,6 +66,9 @@ DEFAULT_TUNING_SEED = 1
 #: the objective adds this many standard deviations of the per-seed gaps to their mean: a setting that lands near the
 #: oracle on one draw and collapses on another (gradient ascent near its cliff) ranks below a steady one
 DEFAULT_STD_WEIGHT = 1.0
+#: a best objective within this fraction of θ_o's counts as no better than doing nothing (tuned.yaml then keeps the
+#: configured settings): a 0.1 % "gain" is one flipped prediction, not a setting that acts
+MIN_GAIN = 0.01
 
 
 def _optuna() -> Any:
@@ -73,7 +76,7 @@ def _optuna() -> Any:
         import optuna
     except ImportError as err:
         raise ConfigError("unlearnkit tune needs Optuna: pip install 'unlearnkit[tune]'") from err
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are reported by the tuner itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna
 
@@ -496,7 +499,7 @@ class Tuner:
 
     def write_fragment(self) -> Path | None:
         """Write ``tuned.yaml``: the experiment with every method whose search summary (in the tune folder) found a
-        setting better than θ_o's objective set to that setting (a config that ``extends:`` the original; ``unlearnkit
+        setting better than θ_o's objective (by more than :data:`MIN_GAIN`) set to that setting (a config that ``extends:`` the original; ``unlearnkit
         run`` accepts it). Methods whose best is no better than doing nothing keep their configured settings, with a
         comment saying so. None when no method has a finished trial."""
         import json
@@ -511,13 +514,13 @@ class Tuner:
             if data.get("config_sha256") != config_hash(self.cfg) or not data.get("best"):
                 continue
             b, o = data["best"], data["original_objective"]
-            if b["value"] < o:
+            if b["value"] < o * (1 - MIN_GAIN):
                 best[spec.label] = b["searched"]
                 lines.append(f"#   {spec.label}: objective {b['value']:.4g} (θ_o {o:.4g}) after {data['n_finished']} "
                              "trials")
             else:
-                lines.append(f"#   {spec.label}: no setting beat θ_o after {data['n_finished']} trials (best "
-                             f"{b['value']:.4g}, θ_o {o:.4g}): its configured settings are kept")
+                lines.append(f"#   {spec.label}: no setting beat θ_o by {MIN_GAIN:.0%} after {data['n_finished']} trials "
+                             f"(best {b['value']:.4g}, θ_o {o:.4g}): its configured settings are kept")
         if not lines:
             return None
         obj = (f"mean + {self.std_weight:g} × std" if self.std_weight else "mean")
@@ -674,6 +677,7 @@ def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = No
     err = tuner.runner._check_writable()
     if err is not None:
         raise err
+    tuner.runner._write_config()  # config.resolved.yaml: what was tuned (the run of the same config writes the same)
     for spec in specs:
         tuner.space(spec)
         tuner.check_method(spec)

@@ -75,7 +75,10 @@ def _summary_rows(items: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     for d in items:
         best = d.get("best") or {}
         failed = sum(1 for t in d.get("trials", []) if t.get("state") == "fail")
-        rows.append([str(d.get("method")), f"{d.get('n_finished', 0)}" + (f" ({failed} failed)" if failed else ""),
+        n_sets = len(d.get("tuning_set", {}).get("draws", []))
+        sets = f", {n_sets} tuning sets" if d.get("objective", {}).get("draws", 1) > 1 else ""
+        rows.append([str(d.get("method")), f"{d.get('n_finished', 0)}" + (f" ({failed} failed)" if failed else "")
+                     + sets,
                      _num(d.get("original_objective")), _num(best.get("value")), _num(best.get("trial")),
                      _params(best.get("searched")) or "no finished trial"])
     return rows
