@@ -1,4 +1,4 @@
-"""Command line: ``unlearnkit run | report | methods | metrics | schema``."""
+"""Command line: ``unlearnkit run | tune | report | methods | metrics | schema``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,68 @@ def report(
         _fail(err)
         return
     out.print(f"wrote {md} and {html}")
+
+
+@app.command()
+def tune(
+    config: Optional[str] = typer.Argument(None, help="experiment YAML (default: the bundled digits_random10)"),
+    method: list[str] = typer.Option([], "--method", help="method label to tune (repeat; default: every method "
+                                     "with a search space)"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="finished trials per method's study (a rerun "
+                                         "continues up to N; default 20 when --seconds is not given)"),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="wall-clock budget per method for this call"),
+    workers: int = typer.Option(1, "--workers", help="processes sharing each study (SQLite storage)"),
+    seeds: list[int] = typer.Option([], "--seeds", help="seeds the objective averages over (repeat; default: the "
+                                    "experiment's)"),
+    tuning_seed: int = typer.Option(1, "--tuning-seed", help="seed of the tuning forget set's draw"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite "
+                                          "<run folder>/tune/<label>.db)"),
+    std_weight: float = typer.Option(1.0, "--std-weight", help="objective = mean + this × std of the gaps over "
+                                     "seeds and tuning sets (0: the plain mean)"),
+    draws: int = typer.Option(1, "--draws", help="tuning forget sets per seed (more: a steadier objective, slower)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. --set engine.threads=1"),
+) -> None:
+    """Search each method's hyperparameters (Optuna) on a tuning forget set disjoint from the evaluation D_f; write
+    the search tables and a tuned config (<run folder>/tune/tuned.yaml) that `unlearnkit run` accepts."""
+    from unlearnkit.bench import load_config
+    from unlearnkit.bench.tune import compose_source, tune_experiment
+
+    def progress(label: str, info: dict[str, Any]) -> None:
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in info["params"].items())
+        what = f"{info['value']:.4g}" if info["value"] is not None else f"failed ({info['error'][:120]})"
+        err_console.print(f"  {label} trial {info['trial']}: {what}  [{shown}]", markup=False, highlight=False)
+
+    try:
+        raw = compose_source(config or DEFAULT_CONFIG, set_)
+        cfg = load_config(config or DEFAULT_CONFIG, set_)
+        outcome = tune_experiment(cfg, methods=method or None, trials=trials, seconds=seconds, workers=workers,
+                                  seeds=seeds or None, tuning_seed=tuning_seed, storage=storage, raw=raw,
+                                  std_weight=std_weight, draws=draws,
+                                  console=err_console, on_trial=progress)
+    except UnlearnkitError as err:
+        _fail(err)
+        return
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished trials are saved in the study; run the same command again to go on")
+        raise typer.Exit(130) from None
+    t = Table(title="unlearnkit tune: best settings (objective = mean + std over seeds of the mean |θ_u − θ_r| over "
+                    "the gap keys on the tuning forget sets; lower is better)")
+    for col in ("method", "trials", "θ_o", "best", "best trial", "settings"):
+        t.add_column(col)
+    for label, s in outcome.summaries.items():
+        best = s.get("best")
+        t.add_row(label, str(s["n_finished"]), f"{s['original_objective']:.4g}",
+                  f"{best['value']:.4g}" if best else "—", str(best["trial"]) if best else "—",
+                  ", ".join(f"{k}={_short(v)}" for k, v in best["searched"].items()) if best else "no finished trial")
+    out.print(t)
+    if outcome.fragment is not None:
+        out.print(f"Tuned config: {outcome.fragment}  (unlearnkit run {outcome.fragment})")
+        sys.stdout.write(outcome.fragment.read_text(encoding="utf-8"))
+    out.print(f"Search tables: {outcome.tune_dir}/<label>.json (shown by `unlearnkit report <run folder>`)")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 TRACK_ORDER = ("classifier", "llm", "graph", "recsys")

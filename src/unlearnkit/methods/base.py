@@ -123,6 +123,9 @@ class Unlearner(ABC):
     source: ClassVar[str] = ""
     #: small settings (e.g. ``{"epochs": 1}``) under which the conformance suite runs the method in seconds on CPU
     smoke_params: ClassVar[dict[str, Any]] = {}
+    #: what ``unlearnkit tune`` searches: config field → range (:mod:`unlearnkit.methods.search`); ``{}`` = nothing to
+    #: tune (exact methods), None = not declared (tune refuses the method)
+    search_space: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, config: Frozen) -> None:
         self.config = config

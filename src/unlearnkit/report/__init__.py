@@ -28,6 +28,9 @@ from unlearnkit.report._common import cell, column_sigs, columns_for, label, see
 from unlearnkit.report.html import to_html
 from unlearnkit.report.markdown import to_markdown
 from unlearnkit.report.neurips_section import compute_neurips, html_section, load_neurips, markdown_section
+from unlearnkit.report.tune_section import html_section as tune_html
+from unlearnkit.report.tune_section import load_tune
+from unlearnkit.report.tune_section import markdown_section as tune_markdown
 from unlearnkit.report.summary import (
     CONFIG_FILE,
     RESULTS_FILE,
@@ -176,6 +179,10 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     if neurips is not None:
         md += markdown_section(neurips)
         page = page.replace("</body>", html_section(neurips) + "</body>", 1)
+    searched = load_tune(d)  # present after `unlearnkit tune` of the same config
+    if searched:
+        md += tune_markdown(searched)
+        page = page.replace("</body>", tune_html(searched) + "</body>", 1)
     _atomic_write(md_path, md)
     _atomic_write(html_path, page)
     return md_path, html_path

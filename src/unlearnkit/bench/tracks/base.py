@@ -245,3 +245,26 @@ class Track(ABC):
     def memorisation_keys(self) -> tuple[str, str] | None:
         """(forget-set metric, unseen-data metric) whose gap on θ_o shows memorisation of D_f (pre-flight check)."""
         return None
+
+    # -- tuning (unlearnkit tune) -------------------------------------------------------------------------------------
+    def tuning_task(self, task: TrackTask, seed: int) -> TrackTask:
+        """A task with the same D as ``task`` and a deletion request of the same kind and size **disjoint from
+        ``task``'s D_f**, drawn with ``seed``: what ``unlearnkit tune`` optimises on (never the evaluation D_f).
+        Implementations: :mod:`unlearnkit.bench.tune_tasks`.
+
+        Raises:
+            ConfigError: no disjoint request can be drawn (the default: the track provides none), saying what to do.
+        """
+        raise ConfigError(f"track '{self.name}' cannot draw a tuning forget set disjoint from the evaluation one "
+                          "(it implements no Track.tuning_task); set the methods' parameters by hand")
+
+    def tuning_plan(self, task: TrackTask, seed: int) -> list[Branch]:
+        """The schedule ``unlearnkit tune`` runs: learn ``task``'s D (θ_o, the evaluation's model), forget
+        :meth:`tuning_task`'s request, evaluate on it."""
+        from unlearnkit.data.schedule import single_branch
+
+        return [single_branch(task, self.tuning_task(task, seed))]
+
+    def tuning_keys(self) -> tuple[str, ...]:
+        """Metric keys of the tuning objective (mean |θ_u − θ_r| over them): the track's :meth:`gap_keys`."""
+        return self.gap_keys()

@@ -250,5 +250,12 @@ class ClassifierTrack(Track):
     def memorisation_keys(self) -> tuple[str, str]:
         return ("forget_acc", "test_acc")
 
+    def tuning_task(self, task: Task, seed: int) -> Task:
+        """Another random draw of |D_f| samples (random / ids) or other classes (class / subclass), disjoint from
+        D_f (:func:`unlearnkit.bench.tune_tasks.classifier_tuning_task`)."""
+        from unlearnkit.bench.tune_tasks import classifier_tuning_task
+
+        return classifier_tuning_task(task, seed)
+
 
 __all__ = ["ClassifierExperiment", "ClassifierTrack", "check_requirements"]

@@ -214,3 +214,9 @@ class GraphTrack(Track):
 
     def gap_keys(self) -> tuple[str, ...]:
         return ("test_acc", "test_auroc", "forget_acc", "forget_auroc", "mi_member_prob")
+
+    def tuning_task(self, task: Any, seed: int) -> Any:
+        """|D_f| other edges / nodes of D (:func:`unlearnkit.bench.tune_tasks.graph_tuning_task`)."""
+        from unlearnkit.bench.tune_tasks import graph_tuning_task
+
+        return graph_tuning_task(task, seed)

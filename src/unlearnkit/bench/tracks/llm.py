@@ -728,3 +728,20 @@ class LLMTrack(Track):
 
         return LLMEvalContext(model, self.tokenizer, task, self.engine, seed=seed, references=references,
                               settings=self.eval_settings(), shared=shared, policy=policy)
+
+    # -- tuning (unlearnkit tune) -----------------------------------------------------------------------------------
+    def tuning_task(self, task: Any, seed: int) -> Any:
+        """As many other persons of D_r as the evaluation forgets (:func:`unlearnkit.bench.tune_tasks.
+        text_tuning_task`); MUSE and staged scenarios are refused."""
+        from unlearnkit.bench.tune_tasks import text_tuning_task
+
+        if self.section.scenario.kind != "single":
+            raise ConfigError(f"unlearnkit tune needs scenario kind single (this one is "
+                              f"'{self.section.scenario.kind}'); tune the single-request config of the same data "
+                              "and copy the tuned parameters")
+        return text_tuning_task(task, seed)
+
+    def tuning_keys(self) -> tuple[str, ...]:
+        """|θ_u − θ_r| averaged over: the KS statistic of forget truth ratios vs θ_r (TOFU forget quality's), the
+        forget-set answer probability and ROUGE, model utility, and the Min-K% MIA AUC (all fractions in [0, 1])."""
+        return ("forget_ks_stat", "forget.prob", "forget.rouge", "model_utility", "mia.min_k.auc")

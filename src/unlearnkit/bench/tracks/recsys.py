@@ -138,3 +138,9 @@ class RecsysTrack(Track):
     def gap_keys(self) -> tuple[str, ...]:
         k = self.cfg_section.k
         return (f"recall@{k}", f"ndcg@{k}", f"forget_recall@{k}", f"forget_ndcg@{k}")
+
+    def tuning_task(self, task: RecsysTask, seed: int) -> RecsysTask:
+        """Other users / items / interactions (:func:`unlearnkit.bench.tune_tasks.recsys_tuning_task`)."""
+        from unlearnkit.bench.tune_tasks import recsys_tuning_task
+
+        return recsys_tuning_task(task, seed)

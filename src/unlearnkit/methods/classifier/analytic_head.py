@@ -20,6 +20,7 @@ from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
 from unlearnkit.methods.classifier._common import head_features
 from unlearnkit.models.parts import find_head, head_param_names, state_sha256_without
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import LogFloat
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -384,6 +385,9 @@ class AnalyticHead(Unlearner):
     needs_full_train = True
     smoke_params: dict[str, Any] = {}
     source = "Tang et al., ACU, arXiv:2505.12239 (2025); Zhuang et al., ACIL, NeurIPS 2022"
+    #: unlearnkit tune: the ridge coefficient γ (reference 0.1), up to where it matters against the feature Gram matrix
+    #: of thousands of samples
+    search_space = {"gamma": LogFloat(1e-3, 1e4)}
 
     def __init__(self, config: AnalyticHeadConfig, state: RidgeHead | None = None) -> None:
         super().__init__(config)

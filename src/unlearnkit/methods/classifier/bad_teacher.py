@@ -17,6 +17,7 @@ from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, Unle
 from unlearnkit.methods.classifier._common import freeze
 from unlearnkit.models import reinitialize
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 class BadTeacherConfig(OptimConfig):
@@ -117,6 +118,8 @@ class BadTeacher(Unlearner):
     needs_labels = False
     smoke_params = {"epochs": 1, "batch_size": 32, "lr": 1e-3}
     source = "Chundawat et al., AAAI 2023, arXiv:2205.08096"
+    #: unlearnkit tune: Adam lr (reference 1e-4), epochs and the sampled fraction of D_r
+    search_space = {"lr": LogFloat(1e-5, 1e-2), "epochs": Int(1, 5), "retain_fraction": Float(0.1, 1.0)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

@@ -13,6 +13,7 @@ from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.models.parts import find_head, replace_module
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class BoundaryExpandingConfig(OptimConfig):
@@ -94,6 +95,8 @@ class BoundaryExpanding(Unlearner):
     needs_labels = False
     smoke_params = {"epochs": 2, "lr": 0.01, "batch_size": 16}
     source = "Chen et al., CVPR 2023, arXiv:2303.11570"
+    #: unlearnkit tune: lr (reference 1e-5) widened up, and epochs
+    search_space = {"lr": LogFloat(1e-6, 0.1), "epochs": Int(1, 10)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

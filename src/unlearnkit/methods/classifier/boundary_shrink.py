@@ -15,6 +15,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class BoundaryShrinkConfig(OptimConfig):
@@ -137,6 +138,8 @@ class BoundaryShrink(Unlearner):
 
     smoke_params = {"epochs": 2, "lr": 0.01, "batch_size": 16, "epsilon": 0.5}
     source = "Chen et al., CVPR 2023, arXiv:2303.11570"
+    #: unlearnkit tune: lr (reference 1e-5) widened up, epochs and the FGSM bound ε
+    search_space = {"lr": LogFloat(1e-6, 0.1), "epochs": Int(1, 10), "epsilon": LogFloat(0.01, 1.0)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

@@ -21,6 +21,7 @@ from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.models.parts import LayerUnit, forward_order, last_k_modules, owns_parameters
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Choice, Int, LogFloat
 
 
 class EUkConfig(OptimConfig):
@@ -140,6 +141,14 @@ class LastKUnlearner(Unlearner):
     needs_retain = True
     smoke_params = {"k": 1, "use_original_recipe": False, "epochs": 1, "batch_size": 32, "lr": 0.05}
     source = "Goel et al., 2022, arXiv:2201.06640"
+    #: unlearnkit tune: k (reference sweeps 1–7; capped at 2 so that small models keep a frozen part — k = every layer
+    #: is retraining from scratch), θ_o's recipe or its own lr / epochs
+    search_space = {
+        "k": Int(1, 2),
+        "use_original_recipe": Choice((True, False)),
+        "lr": LogFloat(1e-3, 0.1),
+        "epochs": Int(1, 30),
+    }
     tag: ClassVar[str]
     reinit: ClassVar[bool]
 

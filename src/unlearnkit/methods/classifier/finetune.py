@@ -9,6 +9,7 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class FinetuneConfig(OptimConfig):
@@ -32,6 +33,8 @@ class Finetune(Unlearner):
     needs_retain = True
     smoke_params = {"epochs": 1}
     source = "Jia et al., NeurIPS 2023, arXiv:2304.04934"
+    #: unlearnkit tune: lr and epochs: the paper's FT sweep (lr 0.01–0.1, ≤ 10 epochs), widened down to 1e-3
+    search_space = {"lr": LogFloat(1e-3, 0.2), "epochs": Int(1, 10)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

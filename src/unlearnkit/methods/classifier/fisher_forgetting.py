@@ -17,6 +17,7 @@ from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, de
 from unlearnkit.methods.classifier._common import require_trainable
 from unlearnkit.models.parts import head_param_names, trainable_parameters
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import LogFloat
 
 #: added to the Fisher before inverting it (reference code: ``1 / (grad2_acc + 1e-8)``)
 FISHER_EPS = 1e-8
@@ -216,6 +217,8 @@ class FisherForgetting(Unlearner):
     needs_labels = False
     smoke_params = {"batch_size": 32}
     source = "Golatkar, Achille, Soatto, CVPR 2020, arXiv:1911.04933"
+    #: unlearnkit tune: the noise scale α (reference 1e-6) over six decades
+    search_space = {"alpha": LogFloat(1e-9, 1e-3)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

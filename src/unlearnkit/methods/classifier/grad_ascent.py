@@ -10,6 +10,7 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class GradAscentConfig(OptimConfig):
@@ -38,6 +39,8 @@ class GradAscent(Unlearner):
 
     smoke_params = {"epochs": 1}
     source = "Thudi et al., EuroS&P 2022, arXiv:2109.13398"
+    #: unlearnkit tune: lr: the paper's GA range (1e-6–1e-4 on ResNet-18) widened up to 0.1 for small models
+    search_space = {"lr": LogFloat(1e-5, 0.1), "epochs": Int(1, 10)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

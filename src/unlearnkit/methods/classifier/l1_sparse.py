@@ -14,6 +14,7 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.engine.loop import Engine
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class L1SparseConfig(OptimConfig):
@@ -120,6 +121,8 @@ class L1Sparse(Unlearner):
     needs_retain = True
     smoke_params = {"epochs": 2, "batch_size": 32}
     source = "Jia et al., NeurIPS 2023, arXiv:2304.04934"
+    #: unlearnkit tune: lr / epochs of FT plus the ℓ1 weight α (paper: 5e-5–5e-4), widened
+    search_space = {"lr": LogFloat(1e-3, 0.1), "epochs": Int(1, 10), "alpha": LogFloat(1e-5, 1e-2)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

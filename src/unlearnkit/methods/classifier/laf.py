@@ -16,6 +16,7 @@ from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, Unle
 from unlearnkit.methods.classifier._common import freeze, optimizer_step
 from unlearnkit.models.parts import find_head, forward_with_features
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class LAFConfig(OptimConfig):
@@ -189,6 +190,8 @@ class LAF(Unlearner):
     needs_labels = False
     smoke_params = {"epochs": 2, "vae_epochs": 1, "batch_size": 16, "vae_batch_size": 32, "lr": 1e-3, "ra_lr": 1e-3}
     source = "Shen et al., ICLR 2024, arXiv:2404.00506"
+    #: unlearnkit tune: the two Adam lrs (reference 5e-5 / 1e-4) and epochs
+    search_space = {"lr": LogFloat(1e-5, 1e-2), "ra_lr": LogFloat(1e-5, 1e-2), "epochs": Int(1, 20)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

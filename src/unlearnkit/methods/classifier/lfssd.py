@@ -8,6 +8,7 @@ from pydantic import Field
 
 from unlearnkit.methods.classifier.ssd import SSD, SSDConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import LogFloat
 
 
 class LFSSDConfig(SSDConfig):
@@ -43,3 +44,5 @@ class LFSSD(SSD):
     # α = 2: the conformance task forgets 10 %, where I_f/I_D ≤ |D|/|D_f| = 10 lets α = 10 select nothing
     smoke_params: ClassVar[dict[str, Any]] = {"batch_size": 32, "selection_weighting": 2.0}
     source = "Foster, Schoepf, Brintrup, ICLR 2024 Tiny Paper, arXiv:2402.19308"
+    #: unlearnkit tune: α (selection) and λ (dampening), as SSD
+    search_space = {"selection_weighting": LogFloat(0.5, 50.0), "dampening_constant": LogFloat(0.1, 10.0)}

@@ -15,6 +15,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 #: base methods that cannot run on a pruned model: itself, and methods that pick layers structurally (the pruned
 #: weight lives in a parametrization child) or re-initialise in place (``reset_parameters`` would write into the
@@ -161,6 +162,12 @@ class PruneFT(Unlearner):
     needs_retain = True
     smoke_params = {"base_params": {"epochs": 1, "batch_size": 32}}
     source = "Jia et al., NeurIPS 2023, arXiv:2304.04934"
+    #: unlearnkit tune: the sparsity (paper: OMP 0.5–0.95) and the base FT's lr / epochs
+    search_space = {
+        "sparsity": Float(0.3, 0.95),
+        "base_params.lr": LogFloat(1e-3, 0.1),
+        "base_params.epochs": Int(1, 10),
+    }
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

@@ -13,6 +13,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class RandomLabelConfig(OptimConfig):
@@ -56,6 +57,8 @@ class RandomLabel(Unlearner):
     needs_retain = True  # with the default use_retain: true; see requirements()
     smoke_params = {"epochs": 1}
     source = "Graves et al., AAAI 2021; Fan et al., ICLR 2024, arXiv:2310.12508"
+    #: unlearnkit tune: lr / epochs around SalUn's RL sweep (lr 0.01, 10 epochs)
+    search_space = {"lr": LogFloat(1e-3, 0.1), "epochs": Int(1, 10)}
 
     def requirements(self) -> dict[str, bool]:
         """D_r is read exactly when ``use_retain`` (the default)."""

@@ -17,6 +17,7 @@ from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, Unle
 from unlearnkit.methods.classifier._common import require_trainable
 from unlearnkit.methods.classifier.random_label import random_wrong_labels
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 class SalUnConfig(OptimConfig):
@@ -246,6 +247,8 @@ class SalUn(Unlearner):
         return {**super().requirements(), "retain": bool(self.config.use_retain)}
     smoke_params = {"epochs": 1, "batch_size": 32, "lr": 0.05}
     source = "Fan et al., ICLR 2024, arXiv:2310.12508"
+    #: unlearnkit tune: lr / epochs of SalUn's RL (lr 0.005–0.1) and the saliency mask ratio (paper: 0.1–0.9)
+    search_space = {"lr": LogFloat(1e-3, 0.1), "epochs": Int(1, 10), "mask_ratio": Float(0.1, 0.9)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

@@ -15,6 +15,7 @@ from unlearnkit.engine.loop import Engine, make_optimizer
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.methods.classifier._common import freeze, optimizer_step
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class SCRUBConfig(OptimConfig):
@@ -172,6 +173,8 @@ class SCRUB(Unlearner):
     needs_retain = True
     smoke_params = {"epochs": 2, "msteps": 1, "lr": 0.01, "batch_size": 32, "forget_batch_size": 8}
     source = "Kurmanji et al., NeurIPS 2023, arXiv:2302.09880"
+    #: unlearnkit tune: lr (reference 5e-4), epochs and max-steps (reference sweeps msteps 1–5)
+    search_space = {"lr": LogFloat(1e-4, 0.05), "epochs": Int(1, 10), "msteps": Int(1, 5)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

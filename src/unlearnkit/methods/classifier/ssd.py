@@ -19,6 +19,7 @@ from unlearnkit.errors import ConfigError, MethodError, NotFittedError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult
 from unlearnkit.methods.classifier._common import iter_sets, require_trainable
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import LogFloat
 
 ImportanceKind = Literal["fisher", "output_norm"]
 Estimator = Literal["per_sample", "batch_mean"]
@@ -326,6 +327,8 @@ class SSD(Unlearner):
     # α = 2: the conformance task forgets 10 %, where I_f/I_D ≤ |D|/|D_f| = 10 lets α = 10 select nothing
     smoke_params: ClassVar[dict[str, Any]] = {"batch_size": 32, "selection_weighting": 2.0}
     source = "Foster, Schoepf, Brintrup, AAAI 2024, arXiv:2308.07707"
+    #: unlearnkit tune: α (selection) and λ (dampening); with a forget share p of D, I_D ≥ p·I_f, so α ≥ 1/p never selects a weight: the range reaches below it
+    search_space = {"selection_weighting": LogFloat(0.5, 50.0), "dampening_constant": LogFloat(0.1, 10.0)}
 
     def __init__(self, config: SSDConfig, train_importance: Importances | None = None) -> None:
         super().__init__(config)

@@ -14,6 +14,7 @@ from unlearnkit.engine.loop import Engine, make_optimizer
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.methods.classifier._common import optimizer_step
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class UNSIRConfig(OptimConfig):
@@ -121,6 +122,8 @@ class UNSIR(Unlearner):
     needs_retain = True
     smoke_params = {"noise_batch": 16, "noise_steps": 5, "noise_copies": 2, "retain_per_class": 20, "batch_size": 32}
     source = "Tarun et al., IEEE TNNLS 2023, arXiv:2111.08947"
+    #: unlearnkit tune: impair and repair Adam lr (reference 0.02 / 0.01) and epochs
+    search_space = {"lr": LogFloat(1e-4, 0.1), "repair_lr": LogFloat(1e-4, 0.1), "epochs": Int(1, 3)}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

@@ -35,6 +35,8 @@ class Retrain(Unlearner):
     kind = "exact"
     needs_retain = True
     source = "retrain-from-scratch oracle"
+    #: unlearnkit tune: exact: nothing to tune (the output is a retrain)
+    search_space = {}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,
                  context: UnlearnContext) -> UnlearnResult:

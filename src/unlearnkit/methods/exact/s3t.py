@@ -629,6 +629,8 @@ class S3TMethod(Unlearner):
     needs_full_train = True
     returns_ensemble = True
     source = "Chowdhury et al., Towards Scalable Exact Machine Unlearning Using PEFT, ICLR 2025, arXiv:2406.16257"
+    #: unlearnkit tune: exact: nothing to tune
+    search_space = {}
     smoke_params = {"shards": 1, "slices": 2, "orderings": 2}
 
     def _unlearn(self, model: nn.Module, forget: SampleSet, retain: SampleSet, engine: Engine,

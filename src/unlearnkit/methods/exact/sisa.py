@@ -1006,6 +1006,8 @@ class SISAMethod(Unlearner):
     needs_full_train = True
     returns_ensemble = True
     source = "Bourtoule et al., Machine Unlearning, IEEE S&P 2021, arXiv:1912.03817"
+    #: unlearnkit tune: exact: nothing to tune (shards trade accuracy for speed, not closeness to the oracle)
+    search_space = {}
     smoke_params = {"shards": 2, "slices": 2}
 
     def own_retrain(self, result: UnlearnResult, forget: SampleSet, retain: SampleSet, engine: Engine,

@@ -108,6 +108,8 @@ class CertifiedSGC(GraphUnlearner):
     tasks: ClassVar[tuple[str, ...]] = ("node",)
     source: ClassVar[str] = ("Chien, Pan, Milenkovic, Certified Graph Unlearning, 2022, arXiv:2206.09140; Guo et "
                              "al., Certified Data Removal, ICML 2020, arXiv:1911.03030; code thupchnsky/sgc_unlearn")
+    #: unlearnkit tune: certified: ε and δ are the user's privacy budget, not a setting to tune
+    search_space: ClassVar[dict[str, Any]] = {}
     smoke_params: ClassVar[dict[str, Any]] = {"request_size": 4}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

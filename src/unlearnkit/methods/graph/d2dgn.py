@@ -15,6 +15,7 @@ from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.graph._common import (GraphUnlearner, check_loss, forget_elements, link_elems,
                                               retain_elements, sample_negatives)
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class D2DGNConfig(Frozen):
@@ -50,6 +51,12 @@ class D2DGN(GraphUnlearner):
     """
 
     source: ClassVar[str] = "Sinha, Mandal, Kankanhalli, Distill to Delete (D2DGN), 2023, arXiv:2309.16173"
+    #: unlearnkit tune: lr, steps and the forget weight
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LogFloat(1e-4, 1e-2),
+        "epochs": Int(10, 300, log=True),
+        "forget_weight": LogFloat(0.1, 10.0),
+    }
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 3}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

@@ -22,6 +22,7 @@ from unlearnkit.methods.graph._common import (
     sample_negatives,
 )
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class GIFConfig(Frozen):
@@ -100,6 +101,8 @@ class GIF(GraphUnlearner):
 
     source: ClassVar[str] = ("Wu et al., GIF: A General Graph Unlearning Strategy via Influence Function, WWW "
                              "2023, arXiv:2304.02835; code wujcan/GIF-torch")
+    #: unlearnkit tune: LiSSA damping and steps
+    search_space: ClassVar[dict[str, Any]] = {"damp": LogFloat(1e-3, 0.5), "iterations": Int(10, 300, log=True)}
     smoke_params: ClassVar[dict[str, Any]] = {"iterations": 5}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

@@ -14,6 +14,7 @@ from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.graph._common import GraphUnlearner, check_loss, sample_negatives
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 class GNNDeleteConfig(Frozen):
@@ -59,6 +60,12 @@ class GNNDelete(GraphUnlearner):
     changes_architecture: ClassVar[bool] = True
 
     source: ClassVar[str] = "Cheng et al., GNNDelete, ICLR 2023, arXiv:2302.13406; code mims-harvard/GNNDelete"
+    #: unlearnkit tune: lr, steps and λ
+    search_space: ClassVar[dict[str, Any]] = {
+        "lr": LogFloat(1e-4, 1e-2),
+        "epochs": Int(10, 1500, log=True),
+        "alpha": Float(0.0, 1.0),
+    }
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 5}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

@@ -14,6 +14,7 @@ from unlearnkit.methods.base import UnlearnContext, UnlearnResult
 from unlearnkit.methods.graph._common import (GraphUnlearner, check_loss, element_loss, forget_elements,
                                               link_elems)
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class GraphGradAscentConfig(Frozen):
@@ -35,6 +36,8 @@ class GraphGradAscent(GraphUnlearner):
     """
 
     source: ClassVar[str] = "gradient ascent baseline of GNNDelete (Cheng et al., ICLR 2023, arXiv:2302.13406)"
+    #: unlearnkit tune: lr and steps
+    search_space: ClassVar[dict[str, Any]] = {"lr": LogFloat(1e-5, 0.1), "epochs": Int(1, 200, log=True)}
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 3}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

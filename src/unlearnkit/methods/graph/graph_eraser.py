@@ -104,6 +104,8 @@ class GraphEraser(GraphUnlearner):
     returns_ensemble: ClassVar[bool] = True  # a ShardEnsemble of shard models, not θ_o's architecture
     tasks: ClassVar[tuple[str, ...]] = ("node",)
     source: ClassVar[str] = "Chen et al., Graph Unlearning (GraphEraser), ACM CCS 2022, arXiv:2103.14991"
+    #: unlearnkit tune: exact: nothing to tune
+    search_space: ClassVar[dict[str, Any]] = {}
     smoke_params: ClassVar[dict[str, Any]] = {"num_shards": 2, "recipe": {"epochs": 5}, "aggregator_epochs": 5}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

@@ -31,6 +31,8 @@ class GraphRetrain(GraphUnlearner):
 
     kind: ClassVar[str] = "exact"
     source: ClassVar[str] = "exact retraining on the retain graph (the gold standard of every graph unlearning paper)"
+    #: unlearnkit tune: exact: nothing to tune
+    search_space: ClassVar[dict[str, Any]] = {}
     smoke_params: ClassVar[dict[str, Any]] = {"recipe": {"epochs": 5}}
 
     def _unlearn_graph(self, model: nn.Module, task, engine, context: UnlearnContext) -> UnlearnResult:

@@ -17,6 +17,7 @@ from torch import nn
 from unlearnkit.llm.lm import mean_token_nll
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 def ga_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -34,6 +35,8 @@ class GradientAscent(LLMUnlearner):
     """Gradient ascent on D_f for causal LMs (TOFU baseline, arXiv:2401.06121)."""
 
     source = "Maini et al. 2024, arXiv:2401.06121 (TOFU), gradient ascent baseline"
+    #: unlearnkit tune: lr (TOFU: 1e-5 on 7B models) widened for small models, and epochs
+    search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10)}
 
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:

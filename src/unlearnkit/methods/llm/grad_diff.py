@@ -11,6 +11,7 @@ from pydantic import Field
 from unlearnkit.methods.llm.ga import GradientAscent
 from unlearnkit.methods.llm.base import RetainRegConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class GradDiffConfig(RetainRegConfig):
@@ -25,3 +26,5 @@ class GradDiff(GradientAscent):
     """Gradient ascent on D_f plus a descent term on D_r (each forget example paired with one retain example)."""
 
     source = "Liu et al. 2022 (PMLR 199); TOFU baseline (arXiv:2401.06121)"
+    #: unlearnkit tune: lr, epochs and the retain weight
+    search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10), "retain_weight": LogFloat(0.1, 10.0)}

@@ -24,6 +24,7 @@ from torch import nn
 from unlearnkit.llm.lm import encode_pairs, mean_token_nll, sequence_logprobs
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, reference_logprobs
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 def dpo_loss(lp_w: torch.Tensor, ref_w: torch.Tensor, lp_l: torch.Tensor, ref_l: torch.Tensor,
@@ -43,6 +44,8 @@ class IdkPO(LLMUnlearner):
     """Fine-tune D_f questions towards "I don't know" answers (TOFU, arXiv:2401.06121)."""
 
     source = "Maini et al. 2024, arXiv:2401.06121 (TOFU), preference optimisation baseline"
+    #: unlearnkit tune: lr and epochs
+    search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10)}
     required_fields: ClassVar[tuple[str, ...]] = ("idk_answer",)
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
@@ -74,6 +77,8 @@ class DPO(LLMUnlearner):
     """DPO with alternative answers as the preferred response (arXiv:2305.18290)."""
 
     source = "Rafailov et al. 2023, arXiv:2305.18290; TOFU/open-unlearning IdkDPO"
+    #: unlearnkit tune: lr, epochs and β (DPO / TOFU: 0.1)
+    search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10), "beta": LogFloat(0.01, 1.0)}
 
     def fields_needed(self) -> tuple[str, ...]:
         return (self.config.chosen_field,)

@@ -28,6 +28,7 @@ from torch import nn
 from unlearnkit.llm.lm import sequence_logprobs
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, reference_logprobs
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
@@ -47,6 +48,8 @@ class NPO(LLMUnlearner):
     """Negative Preference Optimization (arXiv:2404.05868)."""
 
     source = "Zhang et al. 2024, arXiv:2404.05868, Eq. 3"
+    #: unlearnkit tune: lr, epochs and β (NPO: 0.1)
+    search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10), "beta": LogFloat(0.01, 1.0)}
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
         state = super().prepare(model, forget, ctx, engine)

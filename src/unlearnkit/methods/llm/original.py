@@ -29,6 +29,8 @@ class Original(Unlearner):
     needs_retain = False
     needs_labels = False
     source = "the target / fine-tuned model row of TOFU (arXiv:2401.06121) and MUSE (arXiv:2407.06460) tables"
+    #: unlearnkit tune: θ_o itself: nothing to tune
+    search_space = {}
 
     def _unlearn(self, model: nn.Module, forget: Any, retain: Any, engine: Any, context: Any) -> UnlearnResult:
         return UnlearnResult(model, steps=0, notes={"unlearned": False})

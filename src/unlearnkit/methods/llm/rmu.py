@@ -54,6 +54,7 @@ from unlearnkit.methods.llm.base import (
 )
 from unlearnkit.models.llm import is_peft_model, lora_is_identity
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class _Stop(Exception):
@@ -128,6 +129,13 @@ class RMU(LLMUnlearner):
     """Representation Misdirection for Unlearning (arXiv:2403.03218)."""
 
     source = "Li et al. 2024, arXiv:2403.03218 (WMDP), §5 RMU"
+    #: unlearnkit tune: lr, epochs, α (WMDP: 1200 for 7B) and the steering coefficient c
+    search_space = {
+        "lr": LogFloat(1e-5, 1e-2),
+        "epochs": Int(1, 12),
+        "alpha": LogFloat(1.0, 1e4),
+        "steering_coeff": LogFloat(1.0, 100.0),
+    }
     needs_retain: ClassVar[bool] = True
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 2, "layer": 1, "lr": 1e-3,
                                               "steering_coeff": 2.0, "alpha": 10.0}

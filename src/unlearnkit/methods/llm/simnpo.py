@@ -22,6 +22,7 @@ from torch import nn
 from unlearnkit.llm.lm import sequence_logprobs
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 def simnpo_loss(logp: torch.Tensor, n_tokens: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
@@ -43,6 +44,13 @@ class SimNPO(LLMUnlearner):
     """Simple NPO: length-normalised, reference-free (arXiv:2410.07163)."""
 
     source = "Fan et al. 2024, arXiv:2410.07163, Eq. 4"
+    #: unlearnkit tune: lr, epochs, β (SimNPO: 2.5–4.5) and the margin γ
+    search_space = {
+        "lr": LogFloat(1e-5, 5e-3),
+        "epochs": Int(1, 10),
+        "beta": LogFloat(0.5, 10.0),
+        "gamma": Float(0.0, 2.0),
+    }
 
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:

@@ -25,6 +25,7 @@ from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int
 
 
 @POLICIES.register("suppress_tokens")
@@ -75,6 +76,8 @@ class SuppressTokens(Unlearner):
     track = "llm"
     needs_labels = False
     source = "token-suppression logits processor (baseline of the inference-time family; see module docstring)"
+    #: unlearnkit tune: how many characteristic tokens are banned
+    search_space = {"top_k": Int(4, 128, log=True)}
     smoke_params: ClassVar[dict[str, Any]] = {"top_k": 4}
 
     def _unlearn(self, model: nn.Module, forget: Any, retain: Any, engine: Any, context: Any) -> Unlearned:

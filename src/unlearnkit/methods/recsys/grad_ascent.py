@@ -24,6 +24,7 @@ from unlearnkit.methods.recsys._common import (
 )
 from unlearnkit.models.recsys import RecTrainConfig, Recommender, make_rec_optimizer
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class RecGradAscentConfig(Frozen):
@@ -50,6 +51,8 @@ class RecGradAscent(RecsysUnlearner):
     kind = "approximate"
     needs_retain = False
     source = "gradient ascent / NegGrad (arXiv:1911.04933), recsys baseline in arXiv:2405.15328"
+    #: unlearnkit tune: lr and epochs
+    search_space = {"lr": LogFloat(1e-5, 0.1), "epochs": Int(1, 20)}
     smoke_params = {"epochs": 1}
 
     def _unlearn(self, model: Recommender, forget: Interactions, retain: Interactions, engine: Engine,

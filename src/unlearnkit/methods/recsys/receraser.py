@@ -292,6 +292,8 @@ class RecEraser(RecsysUnlearner):
     returns_ensemble = True  # shard models and an aggregator, not θ_o's architecture
     needs_retain = True
     source = "Chen et al., RecEraser, WWW 2022, arXiv:2201.06820"
+    #: unlearnkit tune: exact: nothing to tune
+    search_space = {}
     smoke_params = {"n_shards": 2, "partition_iters": 2, "agg_epochs": 1,
                     "shard_recipe": {"epochs": 1, "batch_size": 256, "lr": 0.01}}
 

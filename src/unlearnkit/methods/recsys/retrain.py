@@ -36,6 +36,8 @@ class RecRetrain(RecsysUnlearner):
     kind = "exact"
     needs_retain = True
     source = "retrain-from-scratch oracle (RecEraser arXiv:2201.06820; MMRecUn arXiv:2405.15328 'Gold')"
+    #: unlearnkit tune: exact: nothing to tune
+    search_space = {}
     smoke_params = {"recipe": {"epochs": 2, "batch_size": 256, "lr": 0.01}}
 
     def _unlearn(self, model: Recommender, forget: Interactions, retain: Interactions, engine: Engine,

@@ -24,6 +24,7 @@ from unlearnkit.methods.recsys._common import (
 )
 from unlearnkit.models.recsys import RecTrainConfig, Recommender, make_rec_optimizer
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class ReverseBPRConfig(Frozen):
@@ -68,6 +69,8 @@ class ReverseBPR(RecsysUnlearner):
     kind = "approximate"
     needs_retain = True
     source = "Sinha, Mandal & Kankanhalli, MMRecUn, arXiv:2405.15328 (reverse + forward BPR)"
+    #: unlearnkit tune: lr (MMRecUn: SGD 1.0), epochs and the forget weight λ_f
+    search_space = {"lr": LogFloat(1e-2, 10.0), "epochs": Int(1, 50), "forget_weight": LogFloat(0.1, 10.0)}
     smoke_params = {"epochs": 1}
 
     def _unlearn(self, model: Recommender, forget: Interactions, retain: Interactions, engine: Engine,
