@@ -622,7 +622,8 @@ class Runner:
         ``first_todo`` (verified against that row), or recomputed from the start of the branch."""
         points = branch.points
         st = _MethodState(spec, start=0, write_from=first_todo)
-        if first_todo == 0:
+        ff = branch.first_forget
+        if first_todo == 0 or (ff is not None and points[first_todo - 1] < ff):  # before its first request: θ_o
             return st
         prev_ev = branch.ops[points[first_todo - 1]]
         row = self._done(finished, spec.label, seed, prev_ev)

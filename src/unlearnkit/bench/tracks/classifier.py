@@ -269,7 +269,7 @@ class ClassifierTrack(Track):
         return build_model(self.cfg.model, task.train.input_shape, task.num_classes, seed=init_seed)
 
     def train(self, task: Task, role: Role, seed: int) -> tuple[nn.Module, float, np.ndarray]:
-        if self.learner is not None:  # a continual point after one Learn: θ_o / θ_r learn with the learner too
+        if self.cfg.scenario.kind == "continual":  # a point after one Learn: the same training as every later prefix
             return self.learn(None, task, role, seed, 0, keep=None if role == "original" else task.retain_ids)
         if role == "original":
             model = self.new_model(task, seed)
