@@ -18,7 +18,9 @@ from unlearnkit.data.mnist1d import MNIST1D_SHA256, read_mnist1d
 from unlearnkit.data.schedule import Evaluate, Learn
 from unlearnkit.errors import DataError
 
-MNIST1D = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist1d"  # the worktree's ../shared
+#: the read-only shared data next to the checkout (../shared from the repository, wherever the checkout lives)
+MNIST1D = next((p / "shared" / "data" / "mnist1d" for p in Path(__file__).resolve().parents
+                if (p / "shared" / "data" / "mnist1d").is_dir()), Path("shared/data/mnist1d"))
 needs_mnist1d = pytest.mark.skipif(not (MNIST1D / "mnist1d_data.pkl").is_file(), reason="shared MNIST-1D not present")
 
 
