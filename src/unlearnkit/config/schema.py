@@ -205,8 +205,8 @@ class ScenarioConfig(Frozen):
         "U<k>:0.3 forget a random 30 % of it)")
     learner: dict[str, Any] | str | None = Field(
         None, description="continual: how every Learn trains (θ_o, the oracle and the methods after their first "
-        "request): {name: finetune | der++ | refresh | uncle | acu, ...its parameters}; default finetune with the "
-        "`train` recipe (`unlearnkit learners` lists them)")
+        "request): {name: finetune | der++ | refresh | uncle | acu, ...its parameters} (unlearnkit.methods.continual); "
+        "default: plain training with the `train` recipe")
     permute: bool | None = Field(
         None, description="continual: every task is the whole data set under a fixed random pixel permutation (its "
         "own classes k·C + y, its own sample ids); `tasks: k` is the number of permuted copies")

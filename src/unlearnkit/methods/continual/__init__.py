@@ -8,5 +8,6 @@ from unlearnkit.methods.continual import replay as _replay  # noqa: E402,F401
 from unlearnkit.methods.continual import refresh as _refresh  # noqa: E402,F401
 from unlearnkit.methods.continual import uncle as _uncle  # noqa: E402,F401
 from unlearnkit.methods.continual import acu as _acu  # noqa: E402,F401
+from unlearnkit.methods.continual import o3 as _o3  # noqa: E402,F401
 
 __all__ = ["LEARNERS", "LearnResult", "LearnSpec", "Learner", "ModelInfo", "build_learner"]
