@@ -11,7 +11,8 @@ Per request k (D_f^k; no retain data is read):
    ``orthogonal_loss``): λ Σ_layers Σ_{j<k} Σ |A_j A_kᵀ| (entrywise), which keeps request k's subspace apart from
    the earlier ones (parameter disentanglement). The forget loss: ``random_answer`` (default; the reference trains on
    D_f with randomly reassigned answers, its ``*_random_force`` data) — each question with the answer of another
-   item of the request (a derangement) — or ``ga`` (gradient ascent on D_f's answers).
+   item of the request (a derangement) — ``idk`` (the items' "I don't know" answers, TOFU's refusal target) or
+   ``ga`` (gradient ascent on D_f's answers).
 2. **OOD detector.** From the base model's hidden states (θ_o's own weights, adapters off) at every layer, mean-pooled
    over the attended tokens, per layer l a Gaussian of D_f^k's inputs (mean μ_l, covariance shrunk towards its scaled
    identity) gives a Mahalanobis distance d_l(x); *local* scores d_l / median_{D_f^k}(d_l) are averaged over layers
@@ -264,8 +265,9 @@ class O3Config(LLMOptimConfig):
     alpha: float = Field(16.0, gt=0, description="LoRA α (scale α/r)")
     target_modules: list[str] = Field(default_factory=lambda: list(TARGETS), description="linear layers adapted")
     orth_weight: float = Field(0.1, ge=0, description="λ of the orthogonality penalty between requests' adapters")
-    loss: Literal["random_answer", "ga"] = Field("random_answer", description="forget loss on D_f: NLL of "
-                                                  "reassigned answers (reference) or gradient ascent")
+    loss: Literal["random_answer", "idk", "ga"] = Field(
+        "random_answer", description="forget loss on D_f: NLL of reassigned answers (the reference's random labels), "
+        "of the items' IdK answers (TOFU's refusal target), or gradient ascent")
     quantile: float = Field(0.95, gt=0, le=1, description="τ_lo: this quantile of the detector score on D_f")
     band: float = Field(0.5, ge=0, description="τ_hi = τ_lo·(1 + band): the soft ramp of the gate")
     shrinkage: float = Field(0.1, gt=0, le=1, description="covariance shrinkage towards its scaled identity")
@@ -314,7 +316,9 @@ class O3(LLMUnlearner):
         for layer in gate._layers:
             layer.add_adapter(gen)
         gate.force = torch.tensor([0.0] * k + [1.0])  # training: the new adapter alone, for every input
-        if cfg.loss == "random_answer":
+        if cfg.loss == "idk":
+            pairs = forget.pairs("idk_answer")
+        elif cfg.loss == "random_answer":
             n = len(pairs)
             perm = np.arange(n)
             if n > 1:
@@ -326,6 +330,9 @@ class O3(LLMUnlearner):
         return {"forget": encode_pairs(ctx.tokenizer, pairs, ctx.fmt, ctx.max_len), "pad": pad, "k": k, "gate": gate,
                 "_notes": {"request": k + 1, "adapted_layers": len(gate._layers), "loss": cfg.loss}}
 
+    def fields_needed(self) -> tuple[str, ...]:
+        return ("idk_answer",) if self.config.loss == "idk" else ()
+
     def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
         k = getattr(model, "o3_gate").n_requests - 1
         return [(n, p) for n, p in model.named_parameters() if n.endswith((f"lora_A.{k}", f"lora_B.{k}"))]
@@ -333,7 +340,7 @@ class O3(LLMUnlearner):
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:
         batch = self.batch(state, "forget", pos, engine)
         nll = mean_token_nll(model, batch)
-        loss = nll.sum() if self.config.loss == "random_answer" else -nll.sum()
+        loss = -nll.sum() if self.config.loss == "ga" else nll.sum()
         k = state["k"]
         if k and self.config.orth_weight:
             loss = loss + self.config.orth_weight * len(pos) * orthogonality(state["gate"]._layers, k).to(loss)
