@@ -14,7 +14,8 @@ from unlearnkit.data.base import SampleSet
 from unlearnkit.data.scenarios import Task
 from unlearnkit.errors import ConfigError
 from unlearnkit.metrics import METRICS, EvalContext
-from unlearnkit.metrics.continual import MASKED_LOGIT, TaskMaskedEvalContext, cl_summary, op_costs
+from unlearnkit.metrics.continual import MASKED_LOGIT, TaskMaskedEvalContext
+from unlearnkit.report.figures import cl_summary, op_costs
 
 
 class Fixed(nn.Module):
@@ -115,7 +116,8 @@ def _row(method, step, accs, role="method", **metrics):
           "classes_removed": [0, 1, 2, 3] if step >= 6 else ([0, 1] if step >= 2 else [])}
     m = {f"acc_task{k + 1}": a for k, a in enumerate(accs)}
     m.update(metrics)
-    return {"method": method, "seed": 0, "step": step, "status": "ok", "role": role, "scenario": sc, "metrics": m}
+    return {"method": method, "seed": 0, "step": step, "dimensions": ["step"], "status": "ok", "role": role,
+            "scenario": sc, "metrics": m}
 
 
 NAN = float("nan")
@@ -137,8 +139,9 @@ def test_cl_summary_by_hand():
     # forgetting: task 3's best earlier accuracy (97 at step 3) − final 88
     assert s["forgetting"] == pytest.approx(97 - 88)
     assert s["acc_forgotten"] == pytest.approx((35 + 40) / 2)
-    # relapse: task 1 after U1 (10) rose to 35 at most; task 2 after its last share (step 6): no later point
-    assert s["relapse"] == pytest.approx(35 - 10)
+    # relapse: task 1 after U1: 10, 30, 20, 25, 35 → largest rise above the running minimum = 35 − 10 = 25;
+    # task 2 after its last share (step 6): no later point
+    assert s["relapse"] == pytest.approx(25)
     assert op_costs(rows, "m", 0) == {2: ("U1", 0.5), 3: ("L3", 1.5), 4: ("L4", 2.0), 5: ("U2:0.5", 0.25),
                                       6: ("U2:0.5", 0.75)}
 
@@ -147,3 +150,27 @@ def test_cl_summary_without_the_diagonal_is_nan():
     rows = [_row("m", 2, [10, 94, NAN, NAN]), _row("m", 3, [30, 90, 97, NAN])]
     s = cl_summary(rows, "m", 0)
     assert math.isnan(s["bwt"]) and s["acc"] == pytest.approx((90 + 97) / 2) and s["relapse"] == pytest.approx(20)
+    # a task that keeps fading never relapses; one that dips and comes back does, by the rise from its low
+    fade = [_row("m", 2, [50, 94, NAN, NAN]), _row("m", 3, [30, 90, 97, NAN]), _row("m", 4, [10, 90, 97, 99])]
+    assert cl_summary(fade, "m", 0)["relapse"] == 0.0
+    dip = [_row("m", 2, [50, 94, NAN, NAN]), _row("m", 3, [5, 90, 97, NAN]), _row("m", 4, [25, 90, 97, 99])]
+    assert cl_summary(dip, "m", 0)["relapse"] == pytest.approx(20)
+
+
+def test_report_section_draws_matrices_curves_and_summaries():
+    from unlearnkit.report.figures import continual_section
+
+    rows = [_row("original", 0, [90, NAN, NAN, NAN], "original"), _row("original", 1, [80, 95, NAN, NAN], "original"),
+            _row("m", 2, [10, 94, NAN, NAN], unlearn_seconds=0.5), _row("m", 3, [30, 90, 97, NAN], learn_seconds=1.5)]
+    for r in rows:
+        r["is_oracle"] = False
+    html = continual_section(rows, {})
+    assert html.startswith('<section id="continual">')
+    assert 'id="continual-matrix-m"' in html and 'id="continual-matrix-original"' in html
+    assert 'id="continual-task1"' in html and 'id="continual-task3"' in html and 'id="continual-task4"' not in html
+    # the summary row of m: ACC over tasks 2, 3 = 93.5; relapse 20; costs
+    assert "<td>m</td><td>93.5 ± 0.0</td>" in html and "<td>20.0 ± 0.0</td>" in html and "<td>0.5</td><td>1.5</td>" in html
+    # the heat map cell of m, task 1 at step 2 (10 %), and a dash for a task not learned yet
+    assert ">10</text>" in html and ">–</text>" in html
+    assert continual_section([{**r, "metrics": {"test_acc": 1.0}} for r in rows], {}) == ""
+    assert continual_section([], {}) == ""

@@ -4,7 +4,8 @@ the accuracy matrix), the state of forgotten tasks, and the continual-learning s
 At an evaluation point (a row) the metric writes, for every task k of the scenario, ``acc_task{k}`` — the accuracy
 on task k's test samples (all of them, whether or not k was learned yet), through the task-incremental mask when
 ``head: task`` (:class:`TaskMaskedEvalContext`). Over a run's rows (one per point) these form the accuracy matrix
-R[point, task] of the continual-learning literature, from which :func:`cl_summary` computes the standard measures:
+R[point, task] of the continual-learning literature, from which
+:func:`unlearnkit.report.figures.cl_summary` computes the standard measures (in the report layer: rows only, no torch):
 
 - average accuracy ACC = (1/|K|) Σ_{k∈K} R[last, k] over the retained tasks K (learned, not wholly forgotten) —
   Lopez-Paz & Ranzato, "Gradient Episodic Memory for Continual Learning", NeurIPS 2017, arXiv:1706.08840, §5;
@@ -18,8 +19,9 @@ and the unlearning side of issue 17:
 
 - forgotten accuracy: the mean accuracy of the wholly forgotten tasks (should match the oracle's: chance under a
   task-incremental head, ≈ 0 under a class-incremental one whose outputs for those classes the oracle never trained);
-- relapse: for each forgotten task, the largest rise of its accuracy at any later point over its accuracy right
-  after its request (UnCLe's "task relapse", arXiv:2509.17530 §1) — > 0: the task came back with later learning;
+- relapse: for each forgotten task, the largest rise of its accuracy at a later point above the lowest accuracy it
+  reached since its request (UnCLe's "task relapse", arXiv:2509.17530 §1) — 0: it never came back; > 0: later
+  learning brought (part of) it back;
 - membership signal: the ROC AUC of the loss attack (score −CE; Yeom et al., CSF 2018, arXiv:1709.01604) separating
   D_f (every sample removed so far) from the test samples of D_f's classes; 50 % = no signal, as for the oracle.
 
@@ -29,8 +31,7 @@ takes θ_o's rows for the earlier points (``evaluate: every`` gives θ_o and θ_
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -101,7 +102,8 @@ class Continual(Metric):
     Keys (percent): ``acc_task<k>`` for every task k; ``acc_avg`` over the retained tasks; ``acc_forgotten`` over the
     wholly forgotten tasks and the oracle's ``acc_forgotten_oracle``, ``forgotten_gap`` = |difference|;
     ``forgotten_mia_auc`` (loss attack, D_f vs test samples of D_f's classes) and ``forgotten_mia_auc_oracle``.
-    Summaries over points (ACC, BWT, forgetting, relapse) come from the rows: :func:`cl_summary`.
+    Summaries over points (ACC, BWT, forgetting, relapse) come from the rows:
+    :func:`unlearnkit.report.figures.cl_summary`.
     """
 
     keys: ClassVar[dict[str, str]] = {
@@ -168,116 +170,4 @@ class Continual(Metric):
         return _loss_auc(_neg_ce(forget), _neg_ce(sub))
 
 
-# -- summaries over the rows of a run --------------------------------------------------------------------------------
-def _ops(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]:
-    for r in rows:
-        sc = r.get("scenario") or {}
-        if sc.get("kind") == "continual" and sc.get("sequence") and sc.get("tasks"):
-            return str(sc["sequence"]).split(), [list(map(int, g)) for g in sc["tasks"]]
-    raise ConfigError("these rows are not from a continual scenario (no scenario.sequence / tasks)")
-
-
-def accuracy_matrix(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> tuple[list[int], np.ndarray]:
-    """The accuracy matrix of ``method`` (a row label) for ``seed``: ``(steps, R)`` with R float (points, tasks)
-    in percent, NaN where a task has no value. Points before the method's first row are θ_o's (the method's model
-    there is θ_o); the oracle label ``retrain`` has rows at every point.
-    """
-    ops, groups = _ops(rows)
-    mine: dict[int, Mapping[str, Any]] = {}
-    orig: dict[int, Mapping[str, Any]] = {}
-    for r in rows:
-        if r.get("seed") != seed or r.get("status") != "ok" or "step" not in r:
-            continue
-        if r.get("method") == method:
-            mine[int(r["step"])] = r
-        if r.get("method") == "original" and r.get("role") == "original":
-            orig[int(r["step"])] = r
-    first = min(mine) if mine else None
-    use = dict(mine)
-    for s, r in orig.items():
-        if first is None or s < first:
-            use.setdefault(s, r)
-    steps = sorted(use)
-    mat = np.full((len(steps), len(groups)), np.nan)
-    for i, s in enumerate(steps):
-        m = use[s].get("metrics") or {}
-        for t in range(len(groups)):
-            v = m.get(f"acc_task{t + 1}")
-            mat[i, t] = float(v) if isinstance(v, (int, float)) else np.nan
-    return steps, mat
-
-
-def cl_summary(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dict[str, float]:
-    """Continual-learning and continual-unlearning summaries of ``method`` / ``seed`` at the last point (see the
-    module docstring for the definitions): ``acc``, ``bwt``, ``forgetting``, ``acc_forgotten``, ``relapse``
-    (percentage points; NaN where undefined, e.g. BWT without a point right after an earlier task's Learn)."""
-    ops, groups = _ops(rows)
-    steps, mat = accuracy_matrix(rows, method, seed)
-    nan = float("nan")
-    if not steps:
-        return {"acc": nan, "bwt": nan, "forgetting": nan, "acc_forgotten": nan, "relapse": nan}
-    last = len(steps) - 1
-    upto = ops[: steps[last] + 1]
-    learned_at: dict[int, int] = {}
-    gone_at: dict[int, int] = {}
-    for pos, op in enumerate(upto):
-        kind, rest = op[0], op[1:]
-        k = int(rest.split(":")[0]) - 1
-        if kind == "L":
-            learned_at[k] = pos
-        elif ":" not in rest:
-            gone_at[k] = pos
-    # a task forgotten in shares counts as forgotten once the shares reach the whole task (the rows record it)
-    final_scenario = next((r.get("scenario") for r in rows if r.get("step") == steps[last]), {}) or {}
-    removed = set(final_scenario.get("classes_removed", []))
-    for k, g in enumerate(groups):
-        if k in learned_at and set(g) <= removed and k not in gone_at:
-            gone_at[k] = max(p for p, op in enumerate(upto) if op[0] == "U" and int(op[1:].split(":")[0]) - 1 == k)
-    retained = [k for k in learned_at if k not in gone_at]
-    forgotten = sorted(gone_at)
-    row_of = {s: i for i, s in enumerate(steps)}
-    final = mat[last]
-    acc = float(np.nanmean([final[k] for k in retained])) if retained else nan
-    last_learned = max(retained, key=lambda k: learned_at[k]) if retained else None
-    bwt_terms, fgt_terms = [], []
-    for k in retained:
-        if k == last_learned:
-            continue
-        i = row_of.get(learned_at[k])
-        if i is not None and math.isfinite(mat[i, k]):
-            bwt_terms.append(final[k] - mat[i, k])
-        later = [mat[row_of[s], k] for s in steps[:last] if s >= learned_at[k] and math.isfinite(mat[row_of[s], k])]
-        if later:
-            fgt_terms.append(max(later) - final[k])
-    relapse_terms = []
-    for k in forgotten:
-        i = row_of.get(gone_at[k])
-        after = [mat[row_of[s], k] for s in steps if s > gone_at[k]]
-        if i is not None and after:
-            relapse_terms.append(max(after) - mat[i, k])
-    return {"acc": acc,
-            "bwt": float(np.mean(bwt_terms)) if bwt_terms else nan,
-            "forgetting": float(np.mean(fgt_terms)) if fgt_terms else nan,
-            "acc_forgotten": float(np.nanmean([final[k] for k in forgotten])) if forgotten else nan,
-            "relapse": float(np.mean(relapse_terms)) if relapse_terms else nan}
-
-
-def op_costs(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dict[int, tuple[str, float]]:
-    """Seconds of each operation of ``method`` / ``seed`` by step: ``{step: (op, seconds)}`` — a Forget's
-    ``unlearn_seconds``, a Learn's ``learn_seconds`` (steps where the method had a row)."""
-    ops, _ = _ops(rows)
-    out: dict[int, tuple[str, float]] = {}
-    for r in rows:
-        if r.get("method") != method or r.get("seed") != seed or r.get("status") != "ok" or "step" not in r:
-            continue
-        s = int(r["step"])
-        m = r.get("metrics") or {}
-        key = "unlearn_seconds" if ops[s].startswith("U") else "learn_seconds"
-        v = m.get(key)
-        if isinstance(v, (int, float)):
-            out[s] = (ops[s], float(v))
-    return out
-
-
-__all__ = ["Continual", "MASKED_LOGIT", "TaskMaskedEvalContext", "accuracy_matrix", "cl_summary", "op_costs",
-           "task_index"]
+__all__ = ["Continual", "MASKED_LOGIT", "TaskMaskedEvalContext", "task_index"]
