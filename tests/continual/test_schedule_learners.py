@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cl_helpers import BASE
 from unlearnkit.bench import Runner, load_config
@@ -114,3 +113,33 @@ def test_evaluate_every_gives_reference_rows_before_the_first_request(tmp_path):
     r0 = next(r for r in out.rows if r["method"] == "retrain" and r["step"] == 0)
     assert r0["scenario"]["n_forget"] == 0 and np.isnan(r0["metrics"]["acc_forgotten"])
     assert r0["metrics"]["acc_task1"] > 80 and np.isnan(r0["metrics"]["acc_task2"])  # task 2 not learned yet
+
+
+def test_resume_restores_the_learner_state_from_checkpoints(tmp_path, monkeypatch):
+    """A method resumed at a later point continues from its checkpoint, replay buffer included: the recomputed row is
+    bit for bit the first run's (a lost buffer would change what L3 learns)."""
+    import json
+
+    from unlearnkit.bench import run_experiment
+
+    cfg = load_config(data={**BASE, "output_dir": str(tmp_path), "methods": [{"name": "finetune", "epochs": 1}],
+                            "scenario": {"kind": "continual", "tasks": 3, "sequence": "L1 L2 U1 L3",
+                                         "learner": {"name": "der++", "buffer_size": 60, "minibatch_size": 16}}})
+    first = run_experiment(cfg, write_report=False)
+    again = run_experiment(cfg, write_report=False)
+    assert again.new_rows == 0 and again.trained == []
+    results = first.run_dir / "results.jsonl"
+    lines = results.read_text().splitlines()
+    kept = [ln for ln in lines if not (json.loads(ln)["method"] == "finetune" and json.loads(ln)["step"] == 3)]
+    results.write_text("\n".join(kept) + "\n")
+    from unlearnkit.methods.continual.replay import Derpp
+
+    def no_forget(*a, **k):
+        raise AssertionError("U1 was recomputed: the checkpoint of step 2 was not used")
+
+    monkeypatch.setattr(Derpp, "forget", no_forget)  # resuming from step 2's checkpoint never forgets again
+    redo = run_experiment(cfg, write_report=False)
+    assert redo.new_rows == 1
+    old = next(json.loads(ln) for ln in lines if json.loads(ln)["method"] == "finetune" and json.loads(ln)["step"] == 3)
+    new = next(r for r in redo.rows if r["method"] == "finetune" and r["step"] == 3)
+    assert new["checkpoint_sha256"] == old["checkpoint_sha256"]

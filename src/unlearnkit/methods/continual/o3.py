@@ -114,7 +114,7 @@ class O3Gate(nn.Module):
     # -- detectors ------------------------------------------------------------------------------------------------
     def add_detector(self, feats: list[torch.Tensor], *, shrinkage: float, quantile: float, band: float) -> None:
         """Fit request k's detector on D_f^k's features (one (n, d) float tensor per layer)."""
-        mus, precs, meds = [], [], []
+        mus, precs = [], []
         for f in feats:
             f = f.double()
             mu = f.mean(0)
@@ -334,7 +334,7 @@ class O3(LLMUnlearner):
         return ("idk_answer",) if self.config.loss == "idk" else ()
 
     def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-        k = getattr(model, "o3_gate").n_requests - 1
+        k = model.o3_gate.n_requests - 1
         return [(n, p) for n, p in model.named_parameters() if n.endswith((f"lora_A.{k}", f"lora_B.{k}"))]
 
     def forget_loss(self, model: nn.Module, state: dict[str, Any], pos: np.ndarray, engine: Any) -> torch.Tensor:

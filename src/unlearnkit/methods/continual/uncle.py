@@ -60,7 +60,6 @@ from unlearnkit.methods.continual.base import (
     LearnResult,
     LearnSpec,
     ModelInfo,
-    task_of_labels,
     train_steps,
 )
 from unlearnkit.registry import METHODS
