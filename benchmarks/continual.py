@@ -77,6 +77,11 @@ def summary_table(rows: list[dict]) -> str:
         un = [sec for op, sec in costs if op.startswith("U")]
         le = [sec for op, sec in costs if op.startswith("L")]
         name = {"retrain": "retrain (oracle θ_r)", "original": "θ_o (the learner, no unlearning)"}.get(m, m)
+        failed = [r for r in rows if r["method"] == m and r.get("status") != "ok"]
+        if failed:
+            first = min(failed, key=lambda r: r["step"])
+            name += (f" — {first['status']} from step {first['step']} in {len({r['seed'] for r in failed})}/"
+                     f"{len(seeds)} seeds")
         lines.append(f"| {name} | " + " | ".join([
             _ms([x["acc"] for x in sums]), _ms([x["bwt"] for x in sums]), _ms([x["forgetting"] for x in sums]),
             _ms([x["acc_forgotten"] for x in sums]), _ms(oracle), _ms([x["relapse"] for x in sums]), _ms(mia),
@@ -149,8 +154,13 @@ def part_refresh(out: Path, seeds: int, data: str, overrides: list[str]) -> str:
              "operation; paired by seed (same initialisation and data order); 95 % t-interval of the difference.\n",
              "| Learner | δ | ACC (%) | refresh − DER++ (pp) | 95 % CI | seeds better |", "|---|---:|---:|---:|---|---:|"]
 
-    def accs(config: str, extra: list[str]) -> np.ndarray:
-        rows, _, _ = run(config, out, [f"seeds={seed_list}", "methods=[retrain]", *overrides, *extra])
+    def accs(config: str, extra: list[str]) -> np.ndarray | str:
+        from unlearnkit.errors import MethodError
+
+        try:
+            rows, _, _ = run(config, out, [f"seeds={seed_list}", "methods=[retrain]", *overrides, *extra])
+        except MethodError as err:  # the pre-flight check refuses a θ_o at chance
+            return str(err).split(": ", 1)[-1][:90]
         vals = []
         for s in seed_list:
             steps, mat = accuracy_matrix(rows, "original", s)
@@ -160,8 +170,11 @@ def part_refresh(out: Path, seeds: int, data: str, overrides: list[str]) -> str:
 
     base = accs(f"continual_{data}.yaml", [])
     lines.append(f"| DER++ | — | {_ms(list(base))} | | | |")
-    for delta in (1e-5, 1e-3, 1e-2):
+    for delta in (1e-5, 1e-4, 1e-3, 1e-2):
         ref = accs(f"continual_{data}_refresh.yaml", [f"scenario.learner.delta={delta:.1e}"])
+        if isinstance(ref, str):
+            lines.append(f"| refresh | {delta:g} | refused: {ref} | | | |")
+            continue
         m, lo, hi = t_interval(ref - base)
         lines.append(f"| refresh | {delta:g} | {_ms(list(ref))} | {m:+.2f} | [{lo:+.2f}, {hi:+.2f}] | "
                      f"{int((ref > base).sum())}/{len(base)} |")

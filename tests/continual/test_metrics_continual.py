@@ -174,3 +174,17 @@ def test_report_section_draws_matrices_curves_and_summaries():
     assert ">10</text>" in html and ">–</text>" in html
     assert continual_section([{**r, "metrics": {"test_acc": 1.0}} for r in rows], {}) == ""
     assert continual_section([], {}) == ""
+
+
+def test_failed_rows_are_never_filled_with_theta_o():
+    from unlearnkit.report.figures import accuracy_matrix, continual_section
+
+    rows = [_row("original", 0, [90, NAN, NAN, NAN], "original"), _row("original", 1, [80, 95, NAN, NAN], "original"),
+            _row("original", 2, [80, 95, NAN, NAN], "original"), _row("original", 3, [70, 90, 97, NAN], "original"),
+            _row("m", 2, [10, 94, NAN, NAN]), {**_row("m", 3, [0, 0, 0, 0]), "status": "diverged", "metrics": {}}]
+    steps, mat = accuracy_matrix(rows, "m", 0)
+    assert steps == [0, 1, 2, 3] and np.isnan(mat[3]).all() and mat[2, 0] == 10 and mat[1, 1] == 95
+    assert math.isnan(cl_summary(rows, "m", 0)["acc"])
+    for r in rows:
+        r["is_oracle"] = False
+    assert "m — diverged from step 3 (L3) in 1/1 seeds" in continual_section(rows, {})

@@ -292,18 +292,19 @@ def _ops(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]
 
 def accuracy_matrix(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> tuple[list[int], np.ndarray]:
     """The accuracy matrix of ``method`` (a row label) for ``seed``: ``(steps, R)`` with R float (points, tasks)
-    in percent, NaN where a task has no value. Points before the method's first row are θ_o's (the method's model
-    there is θ_o); the oracle label ``retrain`` has rows at every point.
+    in percent, NaN where a task has no value or the method's row failed (diverged, error). Points before the
+    method's first row are θ_o's (the method's model there is θ_o); the oracle label ``retrain`` has rows at every
+    point.
     """
     ops, groups = _ops(rows)
     mine: dict[int, Mapping[str, Any]] = {}
     orig: dict[int, Mapping[str, Any]] = {}
     for r in rows:
-        if r.get("seed") != seed or r.get("status") != "ok" or "step" not in r:
+        if r.get("seed") != seed or "step" not in r:
             continue
         if r.get("method") == method:
-            mine[int(r["step"])] = r
-        if r.get("method") == "original" and r.get("role") == "original":
+            mine[int(r["step"])] = r  # failed rows too: their points stay NaN, never θ_o's
+        if r.get("method") == "original" and r.get("role") == "original" and r.get("status") == "ok":
             orig[int(r["step"])] = r
     first = min(mine) if mine else None
     use = dict(mine)
@@ -313,6 +314,8 @@ def accuracy_matrix(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -
     steps = sorted(use)
     mat = np.full((len(steps), len(groups)), np.nan)
     for i, s in enumerate(steps):
+        if use[s].get("status") != "ok":
+            continue
         m = use[s].get("metrics") or {}
         for t in range(len(groups)):
             v = m.get(f"acc_task{t + 1}")
@@ -430,7 +433,7 @@ def continual_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, st
     """Continual schedules (rows with ``step`` and the ``continual`` metric's ``acc_task<k>``): the summaries per
     method (mean ± std over seeds), the accuracy matrix of each method as a heat map (mean over seeds) and one curve
     per task over the sequence ('' for other runs)."""
-    rows = [r for r in latest_rows(rows) if row_status(r) == "ok" and "step" in r]
+    rows = [r for r in latest_rows(rows) if "step" in r]
     if not any("acc_task1" in (r.get("metrics") or {}) for r in rows):
         return ""
     try:
@@ -459,6 +462,11 @@ def continual_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, st
         le = [sec for op, sec in costs if op.startswith("L")]
         cost_cells = [f"{np.mean(x):.3g}" if x else "—" for x in (un, le)]
         name = m + (" (oracle)" if is_oracle else "")
+        failed = [r for r in rows if r["method"] == m and row_status(r) != "ok"]
+        if failed:
+            first = min(failed, key=lambda r: r["step"])
+            name += (f" — {row_status(first)} from step {first['step']} ({ops[first['step']]}) in "
+                     f"{len({r['seed'] for r in failed})}/{len(seeds)} seeds")
         table.append(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_e(c)}</td>" for c in cells + cost_cells)
                      + "</tr>")
         per_seed = [accuracy_matrix(rows, m, s) for s in seeds]
