@@ -353,7 +353,7 @@ def cl_summary(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dic
     forgotten = sorted(gone_at)
     row_of = {s: i for i, s in enumerate(steps)}
     final = mat[last]
-    acc = float(np.nanmean([final[k] for k in retained])) if retained else nan
+    acc = _nanmean([final[k] for k in retained])
     last_learned = max(retained, key=lambda k: learned_at[k]) if retained else None
     bwt_terms, fgt_terms = [], []
     for k in retained:
@@ -377,7 +377,7 @@ def cl_summary(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dic
     return {"acc": acc,
             "bwt": float(np.mean(bwt_terms)) if bwt_terms else nan,
             "forgetting": float(np.mean(fgt_terms)) if fgt_terms else nan,
-            "acc_forgotten": float(np.nanmean([final[k] for k in forgotten])) if forgotten else nan,
+            "acc_forgotten": _nanmean([final[k] for k in forgotten]),
             "relapse": float(np.mean(relapse_terms)) if relapse_terms else nan}
 
 
@@ -396,6 +396,12 @@ def op_costs(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dict[
         if isinstance(v, (int, float)):
             out[s] = (ops[s], float(v))
     return out
+
+
+def _nanmean(vals: Sequence[float]) -> float:
+    """Mean of the finite values (NaN when there are none; no warning)."""
+    ok = [float(v) for v in vals if math.isfinite(v)]
+    return float(np.mean(ok)) if ok else float("nan")
 
 
 def _heatmap_svg(mat: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], title: str) -> str:
