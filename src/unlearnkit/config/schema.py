@@ -168,7 +168,11 @@ class ScenarioConfig(Frozen):
       classes) or a list of class lists; ``sequence``: operations such as ``"L1 L2 U1 L3"`` (L<k> learns task k,
       continuing from the current model; U<k> forgets all of task k; U<k>:0.3 a random 30 % of it). Rows after every
       operation from the first U on (``step``: the operation's position), each against an oracle trained on exactly
-      what was learned and not forgotten up to there, in the same order.
+      what was learned and not forgotten up to there, in the same order. ``learner``: how every Learn trains (θ_o,
+      the oracle and the methods' models alike; ``unlearnkit.methods.continual``: finetune, der++, refresh, uncle,
+      acu); ``permute: true``: each task a permuted copy of the whole data set; ``head: task``: task-incremental
+      evaluation (logits masked to the sample's task); ``evaluate: every``: rows after every operation, also before
+      the first request (the full accuracy matrix).
     - ``sequential``: deletion requests applied one after another, each to the previous request's unlearned model;
       ``requests: k`` with ``fraction``/``count`` per request, or a list of :class:`RequestSpec`. Metrics after
       every request on the cumulative forget set, against an oracle retrained without everything removed so far.
