@@ -9,13 +9,15 @@ Parts:
     digits, mnist1d   the configs continual_<data>{,_refresh,_uncle,_acu}.yaml (L1 L2 U1 L3 U2 L4, rows after every
                       operation): per method the summaries of the last point (ACC, BWT, forgetting, forgotten tasks
                       vs the oracle, relapse, membership AUC of D_f) and the cost of requests and Learns;
-    refresh           θ_o of DER++ against θ_o of refresh learning (same seeds, same data order): the paired
-                      difference of the average accuracy with a 95 % t-interval, at the reference's δ and larger ones;
+    refresh           θ_o of DER++ against θ_o of refresh learning (same seeds, same data order; digits and
+                      MNIST-1D, 10 seeds): the paired difference of the average accuracy with a 95 % t-interval, at
+                      the reference's δ and larger ones;
     acu_cost          ACU's closed-form request against refitting the ridge head on what remains, as the data learned
                       before the request grows (permuted digits: 1 to 5 tasks of 1,348 samples), fixed request size;
     o3                configs/llm/tofu_tiny_o3.yaml: O3 and the LLM baselines over 4 sequential TOFU requests.
 
-Writes ``benchmarks/results/continual.md`` (tables, commands, machine) and, per run, the runner's report.html.
+Writes ``benchmarks/results/continual_<part>.md`` per part (tables; command, date and machine in a comment) and
+``benchmarks/results/continual.md`` (every part present, in order); per run, the runner's report.html.
 """
 
 from __future__ import annotations
@@ -268,29 +270,32 @@ def main() -> None:
     ap.add_argument("--mnist1d-root", default=str(ROOT.parent / "shared" / "data" / "mnist1d"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "benchmarks-continual"))
     ap.add_argument("--refresh-seeds", type=int, default=10)
+    ap.add_argument("--refresh-data", nargs="+", default=["digits", "mnist1d"], help="data sets of the refresh part")
     args = ap.parse_args()
     out = Path(args.out)
-    t0 = time.time()
-    sections = []
-    for part in args.parts:
-        if part == "digits":
-            sections.append(part_suite("digits", out, []))
-        elif part == "mnist1d":
-            sections.append(part_suite("mnist1d", out, [f"data.root={args.mnist1d_root}"]))
-        elif part == "refresh":
-            sections.append(part_refresh(out, args.refresh_seeds, "digits", []))
-        elif part == "acu_cost":
-            sections.append(part_acu_cost())
-        elif part == "o3":
-            sections.append(part_o3(out, []))
-        print(sections[-1], flush=True)
-    head = (f"# Continual learning and unlearning (issue 17)\n\n`python benchmarks/continual.py --parts "
-            f"{' '.join(args.parts)}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU "
-            f"cores (shared), torch threads 1, Python {platform.python_version()}; {time.time() - t0:.0f} s in all.\n")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    old = OUT.read_text() if OUT.exists() and set(args.parts) != {"digits", "mnist1d", "refresh", "acu_cost", "o3"} \
-        else ""
-    OUT.write_text(head + "\n" + "\n".join(sections) + ("\n<!-- earlier parts -->\n" + old if old else ""))
+    for part in args.parts:
+        t0 = time.time()
+        if part in ("digits", "mnist1d"):
+            text = part_suite(part, out, [f"data.root={args.mnist1d_root}"] if part == "mnist1d" else [])
+        elif part == "refresh":
+            text = "\n".join(part_refresh(out, args.refresh_seeds, data,
+                                          [f"data.root={args.mnist1d_root}"] if data == "mnist1d" else [])
+                             for data in args.refresh_data)
+        elif part == "acu_cost":
+            text = part_acu_cost()
+        elif part == "o3":
+            text = part_o3(out, [])
+        else:
+            raise SystemExit(f"unknown part {part!r}")
+        note = (f"<!-- part {part}: `python benchmarks/continual.py --parts {part}`, {time.strftime('%Y-%m-%d')}, "
+                f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch threads 1, Python "
+                f"{platform.python_version()}, {time.time() - t0:.0f} s -->\n")
+        (OUT.parent / f"continual_{part}.md").write_text(note + text)
+        print(text, flush=True)
+    order = ["digits", "mnist1d", "refresh", "acu_cost", "o3"]
+    parts = [OUT.parent / f"continual_{p}.md" for p in order if (OUT.parent / f"continual_{p}.md").exists()]
+    OUT.write_text("# Continual learning and unlearning (issue 17)\n\n" + "\n".join(p.read_text() for p in parts))
 
 
 if __name__ == "__main__":

@@ -67,9 +67,26 @@ def test_gate_routes_forget_inputs_to_the_adapter_and_retain_inputs_around_it(se
         lr, lr0 = forward_logits(model, r), forward_logits(theta, r)
     assert wf.shape == (1, len(op.task.forget)) and float(wf.min()) == 1.0  # D_f-scope: the adapter fully loaded
     assert float(wr.max()) == 0.0  # D_r-scope: around it
-    assert torch.equal(model.o3_gate.last, wr)  # the hook used the detector's decision
+    # the hook's per-position gate: at the end of each prompt it is the detector's decision on the whole prompt
+    assert torch.equal(model.o3_gate.last[:, :, -1], wr)
     assert torch.equal(lr, lr0)  # bit for bit θ_o's answer on D_r
     assert (lf - lf0).abs().max() > 1e-3  # the adapter changes D_f's answers
+    # teacher-forced answers other than the trained ones (TOFU's paraphrased / perturbed answers) keep the adapter on
+    # their answer tokens: the gate is decided by the question (the prefix), not by the answer's text
+    from unlearnkit.llm.lm import encode_pairs
+
+    pairs = [(q, "an entirely different answer about something else") for q, _ in op.task.forget.pairs()]
+    batch = _to(collate(encode_pairs(tok, pairs, "qa"), pad_id_of(tok)), torch.device("cpu"))
+    with torch.no_grad():
+        forward_logits(model, batch)
+    last = model.o3_gate.last[0]
+    answer = batch["labels"] != IGNORE_INDEX
+    assert float(last[answer].min()) == 1.0
+    rpairs = [(q, a) for q, a in op.task.retain.pairs()[:20]]
+    rb = _to(collate(encode_pairs(tok, rpairs, "qa"), pad_id_of(tok)), torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.equal(forward_logits(model, rb), forward_logits(theta, rb))
+    assert float(model.o3_gate.last.max()) == 0.0
     # no retain item contributed a gradient (O3 reads D_f only)
     assert set(res.seen_ids.tolist()) <= set(op.task.forget.ids.tolist())
 
@@ -114,4 +131,4 @@ def test_generation_keeps_the_gate_of_the_prompt(setup):
     assert generate_ids(model, tok, qs, max_new_tokens=6) == generate_ids(theta, tok, qs, max_new_tokens=6)
     fq = [q for q, _ in op.task.forget.pairs()[:4]]
     assert generate_ids(model, tok, fq, max_new_tokens=6) != generate_ids(theta, tok, fq, max_new_tokens=6)
-    assert float(model.o3_gate.last.min()) == 1.0  # the cached steps kept the prompt's gate
+    assert float(model.o3_gate.last[:, :, -1].min()) == 1.0  # the cached steps kept the prompt's gate

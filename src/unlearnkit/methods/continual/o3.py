@@ -20,9 +20,12 @@ Per request k (D_f^k; no retain data is read):
    request's questions as prompts and as question–answer pairs (what generation and teacher-forced scoring feed).
 3. **Gate** (at inference, per input, per request): w_k(x) = clip((τ_hi − s_k(x)) / (τ_hi − τ_lo), 0, 1) with τ_lo the
    ``quantile`` of s_k on D_f^k and τ_hi = τ_lo·(1 + ``band``): an input like the request loads its adapter fully, an
-   unrelated one not at all (the model answers exactly as θ_o), in between partly. The gate runs once per input
-   before the model (a forward pre-hook computing the detector features with the adapters off), and keeps its
-   weights through generation's cached steps.
+   unrelated one not at all (the model answers exactly as θ_o), in between partly. In a causal LM the input of the
+   token at position t is its prefix, so the gate of position t is w_k(prefix up to t), kept at its running maximum
+   over t: once the question is recognised, its answer tokens — generated, or teacher-forced as in TOFU's
+   truth ratio over paraphrased and perturbed answers — keep the adapter. It runs once per call before the model (a
+   forward pre-hook computing the detector features with the adapters off); generation's cached steps keep the
+   gate reached at the end of the prompt.
 
 Deviations (stated): the paper's detector is a separate backbone fine-tuned with a contrastive-entropy loss; here it
 uses θ_o's own frozen layer features without that training (post-hoc Mahalanobis, the paper's scoring on untrained
@@ -57,7 +60,8 @@ TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 class GatedLoRALinear(nn.Module):
     """``base`` plus one LoRA per request, each scaled per input by its gate: y = base(x) + Σ_k g_k (α/r) B_k A_k x.
 
-    ``gates``: float (K, b) set by the O3 gate before every forward (None: adapters off, exactly ``base``).
+    ``gates``: float (K, b) per input or (K, b, T) per position, set by the O3 gate before every forward (None:
+    adapters off, exactly ``base``).
     Parameters ``lora_A.<k>`` (r, in) and ``lora_B.<k>`` (out, r); ``B`` starts at zero (peft's initialisation).
     """
 
@@ -88,11 +92,14 @@ class GatedLoRALinear(nn.Module):
             return y
         scale = self.alpha / self.r
         for k in range(min(len(self.lora_A), g.shape[0])):
-            gk = g[k]
+            gk = g[k]  # (b,) per input or (b, T) per position
             if not bool((gk != 0).any()):
                 continue
             delta = (x @ self.lora_A[k].T) @ self.lora_B[k].T
-            y = y + (gk.to(y.dtype) * scale).view(-1, *([1] * (x.dim() - 1))) * delta
+            if gk.dim() == 2 and x.dim() == 3 and gk.shape[1] != x.shape[1]:
+                gk = gk[:, -x.shape[1]:]  # cached decoding: the positions this call computes
+            gk = gk.to(y.dtype) * scale
+            y = y + gk.view(*gk.shape, *([1] * (x.dim() - gk.dim()))) * delta
         return y
 
 
@@ -109,7 +116,7 @@ class O3Gate(nn.Module):
         self.force: torch.Tensor | None = None
         self._layers: list[GatedLoRALinear] = []
         self._inside = False
-        self.last: torch.Tensor | None = None  # the gates of the last forward (K, b), for inspection
+        self.last: torch.Tensor | None = None  # the gates of the last forward (K, b, T), for inspection
 
     # -- detectors ------------------------------------------------------------------------------------------------
     def add_detector(self, feats: list[torch.Tensor], *, shrinkage: float, quantile: float, band: float) -> None:
@@ -168,9 +175,9 @@ class O3Gate(nn.Module):
             layer.gates = gates
 
     @torch.no_grad()
-    def features(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
-                 ) -> list[torch.Tensor]:
-        """θ_o's hidden states (adapters off) at every layer, mean-pooled over attended tokens: (b, d) each."""
+    def hidden(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+               ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """θ_o's hidden states (adapters off) at every layer, float (b, T, d) each, and the mask (b, T)."""
         self._inside = True
         self.set_gates(None)
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
@@ -180,8 +187,26 @@ class O3Gate(nn.Module):
                         use_cache=False)
         finally:
             self._inside = False
+        return [h.float() for h in out.hidden_states], mask
+
+    def features(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+                 ) -> list[torch.Tensor]:
+        """θ_o's hidden states (adapters off) at every layer, mean-pooled over attended tokens: (b, d) each."""
+        hs, mask = self.hidden(model, input_ids, attention_mask)
         m = mask.unsqueeze(-1).float()
-        return [(h.float() * m).sum(1).div(m.sum(1).clamp_min(1)).cpu() for h in out.hidden_states]
+        return [(h * m).sum(1).div(m.sum(1).clamp_min(1)).cpu() for h in hs]
+
+    def prefix_weights(self, hs: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Per position t the gate of the input's prefix up to t (its mean-pooled features), then the running
+        maximum over t: once the prompt is recognised as a request's scope, every later position (the answer)
+        keeps its adapter. float32 (K, b, T); 0 at padding."""
+        m = mask.unsqueeze(-1).float()
+        cnt = m.cumsum(1).clamp_min(1)
+        b, t = mask.shape
+        feats = [((h * m).cumsum(1) / cnt).reshape(b * t, -1).cpu() for h in hs]
+        w = self.weights(feats).view(self.n_requests, b, t)
+        w = w * mask.cpu().float().unsqueeze(0)
+        return torch.cummax(w, dim=2).values
 
     def pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Before the model runs: set every adapter's gate for this batch (kept for cached generation steps)."""
@@ -192,7 +217,7 @@ class O3Gate(nn.Module):
             return None
         b = ids.shape[0]
         if self.force is not None:
-            gates = self.force.view(-1, 1).expand(-1, b).to(ids.device)
+            gates = self.force.view(-1, 1, 1).expand(-1, b, ids.shape[1]).to(ids.device)
             self.set_gates(gates)
             self.last = gates
             return None
@@ -205,9 +230,12 @@ class O3Gate(nn.Module):
         if pos is not None and len(pos) and int(pos[0]) > 0:
             cached = True
         if cached and self.last is not None and self.last.shape[1] == b:
-            self.set_gates(self.last)
+            gates = self.last[:, :, -1:]  # decoding after the prompt: the gate reached at its end
+            self.set_gates(gates)
+            self.last = gates
             return None
-        gates = self.weights(self.features(module, ids, kwargs.get("attention_mask"))).to(ids.device)
+        hs, mask = self.hidden(module, ids, kwargs.get("attention_mask"))
+        gates = self.prefix_weights(hs, mask).to(ids.device)
         self.set_gates(gates)
         self.last = gates
         return None
