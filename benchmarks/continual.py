@@ -12,6 +12,7 @@ Parts:
     refresh           θ_o of DER++ against θ_o of refresh learning (same seeds, same data order; digits and
                       MNIST-1D, 10 seeds): the paired difference of the average accuracy with a 95 % t-interval, at
                       the reference's δ and larger ones;
+    uncle_ablation    UnCLe with and without its forgotten tasks in the learning regulariser (relapse);
     acu_cost          ACU's closed-form request against refitting the ridge head on what remains, as the data learned
                       before the request grows (permuted digits: 1 to 5 tasks of 1,348 samples), fixed request size;
     o3                configs/llm/tofu_tiny_o3.yaml: O3 and the LLM baselines over 4 sequential TOFU requests.
@@ -236,6 +237,22 @@ def part_acu_cost(repeats: int = 5) -> str:
     return "\n".join(lines) + "\n"
 
 
+def part_uncle_ablation(out: Path, data: str, overrides: list[str]) -> str:
+    """UnCLe with and without forgotten tasks in the learning regulariser (``hold_forgotten``): relapse."""
+    lines = [f"## UnCLe: forgotten tasks in the regulariser or not ({data}, 3 seeds)\n",
+             "| hold_forgotten | UnCLe's forgotten tasks (%) | oracle's (%) | relapse (pp) | retained ACC (%) |",
+             "|---|---:|---:|---:|---:|"]
+    for hold in ("true", "false"):
+        rows, _, _ = run(f"continual_{data}_uncle.yaml", out,
+                         [*overrides, f"scenario.learner.hold_forgotten={hold}", "methods=[retrain, uncle]"])
+        seeds = sorted({r["seed"] for r in rows})
+        u = [cl_summary(rows, "uncle", s) for s in seeds]
+        o = [cl_summary(rows, "retrain", s) for s in seeds]
+        lines.append(f"| {hold} | {_ms([x['acc_forgotten'] for x in u])} | {_ms([x['acc_forgotten'] for x in o])} "
+                     f"| {_ms([x['relapse'] for x in u])} | {_ms([x['acc'] for x in u])} |")
+    return "\n".join(lines) + "\n"
+
+
 def part_o3(out: Path, overrides: list[str]) -> str:
     rows, run_dir, secs = run("llm/tofu_tiny_o3.yaml", out, overrides)
     keys = (("forget_quality", "Forget quality ↑", "{:.2g}"), ("model_utility", "Model utility ↑", "{:.3f}"),
@@ -284,6 +301,9 @@ def main() -> None:
                              for data in args.refresh_data)
         elif part == "acu_cost":
             text = part_acu_cost()
+        elif part == "uncle_ablation":
+            text = "\n".join(part_uncle_ablation(out, data, [f"data.root={args.mnist1d_root}"]
+                                                  if data == "mnist1d" else []) for data in ("digits", "mnist1d"))
         elif part == "o3":
             text = part_o3(out, [])
         else:
@@ -293,7 +313,7 @@ def main() -> None:
                 f"{platform.python_version()}, {time.time() - t0:.0f} s -->\n")
         (OUT.parent / f"continual_{part}.md").write_text(note + text)
         print(text, flush=True)
-    order = ["digits", "mnist1d", "refresh", "acu_cost", "o3"]
+    order = ["digits", "mnist1d", "refresh", "acu_cost", "uncle_ablation", "o3"]
     parts = [OUT.parent / f"continual_{p}.md" for p in order if (OUT.parent / f"continual_{p}.md").exists()]
     OUT.write_text("# Continual learning and unlearning (issue 17)\n\n" + "\n".join(p.read_text() for p in parts))
 
