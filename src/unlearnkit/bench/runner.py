@@ -617,7 +617,8 @@ class Runner:
         ``first_todo`` (verified against that row), or recomputed from the start of the branch."""
         points = branch.points
         st = _MethodState(spec, start=0, write_from=first_todo)
-        if first_todo == 0:
+        ff = branch.first_forget
+        if first_todo == 0 or (ff is not None and points[first_todo - 1] < ff):  # before its first request: θ_o
             return st
         prev_ev = branch.ops[points[first_todo - 1]]
         row = self._done(finished, spec.label, seed, prev_ev)
@@ -739,11 +740,12 @@ class Runner:
 
     def _method_learn(self, st: _MethodState, op: Learn, seed: int, k: int) -> None:
         try:
-            model, _, _ = self.track.learn(st.model, op.task, "original", seed, k)
+            model, seconds, _ = self.track.learn(st.model, op.task, "original", seed, k)
             if not all(torch.isfinite(p).all() for p in model.parameters()):
                 raise DivergenceError(f"{st.spec.label}: learning {op.name} made parameters NaN/inf", step=0,
                                       loss=float("nan"))
             st.model = model
+            st.last["learn_seconds"] = float(seconds)  # the cost of this Learn, in the next row (continual)
         except DivergenceError as err:
             st.failed, st.failed_status = f"DivergenceError: {err}", "diverged"
             st.last = {"diverged_step": err.step, "fresh_failure": True}
@@ -852,6 +854,8 @@ class Runner:
             cost = _split_cost(metrics)
             seconds = float(last.get("seconds", 0.0))
             metrics["unlearn_seconds"] = seconds
+            if "learn_seconds" in last:
+                metrics["learn_seconds"] = float(last["learn_seconds"])
             # a near-zero oracle time (< 1 ms: cached or not measured) gives NaN plus a flag, never a huge ratio
             metrics["rte_ratio"], near_zero = guarded_ratio(seconds, oracle.seconds, 1e-3)
             if near_zero:

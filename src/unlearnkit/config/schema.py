@@ -158,7 +158,9 @@ class RequestSpec(Frozen):
 #: ScenarioConfig fields added for the corrective and sequential kinds: left out of the serialised config when unset,
 #: so the resolved YAML and the config hash of every other scenario are what they were before these kinds existed
 _STAGED_FIELDS: tuple[str, ...] = ("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions",
-                                   "requests", "tasks", "sequence")
+                                   "requests", "tasks", "sequence", "learner", "permute", "head", "evaluate")
+#: ScenarioConfig fields only the continual kind reads (left out of the serialised config when unset)
+_CONTINUAL_ONLY: tuple[str, ...] = ("tasks", "sequence", "learner", "permute", "head", "evaluate")
 
 #: one operation of a continual sequence: L<k> learns task k; U<k> forgets all of task k; U<k>:<f> forgets a random
 #: share f of task k (drawn with the scenario's seed)
@@ -184,7 +186,11 @@ class ScenarioConfig(Frozen):
       classes) or a list of class lists; ``sequence``: operations such as ``"L1 L2 U1 L3"`` (L<k> learns task k,
       continuing from the current model; U<k> forgets all of task k; U<k>:0.3 a random 30 % of it). Rows after every
       operation from the first U on (``step``: the operation's position), each against an oracle trained on exactly
-      what was learned and not forgotten up to there, in the same order.
+      what was learned and not forgotten up to there, in the same order. ``learner``: how every Learn trains (θ_o,
+      the oracle and the methods' models alike; ``unlearnkit.methods.continual``: finetune, der++, refresh, uncle,
+      acu); ``permute: true``: each task a permuted copy of the whole data set; ``head: task``: task-incremental
+      evaluation (logits masked to the sample's task); ``evaluate: every``: rows after every operation, also before
+      the first request (the full accuracy matrix).
     - ``sequential``: deletion requests applied one after another, each to the previous request's unlearned model;
       ``requests: k`` with ``fraction``/``count`` per request, or a list of :class:`RequestSpec`. Metrics after
       every request on the cumulative forget set, against an oracle retrained without everything removed so far.
@@ -219,6 +225,20 @@ class ScenarioConfig(Frozen):
     sequence: str | list[str] | None = Field(
         None, description="continual: operations in order, e.g. 'L1 L2 U1 L3' (L<k> learn task k, U<k> forget it, "
         "U<k>:0.3 forget a random 30 % of it)")
+    learner: dict[str, Any] | str | None = Field(
+        None, description="continual: how every Learn trains (θ_o, the oracle and the methods after their first "
+        "request): {name: finetune | der++ | refresh | uncle | acu, ...its parameters} (unlearnkit.methods.continual); "
+        "default: plain training with the `train` recipe")
+    permute: bool | None = Field(
+        None, description="continual: every task is the whole data set under a fixed random pixel permutation (its "
+        "own classes k·C + y, its own sample ids); `tasks: k` is the number of permuted copies")
+    head: Literal["single", "task"] | None = Field(
+        None, description="continual: single = class-incremental (one head over all classes, default); task = "
+        "task-incremental (the task id is known at test time: logits are masked to the sample's task classes)")
+    evaluate: Literal["after_forget", "every"] | None = Field(
+        None, description="continual: rows after every operation from the first U on (after_forget, default) or "
+        "after every operation (every: θ_o's and θ_r's rows before the first request too — the full accuracy "
+        "matrix for backward transfer and forgetting)")
 
     @field_validator("requests", mode="before")
     @classmethod
@@ -303,7 +323,7 @@ class ScenarioConfig(Frozen):
             raise ValueError("scenario corrective needs 'manipulation': poison (trigger patch → target label) or "
                              "confusion (label swaps between two classes)")
         self._fraction_or_count("of manipulated training samples")
-        self._not_used(("ids", "requests", "tasks", "sequence"))
+        self._not_used(("ids", "requests") + _CONTINUAL_ONLY)
         if self.manipulation == "poison":
             self._not_used(("classes",), " with manipulation poison (the target class is 'target')")
             object.__setattr__(self, "target", 0 if self.target is None else self.target)
@@ -335,6 +355,18 @@ class ScenarioConfig(Frozen):
         if self.tasks is None or self.sequence is None:
             raise ValueError("scenario continual needs 'tasks' (a number, or the classes of each task) and 'sequence' "
                              "(e.g. 'L1 L2 U1 L3')")
+        lr = self.learner
+        if lr is not None:
+            if isinstance(lr, str):
+                lr = {"name": lr.strip()}
+            elif "name" not in lr or not isinstance(lr["name"], str) or not lr["name"].strip():
+                raise ValueError(f"scenario continual: learner needs a 'name' (e.g. {{name: der++, buffer_size: 200}}), "
+                                 f"got {lr!r}")
+            object.__setattr__(self, "learner", {"name": lr["name"].strip(),
+                                                 **{k: v for k, v in lr.items() if k != "name"}})
+        if self.permute and not isinstance(self.tasks, int):
+            raise ValueError("scenario continual: permute makes every task a permuted copy of the whole data set; give "
+                             "the number of copies as `tasks: k`, not class lists")
         if isinstance(self.tasks, int):
             if self.tasks < 2:
                 raise ValueError(f"scenario continual: tasks must be ≥ 2, got {self.tasks}")
@@ -389,8 +421,8 @@ class ScenarioConfig(Frozen):
 
     def _check_sequential(self) -> None:
         r = self.requests
-        self._not_used(("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions", "tasks",
-                        "sequence"))
+        self._not_used(("manipulation", "target", "trigger_size", "trigger_value", "identified_fractions")
+                       + _CONTINUAL_ONLY)
         if r is None:
             raise ValueError("scenario sequential needs 'requests': a number k (with 'fraction' or 'count' removed "
                              "per request) or a list of requests, e.g. [{fraction: 0.03}, {classes: [3]}]")

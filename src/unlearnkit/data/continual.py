@@ -7,9 +7,15 @@ as ``L1 L2 U1 L3`` becomes one :class:`~unlearnkit.data.schedule.Branch` (class-
 - ``U<k>`` forgets every sample of task k not forgotten yet; ``U<k>:s`` a random share s of task k's samples (drawn
   with ``np.random.default_rng([seed, position])`` among those not forgotten yet);
 - after every operation from the first ``U`` on there is an evaluation point (row dimension ``step`` = the
-  operation's position, 0-based). Its task: D = everything learned so far, D_f = everything forgotten so far,
-  D_r = the rest; TA on the test samples of the learned classes that are not wholly forgotten, the wholly forgotten
-  classes' test samples as ``test_forgotten`` (as in a class scenario).
+  operation's position, 0-based); with ``evaluate: every`` after every operation (before the first ``U``, D_f is
+  empty and only θ_o and the oracle have rows: the full accuracy matrix). Its task: D = everything learned so far,
+  D_f = everything forgotten so far, D_r = the rest; TA on the test samples of the learned classes that are not
+  wholly forgotten, the wholly forgotten classes' test samples as ``test_forgotten`` (as in a class scenario).
+
+``permute: true`` (permuted MNIST, Goodfellow et al. 2013, arXiv:1312.6211; the UnCLe / Mammoth "perm-mnist"
+setting): every task is the whole data set under its own fixed random permutation of the input features, with its own
+classes (task t's class y is t·C + y) and its own sample ids (t·stride + id) — see :func:`permuted_tasks`. With
+``head: task`` (task-incremental) each task is a C-way problem; with a single head a (k·C)-way one.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 
 from unlearnkit.config.schema import ScenarioConfig
-from unlearnkit.data.base import LoadedData, SampleSet
+from unlearnkit.data.base import LoadedData, SampleSet, TensorSource
 from unlearnkit.data.scenarios import Task, ids_digest
 from unlearnkit.data.schedule import Branch, Evaluate, Forget, Learn, Operation
 from unlearnkit.errors import DataError
@@ -45,6 +52,49 @@ def task_classes(scenario: ScenarioConfig, classes_present: list[int]) -> list[l
     return out
 
 
+def _id_stride(*sets: SampleSet) -> int:
+    """The smallest power of ten above every id of ``sets`` (task t's ids are t·stride + id: readable and disjoint)."""
+    top = max((int(s.ids.max()) for s in sets if len(s)), default=0) + 1
+    return int(10 ** int(np.ceil(np.log10(max(top, 10)))))
+
+
+def permuted_tasks(data: LoadedData, k: int, seed: int) -> LoadedData:
+    """``k`` permuted copies of ``data`` as one data set with ``k · C`` classes.
+
+    Copy t (0-based) holds every train and test sample with its input features (flattened, then reshaped back)
+    permuted by ``np.random.default_rng([seed, 0x9E3, t]).permutation(d)``, label ``t · C + y`` and sample id
+    ``t · stride + id`` (``stride``: the power of ten above the largest id), so the copies are disjoint tasks of
+    consecutive classes — ``tasks: k`` splits them back exactly. Every copy is permuted (the first too), as in the
+    permuted-MNIST benchmark of Mammoth and UnCLe.
+
+    Raises:
+        DataError: the data is not held in memory (a user Dataset source), or ``k < 2``.
+    """
+    if k < 2:
+        raise DataError(f"scenario continual: permute needs at least 2 tasks, got {k}")
+    c = data.num_classes
+    stride = _id_stride(data.train, data.test)
+    out = {}
+    for split, part in (("train", data.train), ("test", data.test)):
+        if not isinstance(part.source, TensorSource):
+            raise DataError("scenario continual: permute needs in-memory data (a TensorSource); this data set is a "
+                            "torch Dataset — load it as tensors or use split tasks")
+        x = part.source.x[torch.from_numpy(part.positions)]
+        flat = x.reshape(len(part), -1)
+        xs, ys, ids = [], [], []
+        for t in range(k):
+            perm = np.random.default_rng([seed, 0x9E3, t]).permutation(flat.shape[1])
+            xs.append(flat[:, torch.from_numpy(perm)].reshape(x.shape))
+            ys.append(part.labels + t * c)
+            ids.append(part.ids + t * stride)
+        y = np.concatenate(ys)
+        src = TensorSource(torch.cat(xs).contiguous(), torch.from_numpy(y))
+        out[split] = SampleSet(src, np.arange(len(y)), np.concatenate(ids), y, k * c, split)
+    names = tuple(f"p{t + 1}:{n}" for t in range(k) for n in data.class_names)
+    return LoadedData(f"{data.name}-permuted{k}", out["train"], out["test"], k * c, names,
+                      notes=data.notes + (f"permuted: {k} copies, id stride {stride}",))
+
+
 def continual_branch(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, Branch]:
     """The branch of a continual scenario and the task of its last evaluation point.
 
@@ -52,6 +102,9 @@ def continual_branch(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, 
         DataError: a task with no training samples, a partial forget that selects nothing, or an operation that
             forgets everything that was learned (the message names the position in the sequence).
     """
+    if scenario.permute:
+        assert isinstance(scenario.tasks, int)  # checked by ScenarioConfig
+        data = permuted_tasks(data, scenario.tasks, scenario.seed)
     train, test = data.train, data.test
     present = sorted(set(train.labels.tolist()))
     groups = task_classes(scenario, present)
@@ -68,7 +121,14 @@ def continual_branch(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, 
     gone_classes: list[int] = []
     ops: list[Operation] = []
     last: Task | None = None
-    record = {"kind": "continual", "seed": scenario.seed, "tasks": groups, "sequence": " ".join(ops_text)}
+    record: dict = {"kind": "continual", "seed": scenario.seed, "tasks": groups, "sequence": " ".join(ops_text)}
+    if scenario.permute:
+        record["permute"] = True
+    if scenario.head is not None:
+        record["head"] = scenario.head
+    if scenario.learner is not None:
+        record["learner"] = scenario.learner["name"]  # type: ignore[index]
+    every = scenario.evaluate == "every"
     for pos, op in enumerate(ops_text):
         m = re.match(r"^(L|U)(\d+)(?::(.+))?$", op)
         assert m is not None  # checked by ScenarioConfig
@@ -104,7 +164,7 @@ def continual_branch(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, 
                 gone_classes += [c for c in groups[k - 1] if c not in gone_classes]
             rec = {**record, "op": op, "step": pos, "n_request": len(req)}
             ops.append(Forget(_task(data, cur, forget, retain, learned_classes, gone_classes, rec), op))
-        if removed.size:
+        if removed.size or every:
             everything = train.select_ids(learned, "train")
             cum = everything.select_ids(removed, "forget")
             kept = everything.exclude_ids(removed, "retain")
@@ -129,4 +189,4 @@ def _task(data: LoadedData, train: SampleSet, forget: SampleSet, retain: SampleS
     return Task(data.name, train, forget, retain, test, data.num_classes, rec, forgotten)
 
 
-__all__ = ["continual_branch", "task_classes"]
+__all__ = ["continual_branch", "permuted_tasks", "task_classes"]

@@ -22,6 +22,7 @@ from unlearnkit.metrics import moe as _moe  # noqa: E402,F401  (LLM track, issue
 from unlearnkit.metrics import code_secrets as _code_secrets  # noqa: E402,F401  (LLM track, issue 18)
 from unlearnkit.metrics import stages as _stages  # noqa: E402,F401  (LLM track, issue 18)
 from unlearnkit.metrics import hierarchy as _hierarchy  # noqa: E402,F401  (LLM track, issue 18)
+from unlearnkit.metrics import continual as _continual  # noqa: E402,F401
 from unlearnkit.metrics.gap import AVG_GAP_KEYS, avg_gap  # noqa: E402
 
 __all__ = ["METRICS", "AVG_GAP_KEYS", "EvalContext", "Metric", "MetricOutput", "avg_gap"]

@@ -1,7 +1,8 @@
 """Evaluation figures of the HTML report, rebuilt from the run's files only (results.jsonl, per_sample/*.npz,
 neurips.json): MIA ROC curves, the per-example ε histogram of the NeurIPS-2023 score, CKA bars, corrective curves
-over the identified fraction p, sequential curves over deletion requests and (LLM track) scalability curves over
-forget-set sizes.
+over the identified fraction p, sequential curves over deletion requests, (LLM track) scalability curves over
+forget-set sizes and, for continual schedules, the accuracy matrix as heat maps, per-task curves and the continual
+summaries (:func:`cl_summary`: ACC, BWT, forgetting, forgotten tasks, relapse; :func:`op_costs`).
 
 Every section is inline SVG (:mod:`unlearnkit.report.charts`); a section whose data is absent from the run is left
 out (ROC, CKA, ε) or not built at all (corrective, sequential), so classic runs keep their report unchanged.
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from unlearnkit.errors import ConfigError
 from unlearnkit.report.charts import ORACLE_COLOR, Bar, Series, color_for, hbar_svg, line_svg
 from unlearnkit.report.summary import SummaryRow, as_number, latest_rows, row_status
 from unlearnkit.results import row_dimensions
@@ -268,6 +270,252 @@ def scalability_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, 
     return f'<section id="scalability"><h2>Scalability</h2><p class="note">{_e(note)}</p>{"".join(figs)}</section>'
 
 
+# -- continual schedules: accuracy matrix, per-task curves, summaries -------------------------------------------------
+#: the summaries of :func:`cl_summary` as (key, column title, direction)
+CONTINUAL_SUMMARY_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("acc", "ACC (%)", "average accuracy over the retained tasks at the end; higher is better"),
+    ("bwt", "BWT (pp)", "backward transfer; higher (less negative) is better"),
+    ("forgetting", "Forgetting (pp)", "lower is better"),
+    ("acc_forgotten", "Forgotten tasks (%)", "closer to the oracle is better"),
+    ("relapse", "Relapse (pp)", "largest rise of a forgotten task above its lowest accuracy since its request; 0 is "
+     "best"),
+)
+
+
+def _ops(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[int]]]:
+    for r in rows:
+        sc = r.get("scenario") or {}
+        if sc.get("kind") == "continual" and sc.get("sequence") and sc.get("tasks"):
+            return str(sc["sequence"]).split(), [list(map(int, g)) for g in sc["tasks"]]
+    raise ConfigError("these rows are not from a continual scenario (no scenario.sequence / tasks)")
+
+
+def accuracy_matrix(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> tuple[list[int], np.ndarray]:
+    """The accuracy matrix of ``method`` (a row label) for ``seed``: ``(steps, R)`` with R float (points, tasks)
+    in percent, NaN where a task has no value or the method's row failed (diverged, error). Points before the
+    method's first row are θ_o's (the method's model there is θ_o); the oracle label ``retrain`` has rows at every
+    point.
+    """
+    ops, groups = _ops(rows)
+    mine: dict[int, Mapping[str, Any]] = {}
+    orig: dict[int, Mapping[str, Any]] = {}
+    for r in rows:
+        if r.get("seed") != seed or "step" not in r:
+            continue
+        if r.get("method") == method:
+            mine[int(r["step"])] = r  # failed rows too: their points stay NaN, never θ_o's
+        if r.get("method") == "original" and r.get("role") == "original" and r.get("status") == "ok":
+            orig[int(r["step"])] = r
+    first = min(mine) if mine else None
+    use = dict(mine)
+    for s, r in orig.items():
+        if first is None or s < first:
+            use.setdefault(s, r)
+    steps = sorted(use)
+    mat = np.full((len(steps), len(groups)), np.nan)
+    for i, s in enumerate(steps):
+        if use[s].get("status") != "ok":
+            continue
+        m = use[s].get("metrics") or {}
+        for t in range(len(groups)):
+            v = m.get(f"acc_task{t + 1}")
+            mat[i, t] = float(v) if isinstance(v, (int, float)) else np.nan
+    return steps, mat
+
+
+def cl_summary(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dict[str, float]:
+    """Continual-learning and continual-unlearning summaries of ``method`` / ``seed`` at the last point (see the
+    module docstring for the definitions): ``acc``, ``bwt``, ``forgetting``, ``acc_forgotten``, ``relapse``
+    (percentage points; NaN where undefined, e.g. BWT without a point right after an earlier task's Learn)."""
+    ops, groups = _ops(rows)
+    steps, mat = accuracy_matrix(rows, method, seed)
+    nan = float("nan")
+    if not steps:
+        return {"acc": nan, "bwt": nan, "forgetting": nan, "acc_forgotten": nan, "relapse": nan}
+    last = len(steps) - 1
+    upto = ops[: steps[last] + 1]
+    learned_at: dict[int, int] = {}
+    gone_at: dict[int, int] = {}
+    for pos, op in enumerate(upto):
+        kind, rest = op[0], op[1:]
+        k = int(rest.split(":")[0]) - 1
+        if kind == "L":
+            learned_at[k] = pos
+        elif ":" not in rest:
+            gone_at[k] = pos
+    # a task forgotten in shares counts as forgotten once the shares reach the whole task (the rows record it)
+    final_scenario = next((r.get("scenario") for r in rows if r.get("step") == steps[last]), {}) or {}
+    removed = set(final_scenario.get("classes_removed", []))
+    for k, g in enumerate(groups):
+        if k in learned_at and set(g) <= removed and k not in gone_at:
+            gone_at[k] = max(p for p, op in enumerate(upto) if op[0] == "U" and int(op[1:].split(":")[0]) - 1 == k)
+    retained = [k for k in learned_at if k not in gone_at]
+    forgotten = sorted(gone_at)
+    row_of = {s: i for i, s in enumerate(steps)}
+    final = mat[last]
+    acc = _nanmean([final[k] for k in retained])
+    last_learned = max(retained, key=lambda k: learned_at[k]) if retained else None
+    bwt_terms, fgt_terms = [], []
+    for k in retained:
+        if k == last_learned:
+            continue
+        i = row_of.get(learned_at[k])
+        if i is not None and math.isfinite(mat[i, k]):
+            bwt_terms.append(final[k] - mat[i, k])
+        later = [mat[row_of[s], k] for s in steps[:last] if s >= learned_at[k] and math.isfinite(mat[row_of[s], k])]
+        if later:
+            fgt_terms.append(max(later) - final[k])
+    relapse_terms = []
+    for k in forgotten:
+        since = [mat[row_of[s], k] for s in steps if s >= gone_at[k] and math.isfinite(mat[row_of[s], k])]
+        if gone_at[k] in row_of and len(since) > 1:
+            low, rise = since[0], 0.0
+            for v in since[1:]:  # the largest rise above the lowest accuracy reached since the request
+                rise = max(rise, v - low)
+                low = min(low, v)
+            relapse_terms.append(rise)
+    return {"acc": acc,
+            "bwt": float(np.mean(bwt_terms)) if bwt_terms else nan,
+            "forgetting": float(np.mean(fgt_terms)) if fgt_terms else nan,
+            "acc_forgotten": _nanmean([final[k] for k in forgotten]),
+            "relapse": float(np.mean(relapse_terms)) if relapse_terms else nan}
+
+
+def op_costs(rows: Sequence[Mapping[str, Any]], method: str, seed: int) -> dict[int, tuple[str, float]]:
+    """Seconds of each operation of ``method`` / ``seed`` by step: ``{step: (op, seconds)}`` — a Forget's
+    ``unlearn_seconds``, a Learn's ``learn_seconds`` (steps where the method had a row)."""
+    ops, _ = _ops(rows)
+    out: dict[int, tuple[str, float]] = {}
+    for r in rows:
+        if r.get("method") != method or r.get("seed") != seed or r.get("status") != "ok" or "step" not in r:
+            continue
+        s = int(r["step"])
+        m = r.get("metrics") or {}
+        key = "unlearn_seconds" if ops[s].startswith("U") else "learn_seconds"
+        v = m.get(key)
+        if isinstance(v, (int, float)):
+            out[s] = (ops[s], float(v))
+    return out
+
+
+def _nanmean(vals: Sequence[float]) -> float:
+    """Mean of the finite values (NaN when there are none; no warning)."""
+    ok = [float(v) for v in vals if math.isfinite(v)]
+    return float(np.mean(ok)) if ok else float("nan")
+
+
+def _heatmap_svg(mat: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], title: str) -> str:
+    """An accuracy matrix (rows: points, columns: tasks; values in %) as an SVG heat map, white (0) to blue (100);
+    NaN cells (a task not learned yet) are grey with a dash."""
+    cw, ch, ml, mt = 46, 22, 96, 40
+    w, h = ml + cw * mat.shape[1] + 12, mt + ch * mat.shape[0] + 12
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
+           f'aria-label="{_e(title)}"><text x="{ml}" y="16" class="chart-title">{_e(title)}</text>']
+    for j, c in enumerate(col_labels):
+        out.append(f'<text x="{ml + cw * j + cw / 2}" y="{mt - 6}" text-anchor="middle" class="point-label">'
+                   f"{_e(c)}</text>")
+    for i, r in enumerate(row_labels):
+        y = mt + ch * i
+        out.append(f'<text x="{ml - 6}" y="{y + ch / 2}" dy="0.32em" text-anchor="end" class="point-label">'
+                   f"{_e(r)}</text>")
+        for j in range(mat.shape[1]):
+            v = float(mat[i, j])
+            x = ml + cw * j
+            if math.isfinite(v):
+                t = min(max(v / 100.0, 0.0), 1.0)
+                fill = f"rgb({int(255 - 215 * t)},{int(255 - 155 * t)},{int(255 - 55 * t)})"
+                txt, color = f"{v:.0f}", "#fff" if t > 0.6 else "#222"
+            else:
+                fill, txt, color = "#eeeeee", "–", "#888"
+            out.append(f'<rect x="{x}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{fill}">'
+                       f"<title>{_e(r)}, {_e(col_labels[j])}: {_e(txt)}</title></rect>"
+                       f'<text x="{x + cw / 2 - 1}" y="{y + ch / 2}" dy="0.32em" text-anchor="middle" '
+                       f'fill="{color}" class="point-label">{_e(txt)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def continual_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
+    """Continual schedules (rows with ``step`` and the ``continual`` metric's ``acc_task<k>``): the summaries per
+    method (mean ± std over seeds), the accuracy matrix of each method as a heat map (mean over seeds) and one curve
+    per task over the sequence ('' for other runs)."""
+    rows = [r for r in latest_rows(rows) if "step" in r]
+    if not any("acc_task1" in (r.get("metrics") or {}) for r in rows):
+        return ""
+    try:
+        ops, groups = _ops(rows)
+    except ConfigError:
+        return ""
+    methods: list[tuple[bool, str]] = []
+    for r in rows:
+        key = (bool(r.get("is_oracle")), str(r["method"]))
+        if key not in methods:
+            methods.append(key)
+    seeds = sorted({r["seed"] for r in rows}, key=str)
+    tasks = [f"T{k + 1}" for k in range(len(groups))]
+    head = "".join(f"<th>{_e(t)}</th>" for _, t, _ in CONTINUAL_SUMMARY_KEYS)
+    table = [f"<table><thead><tr><th>Method</th>{head}<th>Unlearn s / request</th><th>Learn s / Learn</th>"
+             "</tr></thead><tbody>"]
+    maps, mats = [], {}
+    for is_oracle, m in methods:
+        sums = [cl_summary(rows, m, s) for s in seeds]
+        cells = []
+        for k, _, _ in CONTINUAL_SUMMARY_KEYS:
+            vals = [x[k] for x in sums if math.isfinite(x[k])]
+            cells.append(f"{np.mean(vals):.1f} ± {np.std(vals):.1f}" if vals else "—")
+        costs = [c for s in seeds for c in op_costs(rows, m, s).values()]
+        un = [sec for op, sec in costs if op.startswith("U")]
+        le = [sec for op, sec in costs if op.startswith("L")]
+        cost_cells = [f"{np.mean(x):.3g}" if x else "—" for x in (un, le)]
+        name = m + (" (oracle)" if is_oracle else "")
+        failed = [r for r in rows if r["method"] == m and row_status(r) != "ok"]
+        if failed:
+            first = min(failed, key=lambda r: r["step"])
+            name += (f" — {row_status(first)} from step {first['step']} ({ops[first['step']]}) in "
+                     f"{len({r['seed'] for r in failed})}/{len(seeds)} seeds")
+        table.append(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_e(c)}</td>" for c in cells + cost_cells)
+                     + "</tr>")
+        per_seed = [accuracy_matrix(rows, m, s) for s in seeds]
+        steps = sorted({st for st_list, _ in per_seed for st in st_list})
+        stack = np.full((len(per_seed), len(steps), len(groups)), np.nan)
+        for i, (st_list, mat) in enumerate(per_seed):
+            for a, st in enumerate(st_list):
+                stack[i, steps.index(st)] = mat[a]
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(stack, axis=0) if len(stack) else np.zeros((0, len(groups)))
+        mats[(is_oracle, m)] = (steps, mean)
+        labels = [f"{st}: {ops[st]}" for st in steps]
+        maps.append(_figure(f"continual-matrix-{m}", _heatmap_svg(mean, labels, tasks, f"{name}: accuracy (%)"),
+                            f"{name}: test accuracy of every task (columns) after each operation (rows), mean over "
+                            "seeds; before a method's first request its model is θ_o."))
+    table.append("</tbody></table>")
+    curves = []
+    for k in range(len(groups)):
+        series = []
+        for (is_oracle, m), (steps, mean) in mats.items():
+            pts = [(float(st), float(mean[i, k])) for i, st in enumerate(steps) if math.isfinite(mean[i, k])]
+            if pts:
+                series.append(Series(m + (" (oracle)" if is_oracle else ""), tuple(p[0] for p in pts),
+                                     tuple(p[1] for p in pts), colors.get(m, ORACLE_COLOR), dashed=is_oracle))
+        if series:
+            svg = line_svg(series, title=f"Task {k + 1} (classes {groups[k]})", x_label="step (operation)",
+                           y_label="%", y_bounds=(0.0, 100.0))
+            seq = ", ".join(f"{i}: {op}" for i, op in enumerate(ops))
+            curves.append(_figure(f"continual-task{k + 1}", svg, f"Task {k + 1}'s test accuracy after each "
+                                                                  f"operation ({seq}); mean over seeds."))
+    note = ("Continual learning and unlearning: tasks are learned and forgotten in the order "
+            f"{' '.join(ops)}. ACC, BWT (Lopez-Paz & Ranzato 2017) and forgetting (Chaudhry et al. 2018) over the "
+            "retained tasks at the last point; a forgotten task should sit where the oracle (trained from scratch on "
+            "what is kept) puts it, and stay there as later tasks are learned (relapse: its largest rise above the lowest accuracy it reached since its request; 0 = it never came back). Costs: seconds of each "
+            "request and of each Learn after the method's first request (the oracle: retraining from scratch).")
+    return (f'<section id="continual"><h2>Continual learning and unlearning</h2><p class="note">{_e(note)}</p>'
+            + "".join(table) + "".join(maps) + "".join(curves) + "</section>")
+
+
 #: curve keys drawn from ``eval`` events (metric key, title, direction)
 CURVE_KEYS: tuple[tuple[str, str, str], ...] = (
     ("unlearn_acc", "UA (%) during unlearning", "closer to the oracle is better"),
@@ -328,12 +576,13 @@ def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], 
     from unlearnkit.report.order_section import html_section as order_section
 
     parts = [curves_section(d, colors), sequential_section(rows, colors), scalability_section(rows, colors),
-             corrective_section(rows, colors), order_section(rows, colors)]
+             corrective_section(rows, colors), order_section(rows, colors), continual_section(rows, colors)]
     charts = [roc_section(d, rows, colors), epsilon_section(neurips, colors), cka_section(summary, colors)]
     if any(charts):
         parts.append('<section id="evaluation">' + "".join(charts) + "</section>")
     return "".join(p for p in parts if p)
 
 
-__all__ = ["curves_section", "corrective_section", "cka_section", "epsilon_section", "evaluation_sections", "method_colors",
-           "roc_points", "roc_section", "scalability_section", "sequential_section"]
+__all__ = ["accuracy_matrix", "cl_summary", "continual_section", "curves_section", "corrective_section", "cka_section",
+           "epsilon_section", "evaluation_sections", "method_colors", "op_costs", "roc_points", "roc_section",
+           "scalability_section", "sequential_section"]

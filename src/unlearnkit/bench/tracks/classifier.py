@@ -29,7 +29,7 @@ from unlearnkit.data.base import LoadedData
 from unlearnkit.data.scenarios import Task, build_stages, load_data
 from unlearnkit.data.schedule import Branch, plan_from_stages, single_branch
 from unlearnkit.engine.loop import Engine
-from unlearnkit.errors import MethodError
+from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, Unlearned, Unlearner, derive_seed
 from unlearnkit.metrics import AVG_GAP_KEYS, EvalContext
 from unlearnkit.models import build_model
@@ -77,6 +77,40 @@ def classifier_verdict_spec(task: Task) -> Any:
     return VerdictSpec(forget={"unlearn_acc": 1, "mia_efficacy": 1}, utility={"retain_acc": chance, "test_acc": chance},
                        n={"unlearn_acc": nf, "mia_efficacy": nf, "retain_acc": nr, "test_acc": nt},
                        default_floor=0.5, percent=True)
+
+
+def _resolve_learner(cfg: ClassifierExperiment) -> ScenarioConfig:
+    """The continual scenario with its learner's parameters validated and filled with their defaults.
+
+    Raises:
+        ConfigError: unknown learner or parameter; a learner that forgets whole tasks with a ``U<k>:<share>``
+            operation (naming its position); a learner that needs ``head: task`` without it; a method the learner's
+            models cannot serve.
+    """
+    from unlearnkit.methods.continual import LEARNERS
+
+    sc = cfg.scenario
+    spec = dict(sc.learner or {})
+    name = str(spec.pop("name"))
+    entry = LEARNERS.entry(name)
+    params = LEARNERS.validate_config(name, spec)
+    learner = entry.obj
+    ops = sc.sequence.split() if isinstance(sc.sequence, str) else list(sc.sequence or [])
+    if learner.whole_tasks_only:
+        for pos, op in enumerate(ops):
+            if ":" in op:
+                raise ConfigError(f"scenario continual: operation {pos} ({op}) forgets part of a task, but learner "
+                                  f"'{name}' learns and forgets whole tasks only; use U<k> without a share")
+    if learner.head is not None and (sc.head or "single") != learner.head:
+        raise ConfigError(f"scenario continual: learner '{name}' needs head: {learner.head} (the task id at test "
+                          f"time), got head: {sc.head or 'single'}")
+    if learner.methods is not None:
+        bad = [m.label for m in cfg.methods if m.name not in ("retrain", "original", *learner.methods)]
+        if bad:
+            raise ConfigError(f"method(s) {bad} cannot unlearn the models of learner '{name}' (it has no trainable "
+                              f"parameters to tune); use {', '.join(learner.methods)} (and the oracle row retrain)")
+    full = {"name": name, **(params.model_dump(mode="json") if params is not None else {})}
+    return sc.model_copy(update={"learner": full})
 
 
 def check_target(model: nn.Module, task: Task, engine: Engine) -> None:
@@ -134,6 +168,20 @@ class ClassifierTrack(Track):
         self._task = task
         self._user_factory = model_factory
         self._built: tuple[Task, list[Branch]] | None = None
+        self._learner: Any = None
+
+    @property
+    def learner(self) -> Any:
+        """The continual learner of ``scenario.learner`` (:mod:`unlearnkit.methods.continual`), or None (plain
+        training with the ``train`` recipe)."""
+        sc = self.cfg.scenario
+        if sc.kind != "continual" or sc.learner is None:
+            return None
+        if self._learner is None:
+            from unlearnkit.methods.continual import build_learner
+
+            self._learner = build_learner(sc.learner)
+        return self._learner
 
     @classmethod
     def resolve(cls, cfg: ExperimentConfig) -> ExperimentConfig:
@@ -144,7 +192,10 @@ class ClassifierTrack(Track):
         DATASETS.entry(cfg.data.name)
         model = MODELS.validate_config(cfg.model.name, cfg.model.params)
         params = model.model_dump(mode="json") if model is not None else {}
-        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params})})
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"params": params})})
+        if cfg.scenario.kind == "continual" and cfg.scenario.learner is not None:
+            cfg = cfg.model_copy(update={"scenario": _resolve_learner(cfg)})
+        return cfg
 
     @classmethod
     def conformance_config(cls) -> dict[str, Any]:
@@ -161,6 +212,9 @@ class ClassifierTrack(Track):
         if sc.kind == "corrective":  # θ_o / θ_r train on manipulated inputs and labels under the same sample ids
             out["manipulation"] = {f: getattr(sc, f) for f in ("manipulation", "fraction", "count", "target",
                                                                "classes", "trigger_size", "trigger_value", "seed")}
+        if sc.kind == "continual" and (sc.learner is not None or sc.permute):
+            # the learner shapes every model; permuted inputs differ under the same ids per permutation seed
+            out["continual"] = {"learner": sc.learner, "permute": sc.seed if sc.permute else None}
         return out
 
     def recipe(self, role: Role) -> Any:
@@ -197,6 +251,17 @@ class ClassifierTrack(Track):
         return self._build()[1]
 
     def new_model(self, task: Task, init_seed: int) -> nn.Module:
+        learner = self.learner
+        if learner is not None:
+            from unlearnkit.methods.continual import ModelInfo
+
+            info = ModelInfo(tuple(task.train.input_shape), task.num_classes, _groups(task),
+                             self.cfg.scenario.head or "single", None if self._user_factory else self.cfg.model,
+                             init_seed)
+            return learner.build(lambda: self._base_model(task, init_seed), info)
+        return self._base_model(task, init_seed)
+
+    def _base_model(self, task: Task, init_seed: int) -> nn.Module:
         if self._user_factory is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(init_seed)
@@ -204,6 +269,8 @@ class ClassifierTrack(Track):
         return build_model(self.cfg.model, task.train.input_shape, task.num_classes, seed=init_seed)
 
     def train(self, task: Task, role: Role, seed: int) -> tuple[nn.Module, float, np.ndarray]:
+        if self.cfg.scenario.kind == "continual":  # a point after one Learn: the same training as every later prefix
+            return self.learn(None, task, role, seed, 0, keep=None if role == "original" else task.retain_ids)
         if role == "original":
             model = self.new_model(task, seed)
             self.engine.seed_everything(seed)
@@ -224,18 +291,43 @@ class ClassifierTrack(Track):
         if model is None:
             model = self.new_model(task, seed if role == "original" else derive_seed(seed, "oracle-init"))
         self.engine.seed_everything(derive_seed(seed, f"{role}-learn-{position}"))
+        learner = self.learner
+        if learner is not None:  # scenario.learner: the same algorithm for θ_o, θ_r and the methods' models
+            from unlearnkit.methods.continual import LearnSpec
+            from unlearnkit.methods.continual.base import task_of_labels
+
+            groups = _groups(task)
+            t = task_of_labels(data.labels, groups, what=f"learn {position} of the {role} model")
+            res = learner.learn(model, LearnSpec(data, t, groups, self.recipe(role),
+                                                 derive_seed(seed, f"{role}-order-{position}"),
+                                                 f"{role} seed {seed} learn {position}"), self.engine)
+            return model, res.seconds, res.seen_ids
         fit = self.engine.fit(model, data, self.recipe(role), seed=derive_seed(seed, f"{role}-order-{position}"),
                               desc=f"{role} seed {seed} learn {position}")
         return model, fit.seconds, fit.seen_ids
 
     def check_method(self, method: Unlearner, label: str, task: Task) -> None:
         check_requirements(method, task, label=label)
+        needs = getattr(method, "learner", None)  # a method that unlearns one learner's models (uncle, acu)
+        have = (self.cfg.scenario.learner or {}).get("name") if self.cfg.scenario.kind == "continual" else None
+        if needs is not None and needs != have:
+            raise MethodError(f"method '{label}' unlearns the models of `scenario.learner: {needs}` (continual "
+                              f"scenarios); this experiment's learner is {have or 'none'}")
 
     def unlearn(self, task: Task, method: Unlearner, model: nn.Module, ctx: UnlearnContext) -> Unlearned:
-        return method.unlearn(model, task.forget, task.retain, self.engine, ctx)
+        res = method.unlearn(model, task.forget, task.retain, self.engine, ctx)
+        if self.learner is not None:  # the learner's own copies of the request (a replay buffer) go too
+            self.learner.forget(res.model, task.forget.ids)
+        return res
 
     def eval_context(self, task: Task, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> EvalContext:
+        sc = self.cfg.scenario
+        if sc.kind == "continual" and sc.head == "task":  # task-incremental: logits masked to the sample's task
+            from unlearnkit.metrics.continual import TaskMaskedEvalContext
+
+            return TaskMaskedEvalContext(model, task, self.engine, seed=seed, references=references, shared=shared,
+                                         policy=policy, groups=_groups(task))
         return EvalContext(model, task, self.engine, seed=seed, references=references, shared=shared, policy=policy)
 
     def gap_keys(self) -> tuple[str, ...]:
@@ -256,6 +348,19 @@ class ClassifierTrack(Track):
         from unlearnkit.bench.tune_tasks import classifier_tuning_task
 
         return classifier_tuning_task(task, seed)
+
+
+def _groups(task: Task) -> tuple[tuple[int, ...], ...]:
+    """The classes of every task of a continual scenario (its record's ``tasks``).
+
+    Raises:
+        ConfigError: the task carries no task structure (not a continual scenario).
+    """
+    groups = task.scenario.get("tasks")
+    if not groups:
+        raise ConfigError("a continual learner needs the task structure of a continual scenario (scenario.kind: "
+                          "continual with tasks and sequence)")
+    return tuple(tuple(int(c) for c in g) for g in groups)
 
 
 __all__ = ["ClassifierExperiment", "ClassifierTrack", "check_requirements"]
