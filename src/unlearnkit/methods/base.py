@@ -123,6 +123,11 @@ class Unlearner(ABC):
     source: ClassVar[str] = ""
     #: small settings (e.g. ``{"epochs": 1}``) under which the conformance suite runs the method in seconds on CPU
     smoke_params: ClassVar[dict[str, Any]] = {}
+    #: what the method intends (SoK of LLM unlearning, Ren et al. 2025, arXiv:2506.09227): ``removal`` — erase D_f's
+    #: influence from the parameters — or ``suppression`` — keep the model from expressing it (refusals, output
+    #: filters, inference-time policies); shown by ``unlearnkit methods``. The audit battery
+    #: (:mod:`unlearnkit.metrics.audit`) checks what a method achieves, whatever it intends.
+    intent: ClassVar[str] = "removal"
 
     def __init__(self, config: Frozen) -> None:
         self.config = config

@@ -17,6 +17,10 @@ from unlearnkit.metrics import extraction as _extraction  # noqa: E402,F401
 from unlearnkit.metrics import lira as _lira  # noqa: E402,F401
 from unlearnkit.metrics import relearn as _relearn  # noqa: E402,F401
 from unlearnkit.metrics import corrective as _corrective  # noqa: E402,F401
+from unlearnkit.metrics import audit_probes as _audit_probes  # noqa: E402,F401  (LLM audit: forms, in_context, ...)
+from unlearnkit.metrics import hidden_probe as _hidden_probe  # noqa: E402,F401
+from unlearnkit.metrics import concept_vectors as _concept_vectors  # noqa: E402,F401
+from unlearnkit.metrics import rwku as _rwku  # noqa: E402,F401
 from unlearnkit.metrics.gap import AVG_GAP_KEYS, avg_gap  # noqa: E402
 
 __all__ = ["METRICS", "AVG_GAP_KEYS", "EvalContext", "Metric", "MetricOutput", "avg_gap"]

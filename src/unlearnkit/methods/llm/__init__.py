@@ -1,4 +1,5 @@
-"""LLM unlearning methods (``track = "llm"``): ga, grad_diff, npo, simnpo, idk_po, dpo, idk_dpo, rmu.
+"""LLM unlearning methods (``track = "llm"``): ga, grad_diff, npo, simnpo, idk_po, dpo, idk_dpo, rmu, undial, wga,
+satimp, rocr, mrp, needle (every optimisation-based one takes ``smoothing``: SAM / RS / GNP / weight averaging).
 
 Call them with an :class:`LLMContext` carrying the tokenizer and the prompt format::
 
@@ -15,5 +16,6 @@ from unlearnkit.methods.llm.base import (
     shard_positions,
 )
 from unlearnkit.methods.llm import ga, grad_diff, idk, npo, original, rmu, simnpo, suppress_tokens  # noqa: F401, E501
+from unlearnkit.methods.llm import mrp, needle, rocr, satimp, undial, wga  # noqa: F401, E402
 
 __all__ = ["LLMContext", "LLMOptimConfig", "LLMUnlearner", "RetainRegConfig", "retain_pairing", "shard_positions"]

@@ -43,6 +43,7 @@ class IdkPO(LLMUnlearner):
     """Fine-tune D_f questions towards "I don't know" answers (TOFU, arXiv:2401.06121)."""
 
     source = "Maini et al. 2024, arXiv:2401.06121 (TOFU), preference optimisation baseline"
+    intent = "suppression"  # SoK (arXiv:2506.09227): refusal training keeps the model from answering
     required_fields: ClassVar[tuple[str, ...]] = ("idk_answer",)
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class DPO(LLMUnlearner):
     """DPO with alternative answers as the preferred response (arXiv:2305.18290)."""
 
     source = "Rafailov et al. 2023, arXiv:2305.18290; TOFU/open-unlearning IdkDPO"
+    intent = "suppression"  # preferred alternative answers (IdK by default): a refusal / rewrite objective
 
     def fields_needed(self) -> tuple[str, ...]:
         return (self.config.chosen_field,)
