@@ -334,7 +334,8 @@ class SmoothingConfig(Frozen):
     split its loss (RMU) is smoothed as a whole. Every pass sums gradients over the global window as a plain step does
     (one all-reduce per pass with several processes), so the equivalence of process counts at equal effective batch
     (KNOWN_FAULTS C15) holds. Cost per step: ``sam`` / ``gnp`` 2 forget passes, ``rs`` ``samples`` passes, plus
-    the retain pass. Not supported with ``sharding`` or fp16 (ConfigError).
+    the retain pass; memory: one copy of the trainable tensors (the weights are restored exactly after a perturbed
+    pass) and, with averaging, their running mean. Not supported with ``sharding`` or fp16 (ConfigError).
     """
 
     kind: Literal["none", "sam", "rs", "gnp"] = Field("none", description="forget-loss smoothing")
@@ -856,6 +857,7 @@ def _smoothed_window(acc: Any, work: nn.Module, micro_loss: MicroLoss, micro_par
         norm = torch.sqrt(sum((g.double() ** 2).sum() for g in g0))
         eps = [g * (smooth.rho / float(norm.clamp_min(1e-12))) for g in g0]
         _set_grads(trainable, None)
+        saved = [p.detach().clone() for p in trainable]  # restored exactly (θ + ε − ε is not θ in floating point)
         with torch.no_grad():
             for p, e in zip(trainable, eps):
                 p.add_(e.to(p.dtype))
@@ -863,8 +865,8 @@ def _smoothed_window(acc: Any, work: nn.Module, micro_loss: MicroLoss, micro_par
             wl += run(forget)
         finally:
             with torch.no_grad():
-                for p, e in zip(trainable, eps):
-                    p.sub_(e.to(p.dtype))
+                for p, v in zip(trainable, saved):
+                    p.copy_(v)
         g1 = _grads(trainable)
         if smooth.kind == "gnp":
             a = smooth.lam / smooth.rho
@@ -876,6 +878,7 @@ def _smoothed_window(acc: Any, work: nn.Module, micro_loss: MicroLoss, micro_par
             noise = [(torch.randn(p.shape, generator=gen, dtype=torch.float32) * smooth.sigma).to(p.device, p.dtype)
                      for p in trainable]
             _set_grads(trainable, None)
+            saved = [p.detach().clone() for p in trainable]
             with torch.no_grad():
                 for p, d in zip(trainable, noise):
                     p.add_(d)
@@ -883,8 +886,8 @@ def _smoothed_window(acc: Any, work: nn.Module, micro_loss: MicroLoss, micro_par
                 wl += run(forget) / smooth.samples
             finally:
                 with torch.no_grad():
-                    for p, d in zip(trainable, noise):
-                        p.sub_(d)
+                    for p, v in zip(trainable, saved):
+                        p.copy_(v)
             for a_, g in zip(acc_g, _grads(trainable)):
                 a_.add_(g / smooth.samples)
         g1 = acc_g

@@ -7,7 +7,7 @@ irreversible — what P_l discards cannot be reconstructed from P_l h by any lat
 requests accumulate (P₂P₁ …) and an earlier request is never undone. This implementation (written for unlearnkit after
 the paper's description; the authors' code was not at hand):
 
-* per request and layer, U_l = QR(A_l) with A_l ∈ ℝ^{d×k} initialised ("carefully", as the paper says) with the top-k
+* per request and layer, U_l = QR((I − U_prev U_prevᵀ) A_l) with A_l ∈ ℝ^{d×k} initialised ("carefully", as the paper says) with the top-k
   principal directions of the MLP outputs on D_f's answer tokens after removing the top-``retain_rank`` principal
   directions of the MLP outputs on D_r (so the retained knowledge's main directions are spared), and orthogonalised
   against the directions earlier requests already removed (the left null space of W_down, σ < 10⁻⁶ σ_max);
@@ -147,7 +147,7 @@ class MRP(LLMUnlearner):
         r_items = list(self._retain_for_init)[:200] if self._retain_for_init is not None else []
         r_enc = encode_pairs(ctx.tokenizer, [(it.question, it.answer) for it in r_items], ctx.fmt, ctx.max_len)
         gen = torch.Generator().manual_seed(int(ctx.seed) * 7919 + 17)
-        params, removed_dims = {}, {}
+        params, removed_dims, bases = {}, {}, {}
         for layer in layers:
             proj = getattr(getattr(blocks[layer], "mlp", None), "down_proj", None)
             if not isinstance(proj, nn.Linear):
@@ -162,7 +162,9 @@ class MRP(LLMUnlearner):
                 a0 = project_out(torch.randn(proj.weight.shape[0], cfg.rank, generator=gen, dtype=torch.float64),
                                  removed)
             params[layer] = nn.Parameter(a0.to(proj.weight.dtype).to(proj.weight.device))
+            bases[layer] = removed.to(proj.weight.dtype).to(proj.weight.device)
         state["mrp"] = params
+        state["removed_basis"] = bases
         state["removed_before"] = removed_dims
         if cfg.forget_objective == "npo":
             state["ref"] = reference_logprobs(model, state["forget"], state["pad"], engine)
@@ -172,8 +174,8 @@ class MRP(LLMUnlearner):
             p.requires_grad_(False)
         handles = []
         for layer, a in params.items():
-            def hook(_m, _i, out, a=a):
-                u = orthonormal(a)
+            def hook(_m, _i, out, a=a, prev=bases[layer]):
+                u = orthonormal(project_out(a, prev))  # stays orthogonal to what earlier requests removed
                 return out - (out @ u) @ u.T
             handles.append(blocks[layer].mlp.down_proj.register_forward_hook(hook))
         state["handles"] = handles
@@ -213,7 +215,8 @@ class MRP(LLMUnlearner):
         with torch.no_grad():
             for layer, a in state.get("mrp", {}).items():
                 w = blocks[layer].mlp.down_proj.weight
-                u = orthonormal(a.detach().double()).to(w.device)
+                prev = state["removed_basis"][layer].double()
+                u = orthonormal(project_out(a.detach().double(), prev)).to(w.device)
                 w.copy_((w.double() - u @ (u.T @ w.double())).to(w.dtype))
                 b = blocks[layer].mlp.down_proj.bias
                 if b is not None:
