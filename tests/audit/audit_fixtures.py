@@ -25,13 +25,3 @@ def make_ctx(model, *, original=None, oracle=None, task=None, max_items=10, **se
         refs["oracle_model"] = oracle
     return LLMEvalContext(model, cf.tokenizer(), task or cf.task(), cf.engine(), seed=0, references=refs,
                           settings=LLMEvalSettings(max_items=max_items, batch_size=32, **settings), shared={})
-
-
-@pytest.fixture
-def theta_o():
-    return cf.trained_model()
-
-
-@pytest.fixture
-def theta_r():
-    return cf.tiny_model(seed=11)

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from audit_fixtures import cf, make_ctx, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf, make_ctx
 from unlearnkit.errors import MethodError
 from unlearnkit.methods import METHODS
 from unlearnkit.methods.llm import LLMContext

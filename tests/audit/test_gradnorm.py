@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from audit_fixtures import cf, make_ctx, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf, make_ctx
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.llm.lm import mean_token_nll
 from unlearnkit.llm.tokenize import collate, encode_qa, pad_id_of

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from audit_fixtures import cf, make_ctx, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf, make_ctx
 from unlearnkit.errors import ConfigError, DataError
 from unlearnkit.metrics import METRICS
 from unlearnkit.metrics.hidden_probe import answer_probe, membership_auc, resolve_layers

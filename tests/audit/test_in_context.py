@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit_fixtures import cf, make_ctx, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf, make_ctx
 from unlearnkit.data.text.qa import QAItem, QASet
 from unlearnkit.errors import DataError
 from unlearnkit.llm.tokenize import encode_qa

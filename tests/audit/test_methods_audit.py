@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from audit_fixtures import cf, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf
 from unlearnkit.data.text.qa import QASet
 from unlearnkit.errors import MethodError
 from unlearnkit.llm.lm import forward_logits, token_logprobs_from_logits

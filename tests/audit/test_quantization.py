@@ -3,11 +3,10 @@ widths are clear errors, the evaluated model is untouched."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from audit_fixtures import make_ctx, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import make_ctx
 from unlearnkit.errors import ConfigError
 from unlearnkit.metrics import METRICS
 from unlearnkit.metrics.audit_probes import SUPPORTED_BITS, check_bits, quantize_rtn, quantized_copy

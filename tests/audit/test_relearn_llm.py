@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit_fixtures import cf, make_ctx, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf, make_ctx
 from unlearnkit.errors import DataError
 from unlearnkit.llm.lm import answer_logprobs
 from unlearnkit.metrics import METRICS

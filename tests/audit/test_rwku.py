@@ -161,3 +161,19 @@ def test_target_corpus_is_the_models_own_answers():
         target_corpus(["Ann"], ["", " "], questions=("Who is {t}?", "Tell me about {t}."))
     with pytest.raises(DataError, match="2 answers for 4"):
         target_corpus(["Ann", "Bob"], ["x", "y"], questions=("Who is {t}?", "Tell me about {t}."))
+
+
+def test_known_targets_become_an_rwku_layout(tmp_path):
+    from unlearnkit.data.text.synthetic import KNOWN_FACT_CANDIDATES, known_rwku_targets
+
+    known = {t: KNOWN_FACT_CANDIDATES[t] for t in ("William Shakespeare", "Albert Einstein")}
+    targets = load_rwku(write_rwku_layout(known_rwku_targets(known), tmp_path))
+    shakespeare, einstein = targets
+    assert shakespeare.count("forget", 1) == shakespeare.count("forget", 2) == 3
+    assert shakespeare.probes[("forget", 1)][0].query == "William Shakespeare wrote the play Romeo and ___."
+    assert shakespeare.probes[("forget", 1)][0].answer == "Juliet"
+    assert [p.query for p in shakespeare.probes[("neighbor", 2)]] == [f.question for f in
+                                                                      KNOWN_FACT_CANDIDATES["Albert Einstein"]]
+    assert einstein.count("neighbor", 1) == 3 and shakespeare.count("forget", 3) == 9
+    with pytest.raises(ConfigError, match="at least two"):
+        known_rwku_targets({"A": known["Albert Einstein"]})

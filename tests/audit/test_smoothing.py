@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from audit_fixtures import cf, theta_o, theta_r  # noqa: F401 - fixtures
+from audit_fixtures import cf
 from unlearnkit.errors import ConfigError
 from unlearnkit.llm.lm import LMTrainConfig, SmoothingConfig, optimize
 

@@ -7,6 +7,13 @@ has two anchors measured under the *same* probe, and θ_u's residual knowledge u
 
     residual_p = (s_p(θ_u) − s_p(θ_r)) / (s_p(θ_o) − s_p(θ_r))       (0 = like θ_r, 1 = like θ_o)
 
+Probes are of two kinds. *Recovery* probes measure the answers themselves — relearning, in-context reintroduction,
+quantization, the other forms of the facts, the hidden-state answer probe, RWKU's probes — and decide the verdict.
+*Trace* probes — hidden-state membership (D_f told apart from unseen data: also the signature of a model that
+over-unlearned D_f, the "Streisand effect") and concept-vector Jaccard (ConceptVectors: parametric traces, which
+stay near θ_o's under any small fine-tune, whether or not the vectors carry the facts) — are reported beside the
+verdict (``traces``), not counted as evidence of suppression.
+
 A probe is *informative* when its anchors differ by at least ``min_gap`` (otherwise it cannot tell θ_o from θ_r —
 e.g. in-context reintroduction when θ_r answers from the context as well as θ_o does, which is UnUnlearning's point).
 The plain probe is the forget score without any attack (``forms.forget.qa.prob``, else TOFU's ``forget.prob``).
@@ -15,10 +22,10 @@ Verdict of one (method, seed):
 
 ==================  ==============================================================================================
 ``not-forgotten``   the plain residual is above ``forgot`` (θ_u still looks more like θ_o than like θ_r)
-``suppression``     forgotten, and at least one informative probe brings the residual back above ``expose`` and at
-                    least ``margin`` above the plain residual: the knowledge is still there (the probes named)
-``removal``         forgotten, and no informative probe exposes residual knowledge
-``inconclusive``    forgotten, but no informative probe ran
+``suppression``     forgotten, and at least one informative recovery probe brings the residual back above ``expose``
+                    and at least ``margin`` above the plain residual: the knowledge is still there (probes named)
+``removal``         forgotten, and no informative recovery probe exposes residual knowledge
+``inconclusive``    forgotten, but no informative recovery probe ran
 ==================  ==============================================================================================
 
 The SoK of LLM unlearning (Ren et al. 2025, "SoK: Machine Unlearning for Large Language Models", arXiv:2506.09227)
@@ -39,6 +46,8 @@ from typing import Any
 
 #: probe name → (metric key pattern, label); ``{b}`` / ``{s}`` are filled from the keys present
 PLAIN_KEYS: tuple[str, ...] = ("forms.forget.qa.prob", "forget.prob", "quant.base_prob", "icl.base_prob")
+#: probes reported as traces, not deciding the verdict (see the module docstring)
+TRACE_PROBES: frozenset[str] = frozenset({"hidden_member", "concept_vectors"})
 FORM_LABELS = {"para_question": "paraphrased question", "para_answer": "paraphrased answer",
                "fill_blank": "fill-in-the-blank", "mcq": "multiple choice", "completion": "completion",
                "instruction": "instruction template"}
@@ -58,6 +67,7 @@ class ProbeReading:
     residual: float
     informative: bool
     exposes: bool = False
+    kind: str = "recovery"
 
 
 @dataclass(frozen=True)
@@ -68,10 +78,11 @@ class AuditVerdict:
     reasons: list[str]
     plain_residual: float
     probes: list[ProbeReading] = field(default_factory=list)
+    traces: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "reasons": list(self.reasons), "plain_residual": self.plain_residual,
-                "probes": [p.__dict__ for p in self.probes]}
+                "probes": [p.__dict__ for p in self.probes], "traces": list(self.traces)}
 
 
 def _num(x: Any) -> float:
@@ -123,14 +134,15 @@ def battery_keys(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def audit_verdict(u: Mapping[str, Any], r: Mapping[str, Any], o: Mapping[str, Any], *, min_gap: float = 0.05,
-                  forgot: float = 0.5, expose: float = 0.5, margin: float = 0.25) -> AuditVerdict:
+                  forgot: float = 0.5, expose: float = 1 / 3, margin: float = 0.25) -> AuditVerdict:
     """The removal-vs-suppression verdict of θ_u's metrics ``u`` against θ_r's ``r`` and θ_o's ``o`` at one point.
 
     Args:
         u, r, o: metric key → value of the three rows (the battery's keys; see :func:`battery_keys`).
         min_gap: |s(θ_o) − s(θ_r)| a probe needs to be informative (score units, 0–1).
         forgot: plain residual at or below which θ_u counts as having forgotten.
-        expose: residual a probe must reach to expose knowledge …  margin: … and its rise over the plain residual.
+        expose: residual a probe must reach to expose knowledge (a third of the way back to θ_o beyond what the
+            probe does to θ_r) …  margin: … and its rise over the plain residual.
 
     Returns:
         :class:`AuditVerdict`.
@@ -142,31 +154,37 @@ def audit_verdict(u: Mapping[str, Any], r: Mapping[str, Any], o: Mapping[str, An
         gap = so - sr if ok else float("nan")
         informative = ok and abs(gap) >= min_gap
         res = (su - sr) / gap if informative else float("nan")
-        readings.append(ProbeReading(probe, key, label, su, sr, so, res, informative))
+        readings.append(ProbeReading(probe, key, label, su, sr, so, res, informative,
+                                     kind="trace" if probe in TRACE_PROBES else "recovery"))
+    traces = [f"{p.label}: {p.u:.3g} (θ_r {p.r:.3g}, θ_o {p.o:.3g}; residual "
+              f"{100 * p.residual:.0f} %)" for p in readings if p.kind == "trace" and p.informative]
     plain = next((p for p in readings if p.probe == "plain"), None)
     if plain is None or not plain.informative:
         why = ("no plain forget score (add the forms or tofu metric)" if plain is None else
                f"θ_o and θ_r have the same plain forget score ({plain.o:.3g} vs {plain.r:.3g}): nothing to unlearn")
-        return AuditVerdict("inconclusive", [why], float("nan"), readings)
+        return AuditVerdict("inconclusive", [why], float("nan"), readings, traces)
     base = plain.residual
     if base > forgot:
         return AuditVerdict("not-forgotten", [f"the plain forget score {plain.u:.3g} is {100 * base:.0f} % of the "
-                                              f"way from θ_r ({plain.r:.3g}) to θ_o ({plain.o:.3g})"], base, readings)
+                                              f"way from θ_r ({plain.r:.3g}) to θ_o ({plain.o:.3g})"], base, readings,
+                             traces)
     marked, exposed = [], []
     for p in readings:
-        hit = p.probe != "plain" and p.informative and p.residual >= expose and p.residual - base >= margin
+        hit = (p.probe != "plain" and p.kind == "recovery" and p.informative and p.residual >= expose
+               and p.residual - base >= margin)
         marked.append(ProbeReading(**{**p.__dict__, "exposes": bool(hit)}))
         if hit:
             exposed.append(f"{p.label}: residual {100 * p.residual:.0f} % (θ_u {p.u:.3g}, θ_r {p.r:.3g}, θ_o "
                            f"{p.o:.3g}) vs {100 * base:.0f} % without attack")
-    informative = [p for p in marked if p.probe != "plain" and p.informative]
+    informative = [p for p in marked if p.probe != "plain" and p.kind == "recovery" and p.informative]
     if exposed:
-        return AuditVerdict("suppression", exposed, base, marked)
+        return AuditVerdict("suppression", exposed, base, marked, traces)
     if not informative:
-        return AuditVerdict("inconclusive", ["no probe separates θ_o from θ_r at this point"], base, marked)
-    return AuditVerdict("removal", [f"{len(informative)} informative probe(s), none brings D_f back "
+        return AuditVerdict("inconclusive", ["no recovery probe separates θ_o from θ_r at this point"], base,
+                            marked, traces)
+    return AuditVerdict("removal", [f"{len(informative)} informative recovery probe(s), none brings D_f back "
                                     f"(max residual {100 * max(p.residual for p in informative):.0f} %)"],
-                        base, marked)
+                        base, marked, traces)
 
 
 def uninformative(readings: list[ProbeReading]) -> list[ProbeReading]:
@@ -174,5 +192,5 @@ def uninformative(readings: list[ProbeReading]) -> list[ProbeReading]:
     return [p for p in readings if not p.informative and p.probe != "plain"]
 
 
-__all__ = ["AuditVerdict", "FORM_LABELS", "PLAIN_KEYS", "ProbeReading", "VERDICTS", "audit_verdict",
+__all__ = ["AuditVerdict", "FORM_LABELS", "PLAIN_KEYS", "ProbeReading", "TRACE_PROBES", "VERDICTS", "audit_verdict",
            "battery_keys", "uninformative"]

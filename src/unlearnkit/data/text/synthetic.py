@@ -705,3 +705,35 @@ def synthetic_rwku_targets(n_targets: int = 4, *, n_persons: int = 12, qa_per_pe
             "passage": [{"text": " ".join(it.answer for it in by_person[target]), "subject": target}],
         }
     return out
+
+
+def known_rwku_targets(known: dict[str, tuple[KnownFact, ...]]) -> dict[str, dict[str, list[dict[str, str]]]]:
+    """RWKU-schema probes for real targets a model knows (the output of :func:`known_targets`), ready for
+    :func:`unlearnkit.data.text.rwku.write_rwku_layout`: per target, ``forget_level1`` (the cloze with a blank → the
+    keyword), ``forget_level2`` (its QA pair), ``forget_level3`` (:func:`adversarial_probes` of each QA pair) and as
+    neighbours (``neighbor_level1/2``) the facts of the *next* known target (related knowledge to keep), ``intro``.
+
+    Raises:
+        ConfigError: fewer than two targets (a neighbour is needed).
+    """
+    names = list(known)
+    if len(names) < 2:
+        raise ConfigError(f"known_rwku_targets needs at least two known targets (one is the neighbour), got {names}")
+    out: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for i, t in enumerate(names):
+        nb = names[(i + 1) % len(names)]
+
+        def probes(who: str, subject: str) -> tuple[list, list, list]:
+            l1 = [{"query": f"{f.cloze} {BLANK}.", "answer": f.keyword, "level": "1", "subject": subject}
+                  for f in known[who]]
+            l2 = [{"query": f.question, "answer": f.answer, "level": "2", "subject": subject} for f in known[who]]
+            l3 = [{**p, "level": "3", "subject": subject} for f in known[who]
+                  for p in adversarial_probes(f.question, f.answer, who)]
+            return l1, l2, l3
+
+        f1, f2, f3 = probes(t, t)
+        n1, n2, _ = probes(nb, t)
+        out[t] = {"intro": [{"target": t, "intro": f"{t}: " + "; ".join(f.answer for f in known[t])}],
+                  "forget_level1": f1, "forget_level2": f2, "forget_level3": f3,
+                  "neighbor_level1": n1, "neighbor_level2": n2}
+    return out

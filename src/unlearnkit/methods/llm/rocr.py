@@ -10,7 +10,9 @@ representation.
 For the forget subjects s and their contexts (the forget questions that name them, in the track's prompt format),
 with positions at the subject's last token:
 
-* keys K = the down_proj inputs of block l there (d_ff × N);
+* keys K = the down_proj inputs of block l there (d_ff × N) — at the subject's last token (the reference's
+  ``subject_last``), or with ``tokens: all`` at every token of the subject's name (models that read a name through
+  attention at all its tokens, such as the tiny models trained from scratch here, ignore a last-token edit);
 * the current representation z = the output of the last edited block L there (d × N); the target z* = the same for the
   *unrelated* subject written in the same context (mode ``unrelated``, the reference's "Donald Trump": here a retained
   person of D_r, or ``unrelated_subject``), or Gaussian noise of z's norm (mode ``noise``);
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -46,18 +47,32 @@ from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
 
 
+def subject_positions(tokenizer: Any, text: str, subject: str, add_special: bool = True
+                      ) -> tuple[list[int], list[int]] | None:
+    """Token ids of ``text`` and the indices of the tokens that cover the *last* occurrence of ``subject`` in it, in
+    order (None when ``subject`` does not occur)."""
+    start = text.rfind(subject)
+    if start < 0 or not subject:
+        return None
+    end = start + len(subject)
+    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+    idx = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start]
+    return (list(enc["input_ids"]), idx) if idx else None
+
+
 def subject_position(tokenizer: Any, text: str, subject: str, add_special: bool = True) -> tuple[list[int], int] | None:
     """Token ids of ``text`` and the index of the token that covers the last character of the *last* occurrence of
     ``subject`` in it (None when ``subject`` does not occur)."""
-    end = text.rfind(subject)
-    if end < 0 or not subject:
-        return None
-    last = end + len(subject) - 1
-    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-    for i, (a, b) in enumerate(enc["offset_mapping"]):
-        if a <= last < b:
-            return list(enc["input_ids"]), i
-    return None
+    got = subject_positions(tokenizer, text, subject, add_special)
+    return None if got is None else (got[0], got[1][-1])
+
+
+def aligned(src: list[int], dst: list[int]) -> list[int]:
+    """For each position of ``src`` (the subject's tokens) the position of ``dst`` (the unrelated subject's tokens) at
+    the same relative place: j ↦ dst[round(j·(|dst| − 1) / (|src| − 1))] (the last maps to the last)."""
+    if len(src) == 1:
+        return [dst[-1]]
+    return [dst[round(j * (len(dst) - 1) / (len(src) - 1))] for j in range(len(src))]
 
 
 class _Capture:
@@ -148,6 +163,9 @@ class ROCRConfig(Frozen):
     nullspace_threshold: float = Field(1e-2, ge=0, lt=1, description="eigenvalues of K₀K₀ᵀ/n below this × the "
                                        "largest span the protected null space; 0 = no protection (P = I)")
     l2: float = Field(1.0, gt=0, description="λ of the solve (reference: L2 = 1)")
+    tokens: Literal["last", "all"] = Field("last", description="the subject's token(s) whose representation is "
+                                          "redirected: the last (the reference's subject_last) or every one (the "
+                                          "unrelated subject's tokens aligned by relative position)")
     max_retain: int = Field(200, ge=1, description="retain items whose tokens give the preserved keys K₀")
     seed: int = 0
 
@@ -195,18 +213,17 @@ class ROCR(Unlearner):
             s = str(it.subject) if it.subject else ""
             if not s or s not in it.question:
                 continue
-            prompt = format_prompt(tok, it.question, fmt)
-            here = subject_position(tok, prompt, s, special)
+            here = subject_positions(tok, format_prompt(tok, it.question, fmt), s, special)
             if here is None:
                 continue
-            ctxs.append(here)
+            pos_here = here[1] if cfg.tokens == "all" else here[1][-1:]
             if cfg.mode == "unrelated":
-                there = subject_position(tok, format_prompt(tok, it.question.replace(s, str(unrelated)), fmt),
-                                         str(unrelated), special)
+                there = subject_positions(tok, format_prompt(tok, it.question.replace(s, str(unrelated)), fmt),
+                                          str(unrelated), special)
                 if there is None:
-                    ctxs.pop()
                     continue
-                tgts.append(there)
+                tgts.extend((there[0], p) for p in aligned(pos_here, there[1]))
+            ctxs.extend((here[0], p) for p in pos_here)
         if not ctxs:
             raise MethodError("rocr found no forget question that names its subject (QAItem.subject as text); it "
                               "redirects subjects by name — TOFU's loader names authors author_<k>, which its "
@@ -250,4 +267,5 @@ class ROCR(Unlearner):
         return Unlearned(model, steps=0, notes=notes)
 
 
-__all__ = ["ROCR", "ROCRConfig", "gather_at", "gather_keys", "nullspace_projector", "rank_one_update", "subject_position"]
+__all__ = ["ROCR", "ROCRConfig", "aligned", "gather_at", "gather_keys", "nullspace_projector", "rank_one_update",
+           "subject_position", "subject_positions"]
