@@ -379,8 +379,8 @@ def audit_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) 
     for method, vs in by_method.items():
         probes: dict[str, dict[str, list[float]]] = {}
         for v in vs:
-            for p in v["probes"]:
-                d = probes.setdefault(p["label"], {"θ_u": [], "θ_r": [], "θ_o": []})
+            for p in v["probes"]:  # short probe ids keep the bar labels readable (the caption names them)
+                d = probes.setdefault(p["probe"], {"θ_u": [], "θ_r": [], "θ_o": []})
                 for role, key in (("θ_u", "u"), ("θ_r", "r"), ("θ_o", "o")):
                     if math.isfinite(as_number(p[key])):
                         d[role].append(float(p[key]))
@@ -388,8 +388,7 @@ def audit_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) 
         for label, d in probes.items():
             for role in ("θ_u", "θ_r", "θ_o"):
                 if d[role]:
-                    name = method if role == "θ_u" else role
-                    bars.append(Bar(f"{label} · {name}", float(np.mean(d[role])),
+                    bars.append(Bar(f"{label} · {role}", float(np.mean(d[role])),
                                     float(np.std(d[role])) if len(d[role]) > 1 else 0.0,
                                     colors.get(method, AUDIT_ROLE_COLORS["θ_u"]) if role == "θ_u"
                                     else AUDIT_ROLE_COLORS[role]))
@@ -402,9 +401,10 @@ def audit_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) 
         traces = "; ".join(t for v in vs[:1] for t in v.get("traces", []))
         if traces:
             reasons += f". Traces (reported, not deciding): {traces}"
-        figs.append(_figure(f"audit-{method}", svg, f"{method} — {labels}. {reasons} Bars: θ_u (the method), θ_r "
+        legend = "; ".join(f"{p['probe']} = {p['label']} ({p['key']})" for p in vs[0]["probes"])
+        figs.append(_figure(f"audit-{method}", svg, f"{method} — {labels}. {reasons} Bars: θ_u ({method}), θ_r "
                                                     "(retrained without D_f) and θ_o (before unlearning) under the "
-                                                    "same probe."))
+                                                    f"same probe. Probes: {legend}."))
         table.append(f"<tr><td>{_e(method)}</td><td>{_e(labels)}</td><td>{_e(reasons)}</td></tr>")
     parts = [f'<table class="audit"><thead><tr><th>method</th><th>verdict</th><th>why</th></tr></thead><tbody>'
              f'{"".join(table)}</tbody></table>', *figs]
