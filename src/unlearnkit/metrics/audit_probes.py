@@ -156,7 +156,9 @@ class Forms(Metric):
         "forms.<split>.mcq.acc": "multiple-choice accuracy (true option scored highest; chance forms.*.mcq.chance)",
         "forms.<split>.mcq.p_true": "the true option's share of the options' probabilities",
         "forms.<split>.<form>.n": "probes in that form (items that cannot be put in the form are skipped)",
-        "forms.<split>.min_prob_form / max": "lowest / highest form probability (spread = form dependence)",
+        "forms.<split>.mcq.chance": "chance accuracy of the multiple choice (1 / options, averaged)",
+        "forms.<split>.min_prob": "lowest form probability", "forms.<split>.max_prob": "highest form probability "
+        "(their spread = how form-dependent the knowledge is)",
     }
     smoke_params: ClassVar[dict[str, Any]] = {}
 
