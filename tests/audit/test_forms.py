@@ -102,3 +102,20 @@ def test_mcq_accuracy_and_true_share_follow_the_option_scores(monkeypatch, theta
 def test_forms_config_rejects_unknown_forms():
     with pytest.raises(ConfigError, match="unknown or no form"):
         METRICS.validate_config("forms", {"forms": ["qa", "sonnet"]})
+
+
+def test_tofu_paraphrased_questions_reach_the_form_probes():
+    from pathlib import Path
+
+    from unlearnkit.data.text.tofu import load_tofu
+
+    root = Path("/work/shared/data/tofu")
+    if not (root / "full.json").is_file():
+        pytest.skip("TOFU data not available")
+    task = load_tofu(root, "forget01")
+    pq = task.extras["paraphrased_question"]
+    forget = task.eval_sets["forget"]
+    assert set(forget.ids.tolist()) <= set(pq)
+    probes = form_probes(list(forget)[:3], forms=("para_question",), paraphrased_questions=pq)["para_question"]
+    assert len(probes) == 3 and all(p.prompt == pq[p.item_id] and p.prompt != forget[k].question
+                                    for k, p in enumerate(probes))
