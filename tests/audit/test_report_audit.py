@@ -47,3 +47,9 @@ def test_runs_without_probes_get_no_audit_section(tmp_path):
     assert audit_section(plain, {}) == ""
     assert 'id="audit"' not in evaluation_sections(tmp_path, plain, [])
     assert 'id="audit"' in evaluation_sections(tmp_path, rows(), [])
+
+
+def test_in_context_note_says_when_theta_r_does_not_read_the_context():
+    flat = [{**r, "metrics": {**r["metrics"], "icl.gain": 0.001}} if r.get("role") == "oracle" else r for r in rows()]
+    html = audit_section(flat, {})
+    assert "does not move θ_r here" in html and "works on θ_r too" not in html

@@ -417,10 +417,14 @@ def audit_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) 
     note = ("Removal or suppression (unlearnkit.metrics.audit): a probe exposes suppression when it brings θ_u's "
             "forget score back towards θ_o's clearly more than it brings θ_r's under the same probe; probes whose "
             "θ_o and θ_r scores coincide are uninformative. Thresholds are heuristics; read the bars.")
-    if gains:
+    if gains and float(np.mean(gains)) > 0.02:
         note += (f" In-context reintroduction works on θ_r too: with the fact in the prompt θ_r's forget score rises "
                  f"by {np.mean(gains):+.3f} — exact unlearning alone does not control what a model says when the "
                  "knowledge is handed back to it (UnUnlearning, arXiv:2407.00106).")
+    elif gains:
+        note += (f" In-context reintroduction does not move θ_r here (gain {np.mean(gains):+.3f}): this model does "
+                 "not use facts put in its prompt (e.g. a small model trained from scratch on QA pairs only), so the "
+                 "probe cannot show what UnUnlearning (arXiv:2407.00106) shows on pretrained models.")
     return (f'<section id="audit"><h2>Audit: removed or suppressed?</h2><p class="note">{_e(note)}</p>'
             f'{"".join(parts)}</section>')
 
