@@ -180,12 +180,14 @@ def _component_table(kind: str, track: str | None = None) -> Table:
     t.add_column("name")
     t.add_column("track")
     t.add_column("kind" if kind == "method" else "keys")
+    if kind == "method":
+        t.add_column("intent")
     t.add_column("source")
     for name, e in _sorted_entries(kind, track):
         obj = e.obj
         tr = getattr(obj, "track", "classifier")
         if kind == "method":
-            t.add_row(name, tr, getattr(obj, "kind", ""), getattr(obj, "source", ""))
+            t.add_row(name, tr, getattr(obj, "kind", ""), getattr(obj, "intent", ""), getattr(obj, "source", ""))
         else:
             t.add_row(name, tr, ", ".join(getattr(obj, "keys", {})), getattr(obj, "source", ""))
     return t
@@ -195,12 +197,12 @@ def markdown_list(kind: str, track: str | None = None) -> str:
     """A markdown table of the registered methods or metrics (the README's lists are generated from it); only
     ``track``'s entries when given."""
     if kind == "method":
-        lines = ["| method | track | kind | needs retain | needs labels | source |",
-                 "| --- | --- | --- | --- | --- | --- |"]
+        lines = ["| method | track | kind | intent | needs retain | needs labels | source |",
+                 "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, e in _sorted_entries("method", track):
             o = e.obj
-            lines.append(f"| `{name}` | {getattr(o, 'track', 'classifier')} | {o.kind} | "
-                         f"{'yes' if o.needs_retain else 'no'} | {'yes' if o.needs_labels else 'no'} | {o.source} |")
+            lines.append(f"| `{name}` | {getattr(o, 'track', 'classifier')} | {o.kind} | {getattr(o, 'intent', '')} "
+                         f"| {'yes' if o.needs_retain else 'no'} | {'yes' if o.needs_labels else 'no'} | {o.source} |")
     else:
         lines = ["| metric | track | keys (direction) | source |", "| --- | --- | --- | --- |"]
         for name, e in _sorted_entries("metric", track):
@@ -242,7 +244,7 @@ def methods(
         return
     if as_json:
         out.print_json(json.dumps({n: {"track": getattr(e.obj, "track", "classifier"), "kind": e.obj.kind,
-                                       "source": e.obj.source,
+                                       "intent": getattr(e.obj, "intent", ""), "source": e.obj.source,
                                        "defaults": e.config().model_dump(mode="json") if e.config else {}}
                                    for n, e in _sorted_entries("method", track)}))
         return

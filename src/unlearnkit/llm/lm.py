@@ -345,6 +345,50 @@ def generate_ids(model: nn.Module, tokenizer: Any, prompts: Sequence[str], fmt: 
 # training
 
 
+class SmoothingConfig(Frozen):
+    """Smoothness-enhanced optimisation of the *forget* loss (Fan et al. 2025, "Towards LLM Unlearning Resilient to
+    Relearning Attacks: A Sharpness-Aware Minimization Perspective and Beyond", arXiv:2502.05374; reference code
+    OPTML-Group/Unlearn-Smooth ``sam_iterative.py``). Each optimizer step of :func:`optimize` then computes:
+
+    * ``sam`` — g₀ = ∇ℓ_f(θ) over the window; ε = ρ·g₀/‖g₀‖; the forget gradient is taken at θ + ε (the
+      worst case in a ρ-ball, Foret et al. 2021), the retain gradient at θ.
+    * ``rs`` — randomized smoothing: the forget gradient is the mean of ∇ℓ_f(θ + δ_s) over ``samples`` draws
+      δ_s ~ N(0, σ²I) (seeded by the run seed, the step and s; the same on every process).
+    * ``gnp`` — gradient-norm penalty ℓ_f + λ‖∇ℓ_f‖ by its finite-difference gradient (Zhao et al. 2022,
+      arXiv:2202.03599): (1 − α)·g₀ + α·∇ℓ_f(θ + ρ·g₀/‖g₀‖) with α = λ / ρ (requires λ ≤ ρ).
+    * ``averaging`` (with any of the above or alone) — weight averaging of the iterates: ``ema`` θ̄ ← d·θ̄ +
+      (1 − d)·θ after every step, ``uniform`` the running mean of the iterates from step ⌈``average_from``·T⌉ on; the
+      model ends with θ̄.
+
+    "Forget loss" is the part a method marks as such (the ``micro_parts`` of :func:`optimize`); a method that does not
+    split its loss (RMU) is smoothed as a whole. Every pass sums gradients over the global window as a plain step does
+    (one all-reduce per pass with several processes), so the equivalence of process counts at equal effective batch
+    (KNOWN_FAULTS C15) holds. Cost per step: ``sam`` / ``gnp`` 2 forget passes, ``rs`` ``samples`` passes, plus
+    the retain pass; memory: one copy of the trainable tensors (the weights are restored exactly after a perturbed
+    pass) and, with averaging, their running mean. Not supported with ``sharding`` or fp16 (ConfigError).
+    """
+
+    kind: Literal["none", "sam", "rs", "gnp"] = Field("none", description="forget-loss smoothing")
+    rho: float = Field(0.01, gt=0, description="SAM radius ρ / GNP finite-difference step (parameter units)")
+    sigma: float = Field(1e-3, gt=0, description="RS noise standard deviation")
+    samples: int = Field(1, ge=1, le=64, description="RS noise draws per step")
+    lam: float = Field(0.005, gt=0, description="GNP penalty weight λ (α = λ / ρ ≤ 1)")
+    averaging: Literal["none", "ema", "uniform"] = Field("none", description="weight averaging of the iterates")
+    ema_decay: float = Field(0.9, gt=0, lt=1)
+    average_from: float = Field(0.0, ge=0, lt=1, description="uniform: fraction of the steps after which the "
+                                "iterates are averaged")
+
+    @model_validator(mode="after")
+    def _check(self) -> SmoothingConfig:
+        if self.kind == "gnp" and self.lam > self.rho:
+            raise ValueError(f"gnp needs lam ≤ rho (α = lam / rho ≤ 1), got lam {self.lam} > rho {self.rho}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none" or self.averaging != "none"
+
+
 class LMTrainConfig(Frozen):
     """A causal-LM training recipe (θ_o, θ_r, and the optimisation part of LLM unlearners).
 
@@ -383,12 +427,23 @@ class LMTrainConfig(Frozen):
     sharding: dict[str, Any] | str | None = Field(
         None, description="FSDP2 / DeepSpeed ZeRO through accelerate's plugins: {fsdp: {fsdp_version: 2, ...}}, "
         "{deepspeed: {zero_stage: 2, ...}} or the path of an accelerate config YAML; GPUs and ≥ 2 processes only")
+    smoothing: SmoothingConfig | None = Field(None, description="SAM / randomized smoothing / gradient-norm penalty / "
+                                              "weight averaging of the forget loss (SmoothingConfig)")
 
     @field_validator("sharding")
     @classmethod
     def _sharding(cls, v: Any) -> Any:
         load_sharding(v)  # ConfigError (a ValueError) on an unreadable file or unknown plugin fields
         return v
+
+    @model_validator(mode="after")
+    def _check_smoothing(self) -> LMTrainConfig:
+        if self.smoothing is not None and self.smoothing.active:
+            if self.sharding is not None:
+                raise ValueError("smoothing (SAM / RS / GNP / weight averaging) is not supported with sharding")
+            if self.mixed_precision == "fp16":
+                raise ValueError("smoothing is not supported with fp16 loss scaling; use mixed_precision bf16 or no")
+        return self
 
     @model_validator(mode="after")
     def _check_batch(self) -> LMTrainConfig:
@@ -546,6 +601,11 @@ MicroLoss = Callable[[nn.Module, np.ndarray, np.ndarray, int], torch.Tensor]
 working copy (so a micro-loss must run its forwards on ``module``, never on a model captured elsewhere)."""
 
 
+MicroParts = Callable[[nn.Module, np.ndarray, np.ndarray, int, str], "torch.Tensor | None"]
+"""``micro_parts(module, item_positions, global_positions, epoch, part)``: the ``"forget"`` or ``"retain"`` addend of
+a method's micro-loss (sums over the micro-batch); ``"retain"`` may be None (no retain term)."""
+
+
 def rank_micro_batches(gpos: np.ndarray, rank: int, world: int, batch_size: int, *,
                        pad: bool = False) -> list[np.ndarray]:
     """This rank's micro-batches of a window's (length-sorted) global positions: positions ``rank, rank + W, …``
@@ -580,6 +640,7 @@ def optimize(
     desc: str = "train",
     check_grads: bool = True,
     reference_bytes: int = 0,
+    micro_parts: MicroParts | None = None,
 ) -> LMFitResult:
     """The optimisation loop shared by :func:`train_lm` and the LLM unlearners, on a Hugging Face
     :class:`accelerate.Accelerator` (precision, loss scaling, sharding;
@@ -618,6 +679,9 @@ def optimize(
             owns the gradients).
         reference_bytes: bytes of a frozen reference model held on the training device (for the memory estimate,
             logged before the first step and returned in ``LMFitResult.memory_estimate``).
+        micro_parts: ``micro_parts(module, positions, global_positions, epoch, part)`` with ``part`` ``"forget"`` or
+            ``"retain"``: the two addends of ``micro_loss`` (``"retain"`` may return None), for ``recipe.smoothing``
+            (:class:`SmoothingConfig`), which smooths the forget part only; without it the whole loss is smoothed.
 
     Raises:
         DivergenceError: a NaN / inf loss (before it updates the weights).  MethodError: C09 gradient check; a
@@ -651,6 +715,9 @@ def optimize(
         by_name = dict(work.named_parameters())
         named = [(n, by_name[n]) for n, _ in named]
     trainable = [p for _, p in named]
+    smooth = recipe.smoothing if recipe.smoothing is not None and recipe.smoothing.active else None
+    if smooth is not None and sharded:  # pragma: no cover - refused by LMTrainConfig
+        raise ConfigError("smoothing is not supported with sharding")
     opt = _optimizer(trainable, recipe)
     spe = recipe.steps_per_epoch(n_items, world)
     sched = _scheduler(opt, recipe, spe * recipe.epochs)
@@ -680,6 +747,7 @@ def optimize(
         devs = [engine.device] if engine.device.type == "cuda" else []
         rng_ctx = torch.random.fork_rng(devices=devs)
     seen = np.zeros(n_items, dtype=bool)
+    averager = _WeightAverage(smooth) if smooth is not None and smooth.averaging != "none" else None
     losses: list[float] = []
     step_losses: list[float] = []
     step, samples, skipped = 0, 0, 0
@@ -701,6 +769,9 @@ def optimize(
                     if sharded:
                         wl = _sharded_window(acc, prepared, work, micro_loss, order, gpos, epoch, rank, world,
                                              recipe.batch_size, engine, step, where, sharded)
+                    elif smooth is not None and smooth.kind != "none":
+                        wl = _smoothed_window(acc, work, micro_loss, micro_parts, order, gpos, epoch, rank, world,
+                                              recipe.batch_size, engine, step, where, dist, trainable, smooth, seed)
                     else:
                         wl = _window(acc, work, micro_loss, order, gpos, epoch, rank, world, recipe.batch_size,
                                      engine, step, where, dist, trainable)
@@ -713,6 +784,8 @@ def optimize(
                         skipped += 1
                     elif sched is not None:
                         sched.step()
+                    if smooth is not None and smooth.averaging != "none":
+                        averager.update(trainable, step, recipe.epochs * spe)
                     seen[order[gpos]] = True
                     samples += count
                     ep_total += wl
@@ -724,6 +797,8 @@ def optimize(
                         engine.after_optimizer_step(work, loss=wl / count, lr=float(opt.param_groups[0]["lr"]),
                                                     epoch=epoch, desc=desc, examples=count)
                 losses.append(ep_total / n_items)
+        if averager is not None:
+            averager.apply(trainable)
         if sharded:
             _gather_into(acc, prepared, model, rank)
     finally:
@@ -771,6 +846,124 @@ def _window(acc: Any, work: nn.Module, micro_loss: MicroLoss, order: np.ndarray,
         wl = dist.sum_gradients(trainable, wl, failure)
         engine.check_finite(torch.tensor(wl), step=step, desc=where)
     return wl
+
+
+def _grads(trainable: list[nn.Parameter]) -> list[torch.Tensor]:
+    """Copies of the current gradients (zeros where a tensor has none)."""
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in trainable]
+
+
+def _set_grads(trainable: list[nn.Parameter], grads: list[torch.Tensor] | None) -> None:
+    for p, g in zip(trainable, grads or [None] * len(trainable)):
+        p.grad = None if g is None else g.clone()
+
+
+def _smoothed_window(acc: Any, work: nn.Module, micro_loss: MicroLoss, micro_parts: MicroParts | None,
+                     order: np.ndarray, gpos: np.ndarray, epoch: int, rank: int, world: int, batch_size: int,
+                     engine: Any, step: int, where: str, dist: Any, trainable: list[nn.Parameter],
+                     smooth: SmoothingConfig, seed: int) -> float:
+    """One window with a smoothed forget gradient (:class:`SmoothingConfig`): every pass is a plain :func:`_window`
+    (global-window normalisation, summed over ranks), so perturbations computed from summed gradients are the same
+    on every rank. Leaves the combined gradient in ``.grad``; returns the window's loss sum (forget loss at the
+    perturbed point for SAM, the mean over draws for RS, plus the retain loss)."""
+    if micro_parts is None:
+        forget, retain = micro_loss, None
+    else:
+        def forget(m: nn.Module, p: np.ndarray, g: np.ndarray, e: int) -> torch.Tensor:
+            return micro_parts(m, p, g, e, "forget")
+
+        def retain(m: nn.Module, p: np.ndarray, g: np.ndarray, e: int) -> torch.Tensor:
+            out = micro_parts(m, p, g, e, "retain")
+            return out if out is not None else torch.zeros((), device=next(m.parameters()).device)
+
+    def run(fn: MicroLoss) -> float:
+        return _window(acc, work, fn, order, gpos, epoch, rank, world, batch_size, engine, step, where, dist,
+                       trainable)
+
+    wl = 0.0
+    if smooth.kind in ("sam", "gnp"):
+        run(forget)
+        g0 = _grads(trainable)
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in g0))
+        eps = [g * (smooth.rho / float(norm.clamp_min(1e-12))) for g in g0]
+        _set_grads(trainable, None)
+        saved = [p.detach().clone() for p in trainable]  # restored exactly (θ + ε − ε is not θ in floating point)
+        with torch.no_grad():
+            for p, e in zip(trainable, eps):
+                p.add_(e.to(p.dtype))
+        try:
+            wl += run(forget)
+        finally:
+            with torch.no_grad():
+                for p, v in zip(trainable, saved):
+                    p.copy_(v)
+        g1 = _grads(trainable)
+        if smooth.kind == "gnp":
+            a = smooth.lam / smooth.rho
+            g1 = [(1 - a) * x + a * y for x, y in zip(g0, g1)]
+    else:  # randomized smoothing
+        acc_g = [torch.zeros_like(p) for p in trainable]
+        for s in range(smooth.samples):
+            gen = torch.Generator().manual_seed(int(np.random.default_rng([seed, step, s, 0x525]).integers(2**62)))
+            noise = [(torch.randn(p.shape, generator=gen, dtype=torch.float32) * smooth.sigma).to(p.device, p.dtype)
+                     for p in trainable]
+            _set_grads(trainable, None)
+            saved = [p.detach().clone() for p in trainable]
+            with torch.no_grad():
+                for p, d in zip(trainable, noise):
+                    p.add_(d)
+            try:
+                wl += run(forget) / smooth.samples
+            finally:
+                with torch.no_grad():
+                    for p, v in zip(trainable, saved):
+                        p.copy_(v)
+            for a_, g in zip(acc_g, _grads(trainable)):
+                a_.add_(g / smooth.samples)
+        g1 = acc_g
+    _set_grads(trainable, None)
+    if retain is not None:
+        wl += run(retain)
+    for p, g in zip(trainable, g1):
+        p.grad = g if p.grad is None else p.grad + g
+    return wl
+
+
+class _WeightAverage:
+    """Running average of the trainable tensors (:class:`SmoothingConfig` ``averaging``), kept in float32."""
+
+    def __init__(self, cfg: SmoothingConfig) -> None:
+        self.cfg = cfg
+        self.avg: list[torch.Tensor] | None = None
+        self.n = 0
+
+    @torch.no_grad()
+    def update(self, params: list[nn.Parameter], step: int, total: int) -> None:
+        cur = [p.detach().float().clone() for p in params]
+        if self.cfg.averaging == "ema":
+            if self.avg is None:
+                self.avg = cur
+            else:
+                d = self.cfg.ema_decay
+                for a, c in zip(self.avg, cur):
+                    a.mul_(d).add_(c, alpha=1 - d)
+            self.n += 1
+            return
+        if step < math.ceil(self.cfg.average_from * total):
+            return
+        self.n += 1
+        if self.avg is None:
+            self.avg = cur
+        else:
+            for a, c in zip(self.avg, cur):
+                a.add_(c - a, alpha=1.0 / self.n)
+
+    @torch.no_grad()
+    def apply(self, params: list[nn.Parameter]) -> None:
+        if self.avg is None:
+            return
+        for p, a in zip(params, self.avg):
+            p.copy_(a.to(p.dtype))
 
 
 def _sharded_window(acc: Any, prepared: Any, work: nn.Module, micro_loss: MicroLoss, order: np.ndarray,

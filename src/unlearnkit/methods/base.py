@@ -126,6 +126,11 @@ class Unlearner(ABC):
     #: what ``unlearnkit tune`` searches: config field → range (:mod:`unlearnkit.methods.search`); ``{}`` = nothing to
     #: tune (exact methods), None = not declared (tune refuses the method)
     search_space: ClassVar[dict[str, Any] | None] = None
+    #: what the method intends (SoK of LLM unlearning, Ren et al. 2025, arXiv:2506.09227): ``removal`` — erase D_f's
+    #: influence from the parameters — or ``suppression`` — keep the model from expressing it (refusals, output
+    #: filters, inference-time policies); shown by ``unlearnkit methods``. The audit battery
+    #: (:mod:`unlearnkit.metrics.audit`) checks what a method achieves, whatever it intends.
+    intent: ClassVar[str] = "removal"
 
     def __init__(self, config: Frozen) -> None:
         self.config = config

@@ -23,6 +23,10 @@ from unlearnkit.metrics import code_secrets as _code_secrets  # noqa: E402,F401 
 from unlearnkit.metrics import stages as _stages  # noqa: E402,F401  (LLM track, issue 18)
 from unlearnkit.metrics import hierarchy as _hierarchy  # noqa: E402,F401  (LLM track, issue 18)
 from unlearnkit.metrics import continual as _continual  # noqa: E402,F401
+from unlearnkit.metrics import audit_probes as _audit_probes  # noqa: E402,F401  (LLM audit: forms, in_context, ...)
+from unlearnkit.metrics import hidden_probe as _hidden_probe  # noqa: E402,F401
+from unlearnkit.metrics import concept_vectors as _concept_vectors  # noqa: E402,F401
+from unlearnkit.metrics import rwku as _rwku  # noqa: E402,F401
 from unlearnkit.metrics.gap import AVG_GAP_KEYS, avg_gap  # noqa: E402
 
 __all__ = ["METRICS", "AVG_GAP_KEYS", "EvalContext", "Metric", "MetricOutput", "avg_gap"]

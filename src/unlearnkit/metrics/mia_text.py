@@ -19,6 +19,11 @@ the model's own next-token distribution.
   token 0 → +1.000, token 1 → −1.000. Where σ_t = 0 (all tokens equally likely) z_t = 0 (the numerator is 0 too).
 * ``ref`` (Carlini et al. 2021, "comparing to other language models"; MUSE's ``PPL/ref``): −NLL_target / NLL_ref,
   the ratio of average NLLs of the target and a reference model [unitless].
+* ``grad_norm`` (Wang et al. 2024, "Pandora's White-Box", arXiv:2402.17012; MIMIR, Duan et al. 2024; open-unlearning's
+  ``GradNormAttack``): −(mean over parameter tensors of ‖∇_θ mean NLL(x)‖_p), one backward pass per text; a
+  member sits nearer a minimum, so its gradient is smaller [gradient units]. White-box and costly (n backward
+  passes); enabled by the ``mia_text`` option ``grad_norm: true``. The evaluated weights are never changed: gradients
+  are taken with ``torch.autograd.grad`` (no ``.grad`` is written) in eval mode.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from unlearnkit.metrics._dtype import to_numpy64, to_tensor64
 from unlearnkit.metrics.mia_family import roc_auc, tpr_at_fpr
 
 TEXT_ATTACKS: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_pp", "ref")
+#: white-box attacks computed from the model itself (not from token log-probabilities)
+GRAD_ATTACKS: tuple[str, ...] = ("grad_norm",)
 SIGMA_EPS = 1e-12
 
 
@@ -171,6 +178,49 @@ def mia_summary(member: dict[str, np.ndarray], nonmember: dict[str, np.ndarray],
     return out
 
 
+def grad_norm_scores(model: Any, encoded: Sequence[Any], pad_id: int, *, p: float = 2.0,
+                     engine: Any = None) -> np.ndarray:
+    """GradNorm attack scores of pre-encoded examples, float64 (n,): −mean_θ ‖∇_θ L(x)‖_p over every parameter
+    tensor that takes part in the loss, with L(x) = mean NLL of x's labelled tokens (higher = member).
+
+    The model is left as it was: gradients come from ``torch.autograd.grad`` (no ``.grad`` attribute is written),
+    parameters that did not require gradients are switched back, and the forward runs in eval mode (no dropout).
+
+    Raises:
+        DataError: ``p`` not in {1, 2, inf}, or an example without labelled tokens.
+    """
+    import torch
+
+    from unlearnkit.llm.lm import _to, mean_token_nll, model_device
+    from unlearnkit.llm.tokenize import collate
+
+    if p not in (1, 2, float("inf")):
+        raise DataError(f"grad_norm p must be 1, 2 or inf, got {p}")
+    params = [q for q in model.parameters() if q.is_floating_point()]
+    flags = [q.requires_grad for q in params]
+    was = model.training
+    dev = model_device(model, engine)
+    out = np.zeros(len(encoded), dtype=np.float64)
+    try:
+        model.eval()
+        for q in params:
+            q.requires_grad_(True)
+        for i, e in enumerate(encoded):
+            if e.n_answer_tokens < 1:
+                raise DataError(f"grad_norm: example {i} has no labelled token")
+            batch = _to(collate([e], pad_id), dev)
+            with torch.enable_grad():
+                loss = mean_token_nll(model, batch).sum()
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            norms = [g.detach().double().norm(p=p) for g in grads if g is not None]
+            out[i] = -float(torch.stack(norms).mean()) if norms else 0.0
+    finally:
+        for q, f in zip(params, flags):
+            q.requires_grad_(f)
+        model.train(was)
+    return out
+
+
 # -- the registered metric ---------------------------------------------------------------------------------------------
 def _pool_scores(ctx: Any, split: str, ref_model: Any | None) -> dict[str, np.ndarray]:
     qs = ctx.eval_set(split)
@@ -185,11 +235,36 @@ def _pool_scores(ctx: Any, split: str, ref_model: Any | None) -> dict[str, np.nd
                        mus=[t.mu for t in toks], sigmas=[t.sigma for t in toks], ref_token_lps=ref)
 
 
+def _grad_pool(ctx: Any, split: str, p: float) -> np.ndarray:
+    from unlearnkit.llm.tokenize import encode_qa, pad_id_of
+
+    qs = ctx.eval_set(split)
+    enc = [encode_qa(ctx.tokenizer, q, a, ctx.settings.fmt, ctx.max_context) for q, a in qs.pairs("answer")]
+    return ctx.cached(("grad_norm", split, p), lambda: grad_norm_scores(ctx.model, enc, pad_id_of(ctx.tokenizer),
+                                                                        p=p, engine=ctx.engine))
+
+
 def _register() -> None:
+    from pydantic import Field, field_validator
+
+    from unlearnkit.config.schema import Frozen
     from unlearnkit.metrics.base import Metric, MetricOutput
     from unlearnkit.registry import METRICS
 
-    @METRICS.register("mia_text")
+    class TextMIAConfig(Frozen):
+        """Options of ``mia_text``: the white-box GradNorm attack (one backward pass per item) is off by default."""
+
+        grad_norm: bool = Field(False, description="add the GradNorm attack (arXiv:2402.17012; white-box, costly)")
+        grad_norm_p: float = Field(2.0, description="the gradient norm: 1, 2 or inf")
+
+        @field_validator("grad_norm_p")
+        @classmethod
+        def _p(cls, v: float) -> float:
+            if v not in (1.0, 2.0, float("inf")):
+                raise ValueError(f"grad_norm_p must be 1, 2 or inf, got {v}")
+            return v
+
+    @METRICS.register("mia_text", config=TextMIAConfig)
     class TextMIA(Metric):
         """Text MIAs on answer tokens: D_f (members of θ_o) vs the holdout (never trained on); AUC 0.5 = no leak.
 
@@ -198,12 +273,16 @@ def _register() -> None:
         """
 
         track = "llm"
-        source = "Yeom 2018; Carlini et al. 2021 (zlib, ref); Shi et al. 2024 (Min-K%); Zhang et al. 2024 (Min-K%++)"
+        source = ("Yeom 2018; Carlini et al. 2021 (zlib, ref); Shi et al. 2024 (Min-K%); Zhang et al. 2024 (Min-K%++); "
+                  "Wang et al. 2024, arXiv:2402.17012 (GradNorm, with grad_norm: true)")
         keys = {
             "mia.<attack>.auc": "ROC AUC forget (member) vs holdout (non-member); θ_r ≈ 0.5, higher = leaks D_f",
             "mia.<attack>.tpr@1%": "TPR at 1 % FPR (NaN when the holdout has < 100 items)",
             "mia.<attack>.tpr@0.1%": "TPR at 0.1 % FPR (NaN when the holdout has < 1000 items)",
         }
+
+        def __init__(self, config: TextMIAConfig | None = None) -> None:
+            self.config = config or TextMIAConfig()
 
         def compute(self, ctx: Any) -> MetricOutput:
             sets = getattr(ctx.task, "eval_sets", {})
@@ -216,6 +295,9 @@ def _register() -> None:
                 ref_model = ctx.reference(f"{which}_model", "the 'ref' text MIA")
             member = _pool_scores(ctx, "forget", ref_model)
             non = _pool_scores(ctx, "holdout", ref_model)
+            if self.config.grad_norm:
+                member["grad_norm"] = _grad_pool(ctx, "forget", self.config.grad_norm_p)
+                non["grad_norm"] = _grad_pool(ctx, "holdout", self.config.grad_norm_p)
             per = {f"mia.{a}.forget": v for a, v in member.items()}
             per.update({f"mia.{a}.holdout": v for a, v in non.items()})
             return MetricOutput(mia_summary(member, non, prefix="mia"), per)

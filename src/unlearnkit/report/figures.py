@@ -568,6 +568,144 @@ def curves_section(run_dir: str | Path, colors: Mapping[str, str]) -> str:
     return f'<section id="curves"><h2>During unlearning</h2><p class="note">{_e(note)}</p>{"".join(figs)}</section>'
 
 
+# -- the LLM audit battery (issue 15) ----------------------------------------------------------------------------------
+AUDIT_ROLE_COLORS = {"θ_u": "#0072B2", "θ_r": ORACLE_COLOR, "θ_o": "#999999"}
+
+
+def _audit_points(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """(dimensions, seed) → {"oracle": metrics, "original": metrics, "methods": {label: metrics}} of ok rows, for the
+    last evaluation point of each branch (rows of staged runs: every point)."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in latest_rows(rows):
+        if row_status(r) != "ok" or not isinstance(r.get("metrics"), Mapping):
+            continue
+        dims = tuple(sorted((k, str(r.get(k))) for k in row_dimensions(r)))
+        pt = out.setdefault((dims, r.get("seed")),
+                            {"oracle": None, "original": None, "methods": {}, "row_verdicts": {}})
+        role = r.get("role") or ("oracle" if r.get("is_oracle") else "method")
+        if role in ("oracle", "original"):
+            pt[role] = r["metrics"]
+        else:
+            pt["methods"][str(r["method"])] = r["metrics"]
+            pt["row_verdicts"][str(r["method"])] = str(r.get("verdict") or "")
+    return out
+
+
+def audit_verdicts(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The removal-vs-suppression verdict (:func:`unlearnkit.metrics.audit.audit_verdict`) of every method row that
+    has θ_r's and θ_o's rows at the same point: dicts with ``method``, ``seed``, ``dims`` and the verdict's JSON."""
+    from unlearnkit.metrics.audit import audit_verdict, battery_keys
+
+    out = []
+    for (dims, seed), pt in _audit_points(rows).items():
+        if pt["oracle"] is None or pt["original"] is None:
+            continue
+        for method, m in pt["methods"].items():
+            if len(battery_keys(m)) < 2:  # no probe beyond the plain score: not an audit run
+                continue
+            v = audit_verdict(m, pt["oracle"], pt["original"])
+            out.append({"method": method, "seed": seed, "dims": dict(dims),
+                        "row_verdict": pt["row_verdicts"].get(method), **v.to_json()})
+    return out
+
+
+def audit_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
+    """One figure per method: the forget score of θ_u, θ_r and θ_o under every probe of the battery (mean over
+    seeds, last point), with the removal-vs-suppression verdict per seed; the relearning curves of every method with
+    θ_r's and θ_o's; and what in-context reintroduction does to θ_r. '' when the run has no audit probe."""
+    from unlearnkit.report.charts import Bar
+
+    verdicts = audit_verdicts(rows)
+    if not verdicts:
+        return ""
+    last_dims = max((tuple(sorted(v["dims"].items())) for v in verdicts), default=())
+    verdicts = [v for v in verdicts if tuple(sorted(v["dims"].items())) == last_dims]
+    figs, table = [], []
+    by_method: dict[str, list[dict[str, Any]]] = {}
+    for v in verdicts:
+        by_method.setdefault(v["method"], []).append(v)
+    for method, vs in by_method.items():
+        probes: dict[str, dict[str, list[float]]] = {}
+        for v in vs:
+            for p in v["probes"]:  # short probe ids keep the bar labels readable (the caption names them)
+                d = probes.setdefault(p["probe"], {"θ_u": [], "θ_r": [], "θ_o": []})
+                for role, key in (("θ_u", "u"), ("θ_r", "r"), ("θ_o", "o")):
+                    if math.isfinite(as_number(p[key])):
+                        d[role].append(float(p[key]))
+        bars = []
+        for label, d in probes.items():
+            for role in ("θ_u", "θ_r", "θ_o"):
+                if d[role]:
+                    bars.append(Bar(f"{label} · {role}", float(np.mean(d[role])),
+                                    float(np.std(d[role])) if len(d[role]) > 1 else 0.0,
+                                    colors.get(method, AUDIT_ROLE_COLORS["θ_u"]) if role == "θ_u"
+                                    else AUDIT_ROLE_COLORS[role]))
+        labels = ", ".join(f"seed {v['seed']}: {v['verdict']}" + (f" (row verdict {v['row_verdict']})"
+                                                                  if v.get("row_verdict") not in (None, "", "ok")
+                                                                  else "") for v in vs)
+        svg = hbar_svg(bars, title=f"{method}: forget score under each probe", unit="score (0–1; higher = knows D_f)",
+                       digits=3)
+        reasons = "; ".join(r for v in vs[:1] for r in v["reasons"])
+        traces = "; ".join(t for v in vs[:1] for t in v.get("traces", []))
+        if traces:
+            reasons += f". Traces (reported, not deciding): {traces}"
+        legend = "; ".join(f"{p['probe']} = {p['label']} ({p['key']})" for p in vs[0]["probes"])
+        figs.append(_figure(f"audit-{method}", svg, f"{method} — {labels}. {reasons} Bars: θ_u ({method}), θ_r "
+                                                    "(retrained without D_f) and θ_o (before unlearning) under the "
+                                                    f"same probe. Probes: {legend}."))
+        table.append(f"<tr><td>{_e(method)}</td><td>{_e(labels)}</td><td>{_e(reasons)}</td></tr>")
+    parts = [f'<table class="audit"><thead><tr><th>method</th><th>verdict</th><th>why</th></tr></thead><tbody>'
+             f'{"".join(table)}</tbody></table>', *figs]
+    curve = _relearn_chart(rows, colors, last_dims)
+    if curve:
+        parts.append(curve)
+    pts = [pt for (dims, _), pt in _audit_points(rows).items() if dims == last_dims]
+    gains = [as_number((pt["oracle"] or {}).get("icl.gain")) for pt in pts]
+    gains = [g for g in gains if math.isfinite(g)]
+    note = ("Removal or suppression (unlearnkit.metrics.audit): a probe exposes suppression when it brings θ_u's "
+            "forget score back towards θ_o's clearly more than it brings θ_r's under the same probe; probes whose "
+            "θ_o and θ_r scores coincide are uninformative. Thresholds are heuristics; read the bars.")
+    if gains and float(np.mean(gains)) > 0.02:
+        note += (f" In-context reintroduction works on θ_r too: with the fact in the prompt θ_r's forget score rises "
+                 f"by {np.mean(gains):+.3f} — exact unlearning alone does not control what a model says when the "
+                 "knowledge is handed back to it (UnUnlearning, arXiv:2407.00106).")
+    elif gains:
+        note += (f" In-context reintroduction does not move θ_r here (gain {np.mean(gains):+.3f}): this model does "
+                 "not use facts put in its prompt (e.g. a small model trained from scratch on QA pairs only), so the "
+                 "probe cannot show what UnUnlearning (arXiv:2407.00106) shows on pretrained models.")
+    return (f'<section id="audit"><h2>Audit: removed or suppressed?</h2><p class="note">{_e(note)}</p>'
+            f'{"".join(parts)}</section>')
+
+
+def _relearn_chart(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str], dims: tuple) -> str:
+    import re
+
+    curves: dict[str, dict[int, list[float]]] = {}
+    for (d, _), pt in _audit_points(rows).items():
+        if d != dims:
+            continue
+        named = [("θ_r (oracle)", pt["oracle"]), ("θ_o", pt["original"]), *pt["methods"].items()]
+        for label, m in named:
+            for k, v in (m or {}).items():
+                hit = re.fullmatch(r"relearn\.prob@(\d+)", k)
+                if hit and math.isfinite(as_number(v)):
+                    curves.setdefault(label, {}).setdefault(int(hit.group(1)), []).append(float(v))
+    if len(curves) < 2:
+        return ""
+    series = []
+    for i, (label, pts) in enumerate(curves.items()):
+        xs = sorted(pts)
+        ref = label.startswith("θ_")
+        color = ORACLE_COLOR if label.startswith("θ_r") else "#999999" if ref else colors.get(label, color_for(i))
+        series.append(Series(label, tuple(float(x) for x in xs), tuple(float(np.mean(pts[x])) for x in xs), color,
+                             dashed=ref))
+    svg = line_svg(series, title="Relearning attack: forget score of the held-out D_f", x_label="attack step",
+                   y_label="score", y_bounds=(0.0, 1.0))
+    return _figure("audit-relearn", svg, "Fine-tuning a copy on a part of D_f: how fast the rest comes back "
+                                         "(llm_relearn). θ_r's dashed curve is a model that never saw D_f under the "
+                                         "same attack; a method whose curve climbs to θ_o's was suppressing.")
+
+
 def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], summary: Sequence[SummaryRow],
                         neurips: Mapping[str, Any] | None = None) -> str:
     """All evaluation figures available for the run, as one HTML fragment ('' when there are none)."""
@@ -576,13 +714,14 @@ def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], 
     from unlearnkit.report.order_section import html_section as order_section
 
     parts = [curves_section(d, colors), sequential_section(rows, colors), scalability_section(rows, colors),
-             corrective_section(rows, colors), order_section(rows, colors), continual_section(rows, colors)]
+             corrective_section(rows, colors), order_section(rows, colors), continual_section(rows, colors),
+             audit_section(rows, colors)]
     charts = [roc_section(d, rows, colors), epsilon_section(neurips, colors), cka_section(summary, colors)]
     if any(charts):
         parts.append('<section id="evaluation">' + "".join(charts) + "</section>")
     return "".join(p for p in parts if p)
 
 
-__all__ = ["accuracy_matrix", "cl_summary", "continual_section", "curves_section", "corrective_section", "cka_section",
-           "epsilon_section", "evaluation_sections", "method_colors", "op_costs", "roc_points", "roc_section",
-           "scalability_section", "sequential_section"]
+__all__ = ["accuracy_matrix", "audit_section", "audit_verdicts", "cl_summary", "continual_section", "curves_section",
+           "corrective_section", "cka_section", "epsilon_section", "evaluation_sections", "method_colors", "op_costs",
+           "roc_points", "roc_section", "scalability_section", "sequential_section"]

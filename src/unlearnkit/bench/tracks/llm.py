@@ -5,8 +5,8 @@ The experiment's ``llm:`` section (:class:`LLMTrackConfig`)::
 
     track: llm
     llm:
-      data:  {source: synthetic | tofu | muse, root: ../shared/data/tofu, forget_split: forget05, seed: 0,
-              n_persons: 40, qa_per_person: 12, holdout_persons: auto}
+      data:  {source: synthetic | tofu | muse | rwku, root: ../shared/data/tofu, forget_split: forget05, seed: 0,
+              n_persons: 40, qa_per_person: 12, holdout_persons: auto}   # rwku: n_targets, forget_targets
       model: {kind: tiny, vocab_size: 1024, hidden_size: 128, layers: 4, heads: 4, max_len: 256}
              # or {kind: hf, path: ..., gguf_file: ..., lora: {r: 8}, pad_token: eos}
       prompt_format: qa                 # qa | chat | raw (MUSE: raw)
@@ -15,6 +15,7 @@ The experiment's ``llm:`` section (:class:`LLMTrackConfig`)::
       eval:   {max_items: 40, max_new_tokens: 24, ...}      # LLMEvalSettings
       scenario: {kind: single}          # or {kind: sequential, requests: 4} (MUSE sustainability) or
                                         # {kind: scalability, forget_fractions: [0.25, 0.5, 1.0]} (MUSE scalability)
+                                        # or {kind: target_only} (RWKU: methods get names, write their own corpus)
 
 Protocol (Maini et al. 2024 for TOFU; Shi et al. 2024 for MUSE): θ_o is trained on D (init seed = run seed), θ_r on
 D_r only from a different init seed (``derive_seed(seed, "oracle-init")``); both go through the runner's cache
@@ -70,11 +71,12 @@ _SOURCE_SPECS = ("code", "stages", "medforget")
 class LLMDataConfig(Frozen):
     """Where the text data comes from and how D_f is chosen."""
 
-    source: Literal["synthetic", "tofu", "muse", "skills", "code", "stages", "medforget"] = Field(
-        "synthetic", description="built-in generator, TOFU, MUSE, synthetic skills (arithmetic / code / qa: skill "
-        "unlearning, unlearnkit.data.text.skills), code with secrets (see `code`), training stages learned in several "
-        "orders (see `stages`), or hierarchical medical records (see `medforget`)")
-    root: str | None = Field(None, description="local folder of TOFU JSON Lines / MUSE layout (None: synthetic / hub)")
+    source: Literal["synthetic", "tofu", "muse", "rwku", "skills", "code", "stages", "medforget"] = Field(
+        "synthetic", description="built-in generator, TOFU, MUSE, RWKU, synthetic skills (arithmetic / code / qa: "
+        "skill unlearning, unlearnkit.data.text.skills), code with secrets (see `code`), training stages learned in "
+        "several orders (see `stages`), or hierarchical medical records (see `medforget`)")
+    root: str | None = Field(None, description="local folder of TOFU JSON Lines / MUSE layout / RWKU's Target/ "
+                             "folders (None: synthetic / hub / rwku: fictitious offline targets)")
     forget_split: Literal["forget01", "forget05", "forget10"] = Field("forget10", description="TOFU forget split: "
                                                                       "1 / 5 / 10 % of persons")
     seed: int = Field(0, ge=0, description="seed of the synthetic generator and of IdK answers")
@@ -97,6 +99,9 @@ class LLMDataConfig(Frozen):
     retain_persons: int | None = Field(
         None, ge=1, description="keep only this many persons of D_r (those of the retain evaluation set first) in D "
         "and D_r — a CPU-sized TOFU; None = all")
+    n_targets: int | None = Field(None, ge=2, description="rwku: targets loaded (first ones; None = all with root, 4 "
+                                  "fictitious ones without)")
+    forget_targets: int = Field(1, ge=1, description="rwku: the first this many targets are forgotten")
 
     code: CodeDataSpec | None = Field(None, exclude_if=lambda v: v is None,
                                       description="source code: the synthetic generator's sizes or a folder of source "
@@ -207,13 +212,17 @@ class LLMScenarioConfig(Frozen):
 
     ``single``: the forget split at once (TOFU / MUSE default). ``sequential`` (sustainability): D_f split into
     ``requests`` folds unlearned one after another, rows carry ``request``. ``scalability``: one independent task per
-    ``forget_fractions`` entry (nested prefixes of D_f), rows carry ``forget_size`` (items).
+    ``forget_fractions`` entry (nested prefixes of D_f), rows carry ``forget_size`` (items). ``target_only`` (RWKU,
+    Jin et al. 2024, arXiv:2406.10890 §3.1): methods get only the forget subjects' *names*; the forget corpus they
+    train on is written by the model being unlearned (its answers to :data:`unlearnkit.data.text.rwku.TARGET_QUESTIONS`
+    about each name, ``target_max_new_tokens`` greedy tokens); D_f is still what the metrics and θ_r use.
     """
 
-    kind: Literal["single", "sequential", "scalability"] = "single"
+    kind: Literal["single", "sequential", "scalability", "target_only"] = "single"
     requests: int | None = Field(None, ge=2, description="sequential: number of deletion requests (MUSE: 4)")
     forget_fractions: list[float] | None = Field(None, description="scalability: strictly increasing fractions "
                                                  "in (0, 1] of the forget split, e.g. [0.25, 0.5, 0.75, 1.0]")
+    target_max_new_tokens: int = Field(24, ge=1, description="target_only: greedy tokens of each self-written answer")
 
     @model_validator(mode="after")
     def _check(self) -> LLMScenarioConfig:
@@ -416,8 +425,9 @@ class LLMTrack(Track):
         from unlearnkit.data.text import build_text_task
 
         d = self.section.data
-        wrong = sorted(set(self.cfg.metrics) & ({"tofu", "mia_text", "extraction"} if d.source == "muse"
-                                                else {"muse"}))
+        not_for = {"muse": {"tofu", "mia_text", "extraction", "rwku", "forms", "hidden_probe"},
+                   "rwku": {"muse", "tofu"}}.get(d.source, {"muse", "rwku"})
+        wrong = sorted(set(self.cfg.metrics) & not_for)
         for metric, src in (("code_secrets", "code"), ("hierarchy", "medforget"), ("stages", "stages")):
             if metric in self.cfg.metrics and d.source != src:
                 raise ConfigError(f"metric {metric} needs llm.data.source: {src}")
@@ -426,8 +436,11 @@ class LLMTrack(Track):
                               f"measured by {'code_secrets' if d.source == 'code' else 'hierarchy'}")
         if wrong:
             raise ConfigError(f"metric(s) {', '.join(wrong)} do not apply to llm.data.source '{d.source}': "
-                              + ("a MUSE task is raw text; use metrics: [muse]" if d.source == "muse"
-                                 else "muse needs source: muse; TOFU-style data uses tofu, mia_text, extraction"))
+                              + ("a MUSE task is raw text; use metrics: [muse]" if d.source == "muse" else
+                                 "an RWKU task has short probe answers without paraphrased / perturbed answers; use "
+                                 "rwku, mia_text and the audit probes" if d.source == "rwku" else
+                                 "muse needs source: muse, rwku needs source: rwku; TOFU-style data uses tofu, "
+                                 "mia_text, extraction"))
         kw: dict[str, Any] = {}
         if d.source == "synthetic":
             kw = {"n_persons": d.n_persons, "qa_per_person": d.qa_per_person, "n_perturbed": d.n_perturbed}
@@ -437,6 +450,10 @@ class LLMTrack(Track):
             kw = {"utility_in_train": d.utility_in_train}
         elif d.source == "muse":
             kw = {"chunk_chars": d.chunk_chars, "hub_id": d.hub_id}
+        elif d.source == "rwku":
+            kw = {"n_targets": d.n_targets, "n_forget": d.forget_targets}
+            if d.root is None:
+                kw.update(n_persons=d.n_persons, qa_per_person=d.qa_per_person)
         if d.source == "skills":  # skill unlearning (issue 16): its own D_f / holdout, no persons to hold out
             from unlearnkit.data.text.skills import build_skills_task
 
@@ -465,7 +482,7 @@ class LLMTrack(Track):
             task = build_text_task(d.source, d.root, d.forget_split, d.seed, **kw)
         if len(task.forget) == 0 and d.source != "medforget":  # medforget: the forget sets are per level
             raise DataError(f"the forget split {d.forget_split} of {task.name} is empty; choose a larger split")
-        if d.source in ("synthetic", "tofu"):
+        if d.source in ("synthetic", "tofu", "rwku"):  # persons / targets: hold some out of D
             n_subj = len({it.subject for it in task.forget if it.subject})
             h = n_subj if d.holdout_persons == "auto" else int(d.holdout_persons)
             task = _holdout_split(task, h)
@@ -490,6 +507,8 @@ class LLMTrack(Track):
         from unlearnkit.data.text.stages import scalability_text_tasks, sequential_text_tasks
 
         sc = self.section.scenario
+        if sc.kind == "target_only" and not task.scenario.get("subjects_forget"):
+            raise DataError("scenario target_only needs named forget subjects (the targets); this task has none")
         if sc.kind == "sequential":
             pairs = sequential_text_tasks(task, int(sc.requests or 0))
             return [Stage({"request": i}, stage_name({"request": i}), unl, ev, chained=True)
@@ -690,10 +709,31 @@ class LLMTrack(Track):
                           max_len=min(512, m.max_len) if m.kind == "tiny_gpt2" else 512)
 
     def unlearn(self, task: Any, method: Any, model: nn.Module, ctx: Any) -> Any:
+        forget = task.forget
+        if self.section.scenario.kind == "target_only":
+            forget = self.target_corpus(task, model)
         check = getattr(method, "check_data", None)
         if check is not None:
-            check(task.forget, task.retain)
-        return method.unlearn(model, task.forget, task.retain, self.engine, self.context(ctx))
+            check(forget, task.retain)
+        out = method.unlearn(model, forget, task.retain, self.engine, self.context(ctx))
+        if forget is not task.forget:
+            out.notes = {**out.notes, "target_only": {"targets": sorted({str(it.subject) for it in forget}),
+                                                      "corpus_items": len(forget)}}
+        return out
+
+    def target_corpus(self, task: Any, model: nn.Module) -> Any:
+        """The target-only forget corpus: ``model``'s own greedy answers to the target questions about each forget
+        subject (:func:`unlearnkit.data.text.rwku.target_corpus`; RWKU's ``pair_generation.py`` samples the original
+        model the same way)."""
+        from unlearnkit.data.text.rwku import target_corpus, target_prompts
+        from unlearnkit.llm.lm import generate
+
+        targets = list(task.scenario.get("subjects_forget") or [])
+        prompts = [q for _, q in target_prompts(targets)]
+        answers = generate(model, self.tokenizer, prompts, fmt=self.section.fmt,
+                           max_new_tokens=self.section.scenario.target_max_new_tokens,
+                           batch_size=self.section.eval.batch_size, engine=self.engine)
+        return target_corpus(targets, list(answers), seed=self.section.data.seed)
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def eval_settings(self) -> Any:
@@ -717,9 +757,11 @@ class LLMTrack(Track):
                                    "verbmem_f": -1, "knowmem_f": -1, "privleak.auc": 1,
                                    # issue 18: secrets in code, hierarchical records
                                    "code.secret_ma": -1, "code.secret_el": -1, "med.forget.prob": -1,
-                                   "med.forget.rouge": -1},
+                                   "med.forget.rouge": -1,
+                                   # RWKU (arXiv:2406.10890): fill-in-the-blank and QA on the targets, unattacked
+                                   "rwku.forget.fb": -1, "rwku.forget.qa": -1},
                            utility={"model_utility": 0.0, "knowmem_r": 0.0, "code.heldout_acc": 0.0,
-                                    "med.others.rouge": 0.0, "stage.retained_rouge": 0.0},
+                                    "med.others.rouge": 0.0, "stage.retained_rouge": 0.0, "rwku.neighbor.all": 0.0},
                            default_floor=0.02, percent=False, refuse_untrained=False)
 
     def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],

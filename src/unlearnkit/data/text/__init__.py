@@ -18,7 +18,9 @@ def build_text_task(source: str = "synthetic", root: str | Path | None = None, f
         source: ``synthetic`` (built-in generator; ``gen`` = n_persons, qa_per_person, n_perturbed, with_idk,
             utility_in_train), ``tofu`` (``root`` = folder of TOFU JSON Lines files, or None for the hub;
             ``gen`` = with_idk) or ``muse`` (``root`` = a MUSE corpus folder, or None for the hub: ``gen`` may give
-            ``hub_id``, default ``muse-bench/MUSE-News``; ``gen`` = chunk_chars).
+            ``hub_id``, default ``muse-bench/MUSE-News``; ``gen`` = chunk_chars) or ``rwku`` (``root`` = RWKU's released
+            folder, or None for fictitious offline targets; ``gen`` = n_targets, n_forget, and without root
+            n_persons, qa_per_person; :mod:`unlearnkit.data.text.rwku`).
         forget_split: ``forget01`` | ``forget05`` | ``forget10`` (TOFU-style sources).
         seed: generator / IdK-choice seed.
 
@@ -40,7 +42,16 @@ def build_text_task(source: str = "synthetic", root: str | Path | None = None, f
 
             root = fetch_muse_hub(hub_id or "muse-bench/MUSE-News")
         return load_muse(root, seed=seed, **gen)
-    raise ConfigError(f"unknown text data source {source!r}; use synthetic, tofu or muse")
+    if source == "rwku":
+        from unlearnkit.data.text.rwku import build_rwku_task, load_rwku, synthetic_rwku
+
+        n_targets, n_forget = gen.pop("n_targets", None), int(gen.pop("n_forget", 1))
+        if root is None:
+            targets = synthetic_rwku(n_targets or 4, seed=seed, **gen)
+        else:
+            targets = load_rwku(root, targets=n_targets)
+        return build_rwku_task(targets, n_forget, seed=seed, source="rwku" if root else "rwku_synthetic")
+    raise ConfigError(f"unknown text data source {source!r}; use synthetic, tofu, muse or rwku")
 
 
 __all__ = ["QAItem", "QASet", "TextTask", "build_text_task", "build_synthetic_task", "generate_synthetic"]

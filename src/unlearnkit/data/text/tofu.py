@@ -5,7 +5,8 @@ Local layout (one JSON object per line, despite the ``.json`` suffix; see ``shar
     full.json  forget01.json forget05.json forget10.json  retain99.json retain95.json retain90.json
     forget01_perturbed.json ... retain_perturbed.json  real_authors_perturbed.json  world_facts_perturbed.json
 
-Fields: ``question``, ``answer``; the perturbed files add ``paraphrased_answer`` and ``perturbed_answer`` (a list);
+Fields: ``question``, ``answer``; the perturbed files add ``paraphrased_answer`` and ``perturbed_answer`` (a list) and
+some ``paraphrased_question`` (kept in ``task.extras["paraphrased_question"]``, item id → question);
 ``real_authors_perturbed`` / ``world_facts_perturbed`` have ``perturbed_answer`` but no paraphrase (TOFU then uses the
 answer itself as the "true" side of the truth ratio).
 
@@ -136,11 +137,15 @@ def load_tofu(
     if r_ids != sorted(retain.ids.tolist()):
         raise DataError(f"{r_src} is not the complement of {f_src} in full.json; use files of one TOFU release")
 
+    para_questions: dict[int, str] = {}  # TOFU's paraphrased_question (the form probes of unlearnkit.metrics)
+
     def perturbed(split: str, name: str, id0: int | None) -> QASet:
         rows, src = _read_rows(root, split)
         ids = _match(rows, src, index) if id0 is None else [id0 + i for i in range(len(rows))]
         out = []
         for i, (r, sid) in enumerate(zip(rows, ids)):
+            if isinstance(r.get("paraphrased_question"), str):
+                para_questions[int(sid)] = r["paraphrased_question"]
             para = _field(r, "paraphrased_answer", src, i) if id0 is None else None
             pert = _field(r, "perturbed_answer", src, i, list)
             base = full[full.position(sid)] if id0 is None else None
@@ -165,4 +170,5 @@ def load_tofu(
     scenario = {"kind": "tofu", "split": forget_split, "source": "tofu", "root": str(root) if root else HUB_ID,
                 "n_forget": len(forget), "n_retain": len(retain), "n_test": 0, "subjects_forget": subjects,
                 "utility_in_train": utility_in_train}
-    return TextTask("tofu", full, forget, retain, eval_sets, scenario)
+    return TextTask("tofu", full, forget, retain, eval_sets, scenario,
+                    {"paraphrased_question": para_questions} if para_questions else {})

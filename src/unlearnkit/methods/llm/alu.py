@@ -277,6 +277,7 @@ class ALU(Unlearner):
     rewrites and refuse or merge (Sanyal and Mandal, COLM 2025, arXiv:2502.00406); weights unchanged."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     source = ("Sanyal and Mandal, Agents Are All You Need for LLM Unlearning, COLM 2025, arXiv:2502.00406; code "

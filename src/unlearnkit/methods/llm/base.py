@@ -47,6 +47,7 @@ from unlearnkit.errors import DataError, MethodError
 from unlearnkit.llm.lm import (
     LMFitResult,
     LMTrainConfig,
+    SmoothingConfig,
     _to,
     encode_pairs,
     eval_mode,
@@ -108,6 +109,9 @@ class LLMOptimConfig(Frozen):
                                             "accelerate: no | bf16 | fp16 (GPU only)")
     sharding: dict[str, Any] | str | None = Field(None, description="FSDP2 / DeepSpeed ZeRO (accelerate plugins; "
                                                   "see unlearnkit.llm.lm.LMTrainConfig.sharding); GPUs only")
+    smoothing: SmoothingConfig | None = Field(None, description="SAM / randomized smoothing / gradient-norm penalty "
+                                              "/ weight averaging of the forget loss (arXiv:2502.05374; "
+                                              "unlearnkit.llm.lm.SmoothingConfig), e.g. {kind: sam, rho: 0.01}")
 
     @field_validator("sharding")
     @classmethod
@@ -122,7 +126,7 @@ class LLMOptimConfig(Frozen):
                              weight_decay=self.weight_decay, scheduler=self.scheduler, warmup_ratio=self.warmup_ratio,
                              grad_clip=self.grad_clip, max_len=max_len,
                              gradient_checkpointing=self.gradient_checkpointing,
-                             mixed_precision=self.mixed_precision, sharding=self.sharding)
+                             mixed_precision=self.mixed_precision, sharding=self.sharding, smoothing=self.smoothing)
 
 
 class RetainRegConfig(LLMOptimConfig):
@@ -281,28 +285,35 @@ class LLMUnlearner(Unlearner):
         n_r = len(retain)
         dev = engine.device
 
+        def part(module: nn.Module, pos: np.ndarray, gpos: np.ndarray, epoch: int, which: str) -> torch.Tensor | None:
+            if which == "forget":
+                return gamma * self.forget_loss(module, state, pos, engine)
+            if rl == "none":
+                return None
+            ridx = retain_pairing(n_r, seed, epoch, gpos)
+            used_retain.update(ridx.tolist())
+            rb = _to(collate([r_enc[i] for i in ridx], pad), dev)
+            if rl == "nll":
+                return alpha * mean_token_nll(module, rb).sum()
+            return alpha * kl_on_retain(module, ref_model, rb).sum()
+
         def micro(module: nn.Module, pos: np.ndarray, gpos: np.ndarray, epoch: int) -> torch.Tensor:
-            loss = gamma * self.forget_loss(module, state, pos, engine)
-            if rl != "none":
-                ridx = retain_pairing(n_r, seed, epoch, gpos)
-                used_retain.update(ridx.tolist())
-                rb = _to(collate([r_enc[i] for i in ridx], pad), dev)
-                if rl == "nll":
-                    loss = loss + alpha * mean_token_nll(module, rb).sum()
-                else:
-                    loss = loss + alpha * kl_on_retain(module, ref_model, rb).sum()
-            return loss
+            loss = part(module, pos, gpos, epoch, "forget")
+            r = part(module, pos, gpos, epoch, "retain")
+            return loss if r is None else loss + r
 
         fit: LMFitResult = optimize(model, n_items=len(forget), micro_loss=micro, recipe=recipe, engine=engine,
                                     seed=seed, ids=forget.ids, lengths=[len(e) for e in state["forget"]],
                                     params=self.trainable(model), desc=type(self).__name__,
-                                    reference_bytes=ref_bytes_on_device)
+                                    reference_bytes=ref_bytes_on_device, micro_parts=part)
         self.finish(model, state)
         seen = with_retain_seen(fit.seen_ids, used_retain, retain, engine)
         notes.update({"effective_batch": fit.effective_batch, "epochs": fit.epochs, "losses": fit.losses,
                       "memory_estimate": fit.memory_estimate,
                       "step_losses": fit.step_losses,
                       "retain_loss": rl, "mixed_precision": fit.mixed_precision})
+        if getattr(cfg, "smoothing", None) is not None:
+            notes["smoothing"] = cfg.smoothing.model_dump(mode="json")
         return UnlearnResult(model, steps=fit.steps, notes=notes, seen_ids=seen)
 
     def trainable(self, model: nn.Module) -> list[tuple[str, nn.Parameter]] | None:

@@ -199,6 +199,7 @@ class ECO(Unlearner):
     zeroth-order search on θ_o alone (Liu et al. 2024, arXiv:2406.07933)."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     needs_retain = True

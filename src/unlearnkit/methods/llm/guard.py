@@ -157,6 +157,7 @@ class GUARD(Unlearner):
     semantically close ones (Deng et al. 2025, arXiv:2505.13312; no public code, choices derived from the paper)."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     needs_retain = True

@@ -99,6 +99,7 @@ class ICUL(Unlearner):
     prompt; the weights stay θ_o's (Pawelczyk et al., ICML 2024, arXiv:2310.07579)."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     source = ("Pawelczyk, Neel, Lakkaraju, In-Context Unlearning: Language Models as Few Shot Unlearners, ICML 2024, "

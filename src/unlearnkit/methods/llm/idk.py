@@ -46,6 +46,7 @@ class IdkPO(LLMUnlearner):
     source = "Maini et al. 2024, arXiv:2401.06121 (TOFU), preference optimisation baseline"
     #: unlearnkit tune: lr and epochs
     search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10)}
+    intent = "suppression"  # SoK (arXiv:2506.09227): refusal training keeps the model from answering
     required_fields: ClassVar[tuple[str, ...]] = ("idk_answer",)
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class DPO(LLMUnlearner):
     source = "Rafailov et al. 2023, arXiv:2305.18290; TOFU/open-unlearning IdkDPO"
     #: unlearnkit tune: lr, epochs and β (DPO / TOFU: 0.1)
     search_space = {"lr": LogFloat(1e-5, 5e-3), "epochs": Int(1, 10), "beta": LogFloat(0.01, 1.0)}
+    intent = "suppression"  # preferred alternative answers (IdK by default): a refusal / rewrite objective
 
     def fields_needed(self) -> tuple[str, ...]:
         return (self.config.chosen_field,)

@@ -224,6 +224,7 @@ class KeySpaceDetection(Unlearner):
     key falls inside (Li, Sun and Weng, NAACL 2025, arXiv:2503.21730)."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     source = ("Li, Sun and Weng, Effective Skill Unlearning through Intervention and Abstention, NAACL 2025, "
@@ -380,6 +381,7 @@ class NeuronAdjust(Unlearner):
     arXiv:2503.21730)."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     needs_retain = True

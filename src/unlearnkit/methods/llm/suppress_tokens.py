@@ -73,6 +73,7 @@ class SuppressTokens(Unlearner):
     """Ban D_f's characteristic tokens in decoding (an inference-time policy; weights unchanged)."""
 
     kind = "inference"
+    intent = "suppression"
     track = "llm"
     needs_labels = False
     source = "token-suppression logits processor (baseline of the inference-time family; see module docstring)"

@@ -249,6 +249,7 @@ class ULD(Unlearner):
     z = z_target − w·z_assistant on the target's likely tokens (Ji et al. 2024, arXiv:2406.08607)."""
 
     kind = "inference"
+    intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
     needs_retain = True
