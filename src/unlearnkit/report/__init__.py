@@ -164,7 +164,10 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     neurips = load_neurips(d)  # present only after `unlearnkit report RUN_DIR --neurips`
     from unlearnkit.report.figures import evaluation_sections
 
+    from unlearnkit.report.generative import generative_markdown
+
     md, page = to_markdown(summary, meta), to_html(summary, rows, meta, evaluation_sections(d, rows, summary, neurips))
+    md += generative_markdown(d, rows)
     if neurips is not None:
         md += markdown_section(neurips)
         page = page.replace("</body>", html_section(neurips) + "</body>", 1)

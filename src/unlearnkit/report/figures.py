@@ -325,8 +325,10 @@ def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], 
     """All evaluation figures available for the run, as one HTML fragment ('' when there are none)."""
     d = Path(run_dir)
     colors = method_colors(summary)
+    from unlearnkit.report.generative import generative_section
+
     parts = [curves_section(d, colors), sequential_section(rows, colors), scalability_section(rows, colors),
-             corrective_section(rows, colors)]
+             corrective_section(rows, colors), generative_section(d, rows)]
     charts = [roc_section(d, rows, colors), epsilon_section(neurips, colors), cka_section(summary, colors)]
     if any(charts):
         parts.append('<section id="evaluation">' + "".join(charts) + "</section>")
