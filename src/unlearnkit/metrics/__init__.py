@@ -18,6 +18,7 @@ from unlearnkit.metrics import lira as _lira  # noqa: E402,F401
 from unlearnkit.metrics import relearn as _relearn  # noqa: E402,F401
 from unlearnkit.metrics import corrective as _corrective  # noqa: E402,F401
 from unlearnkit.metrics import generative as _generative  # noqa: E402,F401
+from unlearnkit.metrics import backdoor as _backdoor  # noqa: E402,F401
 from unlearnkit.metrics.gap import AVG_GAP_KEYS, avg_gap  # noqa: E402
 
 __all__ = ["METRICS", "AVG_GAP_KEYS", "EvalContext", "Metric", "MetricOutput", "avg_gap"]
