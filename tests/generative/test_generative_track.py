@@ -94,6 +94,7 @@ def test_an_empty_canvas_is_never_the_target():
 def test_guide_judge_and_clip_learn_the_digits(trained):
     _, task, _ = trained
     g = task.guide
+    assert g.judge is not None and g.clip is not None  # trained on first use
     assert g.info["judge_test_acc"] > 80.0
     x = task.images(task.test)
     scores = g.clip_scores(x, tuple(f"a handwritten {n}" for n in ("zero", "one", "two", "three", "four", "five",

@@ -275,9 +275,11 @@ class CleanUnlearning(Unlearner):
        most ``max_defense_drop`` points of defense accuracy.
 
     A method of the corrective scenario that needs no identified sample: D_f (the identified poisons) is not read.
-    Deviation: the reference draws its defense data from a clean held-out split; here they come from D_r, which still
-    holds the poisons that were not identified — ascending their loss works against the exposure, and on digits the
-    exposed model then collapses onto another label unless (almost) every poison was identified (BENCHMARKS.md).
+    The defense data come from D_r, as the reference samples them from the training set. Measured on digits
+    (BENCHMARKS.md): a CNN that fits its training images at 100 % collapses onto an arbitrary label when those images
+    are unlearned, but onto the backdoor label when held-out clean images are (``backdoor_detection`` does that); the
+    method cannot read held-out data, so its detection fails there. D_r also holds the poisons that were not
+    identified (p < 1), whose ascent works against the exposure.
     ``notes`` record the detected label, its exposure share, the trigger's mask size and attack success rate.
     """
 
