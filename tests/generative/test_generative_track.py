@@ -293,3 +293,17 @@ def test_train_generative_is_reproducible(engine):
         train_generative(m, task.train, GenTrainConfig(epochs=1, batch_size=32), engine, seed=3)
         runs.append(m.generate(4, 0))
     assert torch.equal(*runs)
+
+
+def test_mnist_images_resized_for_the_generators():
+    from testkit import shared_data_dir
+
+    root = shared_data_dir()
+    if root is None or not (root / "mnist").is_dir():
+        pytest.skip("needs ../shared/data/mnist")
+    task = build_generative_task(GenDataConfig(source="mnist", root=str(root / "mnist"), size=16, train_subset=300),
+                                 GenTargetConfig(kind="class", classes=[7]))
+    x = task.images(task.train)
+    assert x.shape == (300, 1, 16, 16) and float(x.min()) >= -1 and float(x.max()) <= 1
+    assert (task.forget.labels == 7).all() and len(task.test) == 2500  # the t10k fallback holds out 25 %
+    assert np.intersect1d(task.train_ids, task.test.ids).size == 0

@@ -61,7 +61,7 @@ class GenDataConfig(Frozen):
     def _check(self) -> GenDataConfig:
         if self.source == "mnist" and not self.root:
             raise ValueError("data.source mnist needs data.root: a folder with the MNIST IDX files (e.g. "
-                             "/work/shared/data/mnist); or use source: digits (built in)")
+                             "../shared/data/mnist); or use source: digits (built in)")
         if self.size is not None and self.size % 4:
             raise ValueError(f"data.size must be a multiple of 4 (two ×2 up-/down-samplings), got {self.size}")
         return self
