@@ -9,6 +9,7 @@ from unlearnkit.methods import classifier as _classifier  # noqa: E402,F401
 from unlearnkit.methods import graph as _graph  # noqa: E402,F401
 from unlearnkit.methods import recsys as _recsys  # noqa: E402,F401
 from unlearnkit.methods import continual as _continual  # noqa: E402,F401
+from unlearnkit.methods import generative as _generative  # noqa: E402,F401
 
 from unlearnkit.methods import llm as _llm  # noqa: E402,F401  (imports transformers/peft lazily, when used)
 

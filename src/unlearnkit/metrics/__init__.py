@@ -27,6 +27,8 @@ from unlearnkit.metrics import audit_probes as _audit_probes  # noqa: E402,F401 
 from unlearnkit.metrics import hidden_probe as _hidden_probe  # noqa: E402,F401
 from unlearnkit.metrics import concept_vectors as _concept_vectors  # noqa: E402,F401
 from unlearnkit.metrics import rwku as _rwku  # noqa: E402,F401
+from unlearnkit.metrics import generative as _generative  # noqa: E402,F401
+from unlearnkit.metrics import backdoor as _backdoor  # noqa: E402,F401
 from unlearnkit.metrics.gap import AVG_GAP_KEYS, avg_gap  # noqa: E402
 
 __all__ = ["METRICS", "AVG_GAP_KEYS", "EvalContext", "Metric", "MetricOutput", "avg_gap"]

@@ -171,11 +171,13 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
 
     md, page = to_markdown(summary, meta), to_html(summary, rows, meta, evaluation_sections(d, rows, summary, neurips))
     from unlearnkit.report import policies
+    from unlearnkit.report.generative import generative_markdown
 
     md += policies.markdown_section(rows)  # inference-time policies: what they change, what they cannot, cost
     if policies.policy_table(rows):
         page = page.replace("</body>", policies.html_section(rows) + "</body>", 1)
     md += order_markdown(rows)  # '' unless rows carry the `order` dimension (LLM track, source: stages)
+    md += generative_markdown(d, rows)
     if neurips is not None:
         md += markdown_section(neurips)
         page = page.replace("</body>", html_section(neurips) + "</body>", 1)

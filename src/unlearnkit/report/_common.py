@@ -78,6 +78,17 @@ G_TV = Column("oracle_tv", "TV to oracle", "%", "total-variation distance of θ_
 # Recommendation track (metrics rec_rank / rec_forget): fractions in [0, 1]; K from the run (keys recall@K ...)
 R_AUC = Column("forget_auc", "Forget AUC", "", "AUC of D_f interactions against unobserved items (0–1). Closer to "
                "the oracle is better.")
+# Generative track (metrics gen_target / gen_fid / gen_clip / entangled): percentages, digits-FID, γ, Entangled
+GEN_SHARE = Column("target_share", "Target share", "%", "share of generations the judge classifier assigns to the "
+                   "forgotten target (%). Closer to the oracle (which never saw it) is better.")
+GEN_COVER = Column("nontarget_coverage", "Coverage", "%", "class coverage of the other generations against θ_o's "
+                   "(100 · (1 − TV), %). Higher is better; ≈ 100/K' is a collapse onto one class.")
+GEN_FID = Column("fid_to_original", "FID→θ_o", "", "digits-FID (judge features) of the non-target generations to "
+                 "θ_o's. Lower is better (the oracle's shows what retraining changes).")
+GEN_GAMMA = Column("degree_of_unlearning", "γ", "", "Text-to-Unlearn's degree of unlearning: W₁ between θ_o's and "
+                   "the model's CLIP scores with the target text. Closer to the oracle is better.")
+GEN_ENT = Column("entangled_d", "Entangled-D", "", "ForgetMe's Entangled-D on the latents whose θ_o sample is the "
+                 "target (0–1). Higher = the target removed cleanly, the rest kept.")
 ROW_GAP = Column("avg_gap", "Avg. Gap", "", "mean over seeds of |metric − oracle's metric| averaged over the "
                  "track's gap keys (units of those metrics). Lower is better; the oracle's is 0.")
 
@@ -121,6 +132,9 @@ def _columns(summary: Sequence[SummaryRow], keys: set[str]) -> list[Column]:
             return [*llm, *gap, RTE]
         if keys & {G_FAUC.key, G_MIA.key, G_TAUC.key, G_TV.key}:
             return [*(c for c in (G_TA, G_TAUC, G_FACC, G_FAUC, G_MIA, G_TV) if c.key in keys), *gap, RTE]
+        gen = [c for c in (GEN_SHARE, GEN_COVER, GEN_FID, GEN_GAMMA, GEN_ENT) if c.key in keys]
+        if GEN_SHARE.key in keys:
+            return [*gen, *gap, RTE]
         rec = _recsys_columns(keys)
         if rec:
             return [*rec, *(c for c in (R_AUC,) if c.key in keys), *gap, RTE]

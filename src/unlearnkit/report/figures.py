@@ -713,9 +713,11 @@ def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], 
     colors = method_colors(summary)
     from unlearnkit.report.order_section import html_section as order_section
 
+    from unlearnkit.report.generative import generative_section
+
     parts = [curves_section(d, colors), sequential_section(rows, colors), scalability_section(rows, colors),
              corrective_section(rows, colors), order_section(rows, colors), continual_section(rows, colors),
-             audit_section(rows, colors)]
+             audit_section(rows, colors), generative_section(d, rows)]
     charts = [roc_section(d, rows, colors), epsilon_section(neurips, colors), cka_section(summary, colors)]
     if any(charts):
         parts.append('<section id="evaluation">' + "".join(charts) + "</section>")
