@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from unlearnkit.config.limits import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_NODES, clip
+from unlearnkit.config.schema import FieldValueError
 from unlearnkit.errors import ConfigError
 from unlearnkit.persist import stable_hash
 
@@ -294,6 +295,9 @@ def validation_message(err: ValidationError, model: type[BaseModel], source: str
             lines.append(f"unknown key '{clip_text(dotted, 200)}'.{hint} Allowed keys here: {', '.join(allowed)}")
         elif e["type"] == "value_error":
             msg = clip_text(str(e["msg"]).removeprefix("Value error, "))
+            cause = (e.get("ctx") or {}).get("error")
+            if isinstance(cause, FieldValueError):  # a model-level guard: name the field in the location
+                dotted, msg = ".".join(p for p in (dotted, cause.field) if p), clip_text(cause.message)
             lines.append(f"{clip_text(dotted, 200) or '<top>'}: {msg}")
         else:
             lines.append(f"{clip_text(dotted, 200)}: {clip_text(str(e['msg']))} (got {clip(e.get('input'))})")

@@ -19,6 +19,15 @@ ORACLE_LABEL = "retrain"
 ORIGINAL_LABEL = "original"
 
 
+class FieldValueError(ValueError):
+    """A bad value of one field found by :class:`Frozen`'s model-level guard; ``field`` completes the error's location
+    (pydantic locates a model-level error at the model)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 class Frozen(BaseModel):
     """Base of all unlearnkit configs: unknown keys are errors, instances are immutable, numbers are finite and in
     range, a boolean is no number, strings hold no NUL or lone surrogate (config/limits.py)."""
@@ -37,7 +46,7 @@ class Frozen(BaseModel):
                     try:
                         guard_field_value(v, field.annotation, name)
                     except ValueError as err:
-                        raise ValueError(f"{name}: {err}") from None
+                        raise FieldValueError(name, str(err)) from None
         return data
 
 

@@ -187,8 +187,12 @@ class Track(ABC):
         """Apply ``method`` to ``model`` (a copy of θ_o or of the method's previous output) for ``task``'s D_f / D_r."""
 
     def own_retrain(self, task: TrackTask, method: Unlearner, result: Unlearned, ctx: UnlearnContext) -> nn.Module | None:
-        """An exact method's own retrain on ``task``'s D_r (:meth:`Unlearner.own_retrain`), or None."""
-        return method.own_retrain(result, task.forget, task.retain, self.engine, ctx)
+        """An exact method's own retrain on ``task``'s D_r (:meth:`Unlearner.own_retrain`), or None (also for a task
+        without ``forget`` / ``retain`` data sets: a track whose tasks differ overrides this)."""
+        forget, retain = getattr(task, "forget", None), getattr(task, "retain", None)
+        if forget is None or retain is None:
+            return None
+        return method.own_retrain(result, forget, retain, self.engine, ctx)
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def eval_context(self, task: TrackTask, model: nn.Module, seed: int, references: dict[str, Any],

@@ -119,7 +119,7 @@ class GraphTrack(Track):
     def conformance_config(cls) -> dict[str, Any]:
         return {"graph": {"data": {"name": "synthetic", "num_nodes": 60, "num_features": 8}, "task": "node",
                           "deletion": {"target": "edge", "count": 4, "seed": 0},
-                          "model": {"arch": "gcn", "hidden": 8}, "train": {"epochs": 10}},
+                          "model": {"arch": "gcn", "hidden": 8}, "train": {"epochs": 60, "lr": 0.05}},
                 "metrics": ["graph_utility"]}
 
     @classmethod
