@@ -12,6 +12,9 @@ Parts:
     refresh           θ_o of DER++ against θ_o of refresh learning (same seeds, same data order; digits and
                       MNIST-1D, 10 seeds): the paired difference of the average accuracy with a 95 % t-interval, at
                       the reference's δ and larger ones;
+    permuted          continual_digits_permuted.yaml (5 permuted copies of digits, UnCLe's learner, task-incremental):
+                      the suite's table and accuracy matrices for --permuted-methods (default retrain, uncle,
+                      finetune) over --permuted-seeds;
     uncle_ablation    UnCLe with and without its forgotten tasks in the learning regulariser (relapse);
     acu_cost          ACU's closed-form request against refitting the ridge head on what remains, as the data learned
                       before the request grows (permuted digits: 1 to 5 tasks of 1,348 samples), fixed request size;
@@ -136,6 +139,19 @@ def part_suite(data: str, out: Path, overrides: list[str]) -> str:
                           and math.isfinite(r["metrics"][k])]
             parts.append(f"ACU against the oracle over every point, task and seed: max |Δ accuracy| = "
                          f"{max(diffs):.2g} percentage points ({len(diffs)} values).\n")
+    return "\n".join(parts)
+
+
+def part_permuted(out: Path, methods: list[str], overrides: list[str]) -> str:
+    """Permuted digits (``continual_digits_permuted.yaml``: UnCLe's learner, task-incremental), the given methods."""
+    rows, _, secs = run("continual_digits_permuted.yaml", out, [f"methods=[{','.join(methods)}]", *overrides])
+    seeds = len({r["seed"] for r in rows})
+    parts = [f"## Permuted digits (task-incremental, UnCLe's learner): L1 L2 U1 L3 U2 L4, {seeds} seed(s)\n",
+             f"`continual_digits_permuted.yaml`, methods {', '.join(methods)}; wall {secs:.0f} s.\n",
+             summary_table(rows) + "\n",
+             "Accuracy matrix (%, mean over seeds; rows: after each operation):\n"]
+    for m in ["retrain", "original", *[m for m in methods if m != "retrain"]]:
+        parts.append(matrix_block(rows, m) + "\n")
     return "\n".join(parts)
 
 
@@ -288,6 +304,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "benchmarks-continual"))
     ap.add_argument("--refresh-seeds", type=int, default=10)
     ap.add_argument("--refresh-data", nargs="+", default=["digits", "mnist1d"], help="data sets of the refresh part")
+    ap.add_argument("--permuted-methods", nargs="+", default=["retrain", "uncle", "finetune"],
+                    help="methods of the permuted part")
+    ap.add_argument("--permuted-seeds", default="[0,1,2]", help="seeds of the permuted part (a YAML list)")
     args = ap.parse_args()
     out = Path(args.out)
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -304,6 +323,8 @@ def main() -> None:
         elif part == "uncle_ablation":
             text = "\n".join(part_uncle_ablation(out, data, [f"data.root={args.mnist1d_root}"]
                                                   if data == "mnist1d" else []) for data in ("digits", "mnist1d"))
+        elif part == "permuted":
+            text = part_permuted(out, args.permuted_methods, [f"seeds={args.permuted_seeds}"])
         elif part == "o3":
             text = part_o3(out, [])
         else:
@@ -313,7 +334,7 @@ def main() -> None:
                 f"{platform.python_version()}, {time.time() - t0:.0f} s -->\n")
         (OUT.parent / f"continual_{part}.md").write_text(note + text)
         print(text, flush=True)
-    order = ["digits", "mnist1d", "refresh", "acu_cost", "uncle_ablation", "o3"]
+    order = ["digits", "mnist1d", "permuted", "refresh", "acu_cost", "uncle_ablation", "o3"]
     parts = [OUT.parent / f"continual_{p}.md" for p in order if (OUT.parent / f"continual_{p}.md").exists()]
     OUT.write_text("# Continual learning and unlearning (issue 17)\n\n" + "\n".join(p.read_text() for p in parts))
 

@@ -89,6 +89,8 @@ def test_gate_routes_forget_inputs_to_the_adapter_and_retain_inputs_around_it(se
     assert float(model.o3_gate.last.max()) == 0.0
     # no retain item contributed a gradient (O3 reads D_f only)
     assert set(res.seen_ids.tolist()) <= set(op.task.forget.ids.tolist())
+    # θ_o's weights stay and the gate decides what is expressed: an inference-time policy, declared as such
+    assert METHODS.get("o3").intent == "suppression"
 
 
 def test_one_orthogonal_adapter_per_request_and_deepcopy_keeps_the_gate(setup):

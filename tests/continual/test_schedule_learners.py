@@ -14,7 +14,7 @@ from cl_helpers import BASE
 from unlearnkit.bench import Runner, load_config
 from unlearnkit.data.schedule import Evaluate, Forget, Learn
 from unlearnkit.engine.checkpoint import load_checkpoint
-from unlearnkit.errors import ConfigError
+from unlearnkit.errors import ConfigError, DataError
 
 LEARNER_SETTINGS = {
     "finetune": ({}, {}),
@@ -87,10 +87,25 @@ def test_method_buffer_is_purged_while_theta_o_keeps_it(tmp_path):
     ({"tasks": 3, "sequence": "L1 L2 U1", "head": "tasks"}, "head"),
     ({"tasks": 3, "sequence": "L1 L2 U1 L2", "learner": "der++"}, r"operation 3 \(L2\) learns task 2 a second time"),
     ({"tasks": 3, "sequence": "L1 U2 L2", "permute": True}, r"operation 1 \(U2\) forgets task 2, which was not"),
+    ({"tasks": [[0, 1], [], [2]], "sequence": "L1 L3 L2 U1"},
+     r"task 2 has no classes \(used first by operation 2 \(L2\)\)"),
+    ({"tasks": [[0, 1], [2], []], "sequence": "L1 L2 U1"}, r"task 3 has no classes \(used first by no operation"),
 ])
 def test_bad_continual_options_are_config_errors(tmp_path, scenario, match):
     with pytest.raises(ConfigError, match=match):
         load_config(data={**BASE, "output_dir": str(tmp_path), "scenario": {"kind": "continual", **scenario}})
+
+
+@pytest.mark.parametrize("tasks, sequence, match", [
+    ([[0, 1], [2, 3], [12]], "L1 L2 U1 L3",
+     r"task class\(es\) \[12\] of task 3 \(used first by operation 3 \(L3\)\) are not in the training data"),
+    ([[0, 1], [12, 2]], "L2 L1 U2", r"\[12\] of task 2 \(used first by operation 0 \(L2\)\)"),
+])
+def test_a_task_without_training_data_is_a_data_error_naming_the_position(tmp_path, tasks, sequence, match):
+    cfg = load_config(data={**BASE, "output_dir": str(tmp_path), "methods": ["finetune"],
+                            "scenario": {"kind": "continual", "tasks": tasks, "sequence": sequence}})
+    with pytest.raises(DataError, match=match):
+        _ = Runner(cfg).plan
 
 
 @pytest.mark.parametrize("kind, extra", [("random", {"fraction": 0.1}), ("sequential", {"requests": 2,

@@ -384,9 +384,14 @@ class ScenarioConfig(Frozen):
             if len(self.tasks) < 2:
                 raise ValueError("scenario continual: give at least two tasks")
             seen: set[int] = set()
+            seq = self.sequence.split() if isinstance(self.sequence, str) else list(self.sequence)
             for i, t in enumerate(self.tasks):
                 if not t:
-                    raise ValueError(f"scenario continual: task {i + 1} has no classes")
+                    use = next((f"operation {p} ({o.strip()})" for p, o in enumerate(seq)
+                                if (m := re.match(_CONTINUAL_OP, o.strip())) and int(m.group(2)) == i + 1),
+                               "no operation of the sequence")
+                    raise ValueError(f"scenario continual: task {i + 1} has no classes (used first by {use}); give "
+                                     "each task at least one class")
                 dup = seen & set(t)
                 if dup or len(set(t)) != len(t):
                     raise ValueError(f"scenario continual: task {i + 1} repeats class(es) {sorted(dup or t)}; each "

@@ -32,11 +32,27 @@ from unlearnkit.data.schedule import Branch, Evaluate, Forget, Learn, Operation
 from unlearnkit.errors import DataError
 
 
+def _operations(scenario: ScenarioConfig) -> list[str]:
+    """The operations of the sequence, in order (``L1``, ``U2:0.5``, ...)."""
+    seq = scenario.sequence
+    return seq.split() if isinstance(seq, str) else list(seq or [])
+
+
+def _where(scenario: ScenarioConfig, k: int) -> str:
+    """Where task k (1-based) first appears in the sequence, for error messages: ``operation 2 (L3)``."""
+    for pos, op in enumerate(_operations(scenario)):
+        m = re.match(r"^(L|U)(\d+)", op)
+        if m is not None and int(m.group(2)) == k:
+            return f"operation {pos} ({op})"
+    return "no operation of the sequence"
+
+
 def task_classes(scenario: ScenarioConfig, classes_present: list[int]) -> list[list[int]]:
     """The classes of each task: ``tasks: k`` splits the present classes, in order, into k near-equal groups.
 
     Raises:
-        DataError: more tasks than classes, or a task class that is not in the training data.
+        DataError: more tasks than classes, or a task class that is not in the training data (the message names the
+            task and the first operation of the sequence that uses it).
     """
     t = scenario.tasks
     if isinstance(t, int):
@@ -45,10 +61,12 @@ def task_classes(scenario: ScenarioConfig, classes_present: list[int]) -> list[l
                             "classes; use at most one task per class")
         return [list(map(int, part)) for part in np.array_split(np.asarray(classes_present), t)]
     out = [list(map(int, c)) for c in (t or [])]
-    bad = sorted({c for cs in out for c in cs} - set(classes_present))
-    if bad:
-        raise DataError(f"scenario continual: task class(es) {bad} are not in the training data; classes present: "
-                        f"{classes_present}")
+    for k, cs in enumerate(out, start=1):
+        bad = sorted(set(cs) - set(classes_present))
+        if bad:
+            raise DataError(f"scenario continual: task class(es) {bad} of task {k} (used first by "
+                            f"{_where(scenario, k)}) are not in the training data; classes present: "
+                            f"{classes_present}")
     return out
 
 
@@ -99,8 +117,9 @@ def continual_branch(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, 
     """The branch of a continual scenario and the task of its last evaluation point.
 
     Raises:
-        DataError: a task with no training samples, a partial forget that selects nothing, or an operation that
-            forgets everything that was learned (the message names the position in the sequence).
+        DataError: a task with no training samples or with a class not in the training data, a partial forget that
+            selects nothing, or an operation that forgets everything that was learned (each message names the position
+            in the sequence: the operation, 0-based, and its text).
     """
     if scenario.permute:
         assert isinstance(scenario.tasks, int)  # checked by ScenarioConfig
@@ -112,9 +131,10 @@ def continual_branch(data: LoadedData, scenario: ScenarioConfig) -> tuple[Task, 
     for k, cls in enumerate(groups, start=1):
         part = train.take(np.isin(train.labels, cls), f"task{k}")
         if len(part) == 0:
-            raise DataError(f"scenario continual: task {k} (classes {cls}) has no training samples")
+            raise DataError(f"scenario continual: task {k} (classes {cls}, used first by {_where(scenario, k)}) "
+                            "has no training samples; give it classes that are in the training data")
         tasks.append(part)
-    ops_text = scenario.sequence.split() if isinstance(scenario.sequence, str) else list(scenario.sequence or [])
+    ops_text = _operations(scenario)
     learned = np.zeros(0, dtype=np.int64)
     removed = np.zeros(0, dtype=np.int64)
     learned_classes: list[int] = []

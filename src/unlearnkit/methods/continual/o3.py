@@ -310,6 +310,9 @@ class O3(LLMUnlearner):
     source = "Gao et al., arXiv:2407.10223 (ICLR 2025, O3); reference code github.com/alinaaawhat/l-1"
     changes_architecture = True
     needs_retain = False
+    # θ_o's weights stay as they were: the gate loads the unlearning adapters only on inputs it recognises as the
+    # requests' (an inference-time policy), so D_f's influence is kept from being expressed, not removed
+    intent = "suppression"
     smoke_params = {"epochs": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
     config: O3Config
 
