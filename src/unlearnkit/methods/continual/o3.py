@@ -310,6 +310,8 @@ class O3(LLMUnlearner):
     source = "Gao et al., arXiv:2407.10223 (ICLR 2025, O3); reference code github.com/alinaaawhat/l-1"
     changes_architecture = True
     needs_retain = False
+    #: θ_o's weights stay as they are; gated adapters keep the knowledge from being expressed (SoK: suppression)
+    intent = "suppression"
     smoke_params = {"epochs": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}
     config: O3Config
 
