@@ -197,3 +197,22 @@ def test_every_method_declares_an_intent_consistent_with_its_kind():
         if getattr(cls, "kind", "") == "exact":
             assert cls.intent == "removal", n
     assert intents["o3"] == "suppression"  # gated adapters on an unchanged base model
+
+
+def test_smoothing_is_one_setting_of_every_trained_llm_method():
+    """``<method> + sam`` is one config for every LLM method with an optimisation loop (a config with ``epochs``);
+    training-free ones refuse it with a ConfigError that names the option."""
+    trained, free = [], []
+    for n, e in METHODS.items():
+        if getattr(e.obj, "track", "") != "llm":
+            continue
+        cfg = e.config
+        (trained if cfg is not None and "epochs" in cfg.model_fields else free).append(n)
+        if n in trained:
+            got = METHODS.validate_config(n, {"smoothing": {"kind": "sam", "rho": 0.05}})
+            assert got.smoothing.kind == "sam" and got.smoothing.rho == 0.05, n
+        else:
+            with pytest.raises(ConfigError, match="smoothing"):
+                METHODS.validate_config(n, {"smoothing": {"kind": "sam"}})
+    assert {"ga", "grad_diff", "npo", "simnpo", "idk_po", "rmu", "mrp", "undial", "wga", "satimp"} <= set(trained)
+    assert {"rocr", "needle", "eco"} <= set(free)
