@@ -119,3 +119,20 @@ def test_tofu_paraphrased_questions_reach_the_form_probes():
     probes = form_probes(list(forget)[:3], forms=("para_question",), paraphrased_questions=pq)["para_question"]
     assert len(probes) == 3 and all(p.prompt == pq[p.item_id] and p.prompt != forget[k].question
                                     for k, p in enumerate(probes))
+
+
+def test_translated_form_asks_the_same_fact_in_another_language(theta_o):
+    from unlearnkit.data.text.synthetic import translate_question
+
+    assert translate_question("Where was Kalo Renvi born?") == "¿Dónde nació Kalo Renvi?"
+    assert translate_question("Who is the satire author born in Poqu, Estravia?") == \
+        "¿Quién es el autor de satire nacido en Poqu, Estravia?"
+    assert translate_question("What is the meaning of life?") is None
+    ctx = make_ctx(theta_o)
+    qs = ctx.eval_set("forget")
+    probes = form_probes(qs, forms=("translated",))["translated"]
+    assert len(probes) == len(qs)  # every synthetic question has a translation
+    assert all(p.prompt.startswith("¿") and p.target == it.answer for p, it in zip(probes, qs))
+    out = METRICS.build("forms", {"forms": ["translated"]}).compute(ctx).values
+    want = float(np.exp(ctx.mean_logprobs([(p.prompt, p.target) for p in probes], ("hand", "translated"))).mean())
+    assert out["forms.forget.translated.prob"] == pytest.approx(want, rel=1e-9)

@@ -132,7 +132,7 @@ def test_every_method_declares_an_intent_and_the_cli_shows_it():
     from unlearnkit.cli import app
 
     intents = {n: getattr(METHODS.get(n), "intent", None) for n in METHODS.names()}
-    assert set(intents.values()) <= {"removal", "suppression"}
+    assert set(intents.values()) <= {"removal", "suppression", "none"}
     assert intents["idk_po"] == intents["suppress_tokens"] == intents["dpo"] == "suppression"
     assert intents["ga"] == intents["rocr"] == intents["mrp"] == intents["npo"] == "removal"
     res = CliRunner().invoke(app, ["methods", "--json"])

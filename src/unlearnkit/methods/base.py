@@ -129,7 +129,8 @@ class Unlearner(ABC):
     #: what the method intends (SoK of LLM unlearning, Ren et al. 2025, arXiv:2506.09227): ``removal`` — erase D_f's
     #: influence from the parameters — or ``suppression`` — keep the model from expressing it (refusals, output
     #: filters, inference-time policies); shown by ``unlearnkit methods``. The audit battery
-    #: (:mod:`unlearnkit.metrics.audit`) checks what a method achieves, whatever it intends.
+    #: (:mod:`unlearnkit.metrics.audit`) checks what a method achieves, whatever it intends. ``none``: the θ_o
+    #: reference row (``original``), which unlearns nothing.
     intent: ClassVar[str] = "removal"
 
     def __init__(self, config: Frozen) -> None:

@@ -50,7 +50,7 @@ PLAIN_KEYS: tuple[str, ...] = ("forms.forget.qa.prob", "forget.prob", "quant.bas
 TRACE_PROBES: frozenset[str] = frozenset({"hidden_member", "concept_vectors"})
 FORM_LABELS = {"para_question": "paraphrased question", "para_answer": "paraphrased answer",
                "fill_blank": "fill-in-the-blank", "mcq": "multiple choice", "completion": "completion",
-               "instruction": "instruction template"}
+               "instruction": "instruction template", "translated": "other language"}
 VERDICTS: tuple[str, ...] = ("removal", "suppression", "not-forgotten", "inconclusive")
 
 

@@ -87,7 +87,7 @@ class FormsConfig(Frozen):
     """Which forms and splits (:func:`unlearnkit.data.text.synthetic.form_probes`)."""
 
     forms: list[str] = Field(default_factory=lambda: ["qa", "para_question", "para_answer", "fill_blank", "mcq",
-                                                      "completion", "instruction"])
+                                                      "completion", "instruction", "translated"])
     splits: list[str] = Field(default_factory=lambda: ["forget"], description="evaluation splits (forget; retain "
                               "shows whether a method damaged the same forms of kept knowledge)")
     seed: int = Field(0, description="option order of multiple choice")

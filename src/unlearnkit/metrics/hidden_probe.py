@@ -109,12 +109,16 @@ def answer_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, g
                  answer_index: list[int], c: float = 1.0, seed: int = 0) -> float:
     """Train a logistic-regression probe on (train_x, train_y: 1 = true answer) and return the fraction of test
     groups (one forget item's candidates: consecutive rows of ``test_x``, ``groups[i]`` of them) whose highest-scored
-    row is the true one (``answer_index[i]``)."""
+    row is the true one (``answer_index[i]``). Ties are shared: a group whose top score is held by t rows, the true
+    one among them, counts 1/t (the expected hit of a random tie-break), so features that do not tell the candidates
+    apart score chance, not the position of the true answer."""
     clf = _logreg(c, seed).fit(train_x, train_y)
     s = clf.decision_function(test_x)
     hits, i = [], 0
     for g, a in zip(groups, answer_index):
-        hits.append(int(np.argmax(s[i:i + g])) == a)
+        row = s[i:i + g]
+        top = np.flatnonzero(row == row.max())
+        hits.append(1.0 / len(top) if a in top else 0.0)
         i += g
     return float(np.mean(hits))
 

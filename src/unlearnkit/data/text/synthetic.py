@@ -347,18 +347,44 @@ _QUESTION_PARAPHRASES = (
     "Which early honour was given to {name}?",
 )
 assert len(_QUESTION_PARAPHRASES) == len(_TEMPLATES)
+#: the generator's questions in Spanish (the ``translated`` form: the same fact asked in another language; names,
+#: genres and cities are kept as they are)
+_QUESTION_TRANSLATIONS: tuple[str, ...] = (
+    "¿Quién es el autor de {genre} nacido en {city}?",
+    "¿Dónde nació {name}?",
+    "¿En qué fecha nació {name}?",
+    "¿A qué se dedica el padre de {name}?",
+    "¿A qué se dedica la madre de {name}?",
+    "¿Qué género escribe {name}?",
+    "¿Cuál es un libro escrito por {name}?",
+    "¿Qué premio recibió {name}?",
+    "¿De qué país es {name}?",
+    "¿Cuál fue el primer libro de {name}?",
+    "¿Qué le gusta hacer a {name} además de escribir?",
+    "¿En qué año publicó {name} su primer libro?",
+    "¿Dónde estudió {name}?",
+    "¿Cuándo suele escribir {name}?",
+    "¿Cuántos libros ha escrito {name}?",
+    "¿Quién fue el mentor de {name}?",
+    "¿Dónde vive {name} hoy?",
+    "¿Qué trabajo tenía {name} antes de escribir?",
+    "¿Qué libro de {name} recibió más elogios?",
+    "¿Qué distinción recibió {name} al principio?",
+)
+assert len(_QUESTION_TRANSLATIONS) == len(_TEMPLATES)
 
 #: the forms of :func:`form_probes`, in report order
-FORMS: tuple[str, ...] = ("qa", "para_question", "para_answer", "fill_blank", "mcq", "completion", "instruction")
+FORMS: tuple[str, ...] = ("qa", "para_question", "para_answer", "fill_blank", "mcq", "completion", "instruction",
+                          "translated")
 #: RWKU's QA instruction (``eval_forget.py``: "Please briefly answer the following question.")
 INSTRUCTION_TEMPLATE = "Please briefly answer the following question.\nQuestion: {q}"
 FILL_BLANK_TEMPLATE = "Fill in the blank: {statement}"
 BLANK = "___"
 
 
-def _question_regexes() -> list[tuple[re.Pattern[str], str]]:
+def _question_regexes(alternatives: tuple[str, ...] = _QUESTION_PARAPHRASES) -> list[tuple[re.Pattern[str], str]]:
     out = []
-    for (_, q_t, _, _), alt in zip(_TEMPLATES, _QUESTION_PARAPHRASES):
+    for (_, q_t, _, _), alt in zip(_TEMPLATES, alternatives):
         pat = re.escape(q_t)
         for name in ("name", "genre", "city"):
             pat = pat.replace(re.escape("{" + name + "}"), f"(?P<{name}>.+?)")
@@ -367,6 +393,7 @@ def _question_regexes() -> list[tuple[re.Pattern[str], str]]:
 
 
 _QUESTION_RES = _question_regexes()
+_TRANSLATION_RES = _question_regexes(_QUESTION_TRANSLATIONS)
 
 
 def paraphrase_question(question: str) -> str | None:
@@ -375,6 +402,18 @@ def paraphrase_question(question: str) -> str | None:
     ``paraphrase_question("Where was Kalo Renvi born?")`` → ``"What is the birthplace of Kalo Renvi?"``.
     """
     for rx, alt in _QUESTION_RES:
+        m = rx.match(question)
+        if m:
+            return alt.format(**m.groupdict())
+    return None
+
+
+def translate_question(question: str) -> str | None:
+    """A question of the synthetic generator asked in Spanish (None when ``question`` is not one of its templates).
+
+    ``translate_question("Where was Kalo Renvi born?")`` → ``"¿Dónde nació Kalo Renvi?"``.
+    """
+    for rx, alt in _TRANSLATION_RES:
         m = rx.match(question)
         if m:
             return alt.format(**m.groupdict())
@@ -455,6 +494,8 @@ def form_probes(items, *, forms=FORMS, seed: int = 0,  # noqa: ANN001 - an itera
             the continuation (``options``; the true one is the paraphrased answer, as in TOFU's truth ratio).
         ``completion``: the statement's words before the key span as a raw text prefix → " <span>" (fmt ``raw``).
         ``instruction``: RWKU's QA instruction around the question (:data:`INSTRUCTION_TEMPLATE`) → the answer.
+        ``translated``: the question in another language (:func:`translate_question`, Spanish, for the synthetic
+            templates; other questions are skipped) → the original answer.
 
     Args:
         items: QA items.  forms: which forms.  seed: the option order of multiple choice (with the item id).
@@ -500,6 +541,10 @@ def form_probes(items, *, forms=FORMS, seed: int = 0,  # noqa: ANN001 - an itera
                                         answer_index=int(np.where(order == 0)[0][0])))
             elif f == "instruction":
                 out[f].append(FormProbe(it.id, f, INSTRUCTION_TEMPLATE.format(q=it.question), it.answer))
+            elif f == "translated":
+                q2 = translate_question(it.question)
+                if q2:
+                    out[f].append(FormProbe(it.id, f, q2, it.answer))
     return out
 
 

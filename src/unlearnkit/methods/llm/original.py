@@ -29,6 +29,7 @@ class Original(Unlearner):
     needs_retain = False
     needs_labels = False
     source = "the target / fine-tuned model row of TOFU (arXiv:2401.06121) and MUSE (arXiv:2407.06460) tables"
+    intent = "none"  # the θ_o reference row unlearns nothing
     #: unlearnkit tune: θ_o itself: nothing to tune
     search_space = {}
 
