@@ -10,20 +10,52 @@ before a weight becomes non-finite (KNOWN_FAULTS C43).
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from unlearnkit.config.schema import ScenarioConfig, TrainConfig
 from unlearnkit.data.base import SampleSet, TensorSource
 from unlearnkit.data.scenarios import build_task
 from unlearnkit.errors import ConfigError, DataError, DivergenceError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext
+from testkit import make_blobs, tiny_model
 
-# this suite runs classifier methods; other tracks (llm, graph, ...) have their own conformance tests
-ALL = [n for n in METHODS.names() if getattr(METHODS.get(n), "track", "classifier") == "classifier"]
+# this suite runs classifier methods on a plain model; other tracks (llm, graph, ...) have their own conformance
+# tests, and so have methods that declare a setting of their own (``conformance``: ACU's analytic learner, UnCLe's
+# hypernetwork), which tests/conformance/test_all_components.py runs through the track
+ALL = [n for n in METHODS.names() if getattr(METHODS.get(n), "track", "classifier") == "classifier"
+       and not getattr(METHODS.get(n), "conformance", None)]
 CTX = UnlearnContext(seed=0, train_recipe=TrainConfig(epochs=2, batch_size=16, lr=0.05, scheduler="none"))
+
+
+def _needs_images(request) -> bool:
+    name = getattr(getattr(request.node, "callspec", None), "params", {}).get("name")
+    return bool(name) and bool(getattr(METHODS.get(name), "needs_images", False))
+
+
+@pytest.fixture
+def blobs(request):
+    """The blobs; as images (n, 2, 2, 2) for a method that needs image inputs (``needs_images``)."""
+    data = make_blobs()
+    if not _needs_images(request):
+        return data
+    src = data.train.source
+    img = TensorSource(src.x.reshape(len(src.x), 2, 2, 2), src.y)
+    sets = [SampleSet(img, s.positions, s.ids, s.labels, s.num_classes, s.name) for s in (data.train, data.test)]
+    return dataclasses.replace(data, train=sets[0], test=sets[1])
+
+
+@pytest.fixture
+def trained_model(request, tiny_task, engine):
+    model = tiny_model(0)
+    if _needs_images(request):
+        model = nn.Sequential(nn.Flatten(), *model)
+    engine.fit(model, tiny_task.train, TrainConfig(epochs=15, batch_size=16, lr=0.05, scheduler="none"), seed=0)
+    return model
 
 
 def build(name: str):
@@ -134,6 +166,11 @@ INF_INPUTS: dict[str, dict[str, type[Exception]]] = {
     # Analytic head: a least-squares fit on non-finite features has no meaning; the ridge fit (on D_r ∪ D_f) refuses
     # them with DataError before the head is replaced.
     "analytic_head": {"forget": DataError, "retain": DataError},
+    # Clean Unlearning exposes the backdoor by ascent on defense samples drawn from D_r (the loss check stops it);
+    # D_f's inputs are never read.
+    "clean_unlearning": {"retain": DivergenceError},
+    # Concept poisoning: the concept bank (k-means on θ_o's features of D) refuses non-finite features.
+    "concept_poison": {"forget": DataError, "retain": DataError},
 }
 
 

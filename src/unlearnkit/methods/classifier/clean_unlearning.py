@@ -284,6 +284,8 @@ class CleanUnlearning(Unlearner):
     """
 
     needs_retain = True
+    #: trigger recovery paints a mask over (H, W): inputs must be images (n, C, H, W)
+    needs_images = True
     source = "Li et al., Expose Before You Defend, arXiv:2410.19427 (github.com/bboylyg/Expose-Before-You-Defend)"
     smoke_params = {"defense_size": 40, "expose_epochs": 2, "trigger_steps": 5, "mask_epochs": 1}
 

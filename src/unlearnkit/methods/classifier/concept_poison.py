@@ -64,13 +64,17 @@ def concept_bank(features: torch.Tensor, k: int, seed: int) -> tuple[torch.Tenso
     2019, arXiv:1902.03129, in place of annotated concept sets). Returns (concepts (k, d) float64, mean (d,)).
 
     Raises:
-        DataError: fewer samples than concepts.
+        DataError: fewer samples than concepts, or non-finite features (NaN / inf inputs or a diverged model).
     """
     from sklearn.cluster import KMeans
 
     f = features.double()
     if len(f) < k:
         raise DataError(f"the concept bank needs at least n_concepts={k} samples, got {len(f)}")
+    if not torch.isfinite(f).all():
+        bad = int((~torch.isfinite(f).all(dim=1)).sum())
+        raise DataError(f"the concept bank got non-finite features for {bad} of {len(f)} samples (NaN / inf inputs, "
+                        "or a model whose outputs are not finite); check the data and θ_o")
     mu = f.mean(0)
     km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(f.numpy())
     cent = torch.as_tensor(km.cluster_centers_, dtype=torch.float64) - mu
