@@ -92,7 +92,7 @@ def test_sage_and_gat_train_and_unlearn_through_the_runner(arch, param, tmp_path
                   "deletion": {"target": "node", "fraction": 0.1, "seed": 0}}})
     out = run_experiment(cfg, write_report=False)
     rows = {r["method"]: r for r in out.rows}
-    assert set(rows) == {"retrain", "graph_grad_ascent", "gnndelete"}
+    assert set(rows) == {"retrain", "original", "graph_grad_ascent", "gnndelete"}  # θ_o is a row (issue 13)
     assert all(r["status"] == "ok" for r in rows.values()), {k: r.get("error") for k, r in rows.items()}
     assert all(r["metrics"]["test_acc"] > 70.0 for r in rows.values()), {k: r["metrics"] for k, r in rows.items()}
     weights = out.run_dir / "checkpoints" / "graph_grad_ascent-seed0" / "model.safetensors"

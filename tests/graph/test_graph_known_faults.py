@@ -83,7 +83,7 @@ def _sbm_cfg(out, fraction: float, method: str = "graph_grad_ascent"):
         "name": "c41", "track": "graph", "output_dir": str(out), "seeds": [0], "engine": {"progress": False},
         "metrics": ["graph_utility"], "methods": ["retrain", {"name": method, "epochs": 2}],
         "graph": {"data": {"name": "synthetic", "num_nodes": 100, "num_features": 8}, "task": "node",
-                  "model": {"arch": "gcn", "hidden": 8}, "train": {"epochs": 5},
+                  "model": {"arch": "gcn", "hidden": 8}, "train": {"epochs": 60, "lr": 0.05},
                   "deletion": {"target": "node", "fraction": fraction, "seed": 0}}})
 
 

@@ -293,7 +293,7 @@ def test_runner_integration_on_a_synthetic_graph(tmp_path):
         "engine": {"progress": False},
         "graph": {"data": {"name": "synthetic", "num_nodes": 60, "num_features": 8},
                   "deletion": {"target": "edge", "fraction": 0.1}, "task": "link",
-                  "model": {"arch": "gcn", "hidden": 16, "out_dim": 8}, "train": {"epochs": 20}},
+                  "model": {"arch": "gcn", "hidden": 16, "out_dim": 8}, "train": {"epochs": 100, "lr": 0.05}},
         "methods": ["retrain", {"name": "gnndelete", "epochs": 5}, {"name": "gif", "iterations": 5},
                     {"name": "graph_grad_ascent", "epochs": 2}, {"name": "d2dgn", "epochs": 2}],
     })
