@@ -39,7 +39,7 @@ SETTINGS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", default="/work/shared/data/planetoid")
+    ap.add_argument("--root", default="../shared/data/planetoid")  # relative to the repository root
     ap.add_argument("--damps", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05, 0.1])
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS))

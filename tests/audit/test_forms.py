@@ -105,13 +105,14 @@ def test_forms_config_rejects_unknown_forms():
 
 
 def test_tofu_paraphrased_questions_reach_the_form_probes():
-    from pathlib import Path
+    from testkit import shared_data_dir
 
     from unlearnkit.data.text.tofu import load_tofu
 
-    root = Path("/work/shared/data/tofu")
-    if not (root / "full.json").is_file():
-        pytest.skip("TOFU data not available")
+    shared = shared_data_dir()
+    root = shared / "tofu" if shared is not None else None
+    if root is None or not (root / "full.json").is_file():
+        pytest.skip("TOFU data not available (shared/data/tofu)")
     task = load_tofu(root, "forget01")
     pq = task.extras["paraphrased_question"]
     forget = task.eval_sets["forget"]

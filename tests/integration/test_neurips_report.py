@@ -34,7 +34,7 @@ def test_neurips_section_from_a_three_seed_run(tmp_path):
 def test_neurips_with_too_few_seeds_reports_why(tmp_path):
     cfg = load_config("digits_random10", [
         "engine.progress=false", f"output_dir={tmp_path}", "seeds=1", "data.train_subset=100", "data.test_subset=40",
-        "train.epochs=1", "methods=[retrain, {name: finetune, epochs: 1}]",
+        "train.epochs=8", "methods=[retrain, {name: finetune, epochs: 1}]",
     ])
     out = run_experiment(cfg, write_report=False)
     data = compute_neurips(out.run_dir)

@@ -43,7 +43,8 @@ def test_tofu_tiny_lists_every_llm_method():
     llm_methods = {n for n in METHODS.names() if getattr(METHODS.get(n), "track", "") == "llm"}
     # the inference-time methods (issue 16) are benchmarked by the configs that extend / complement tofu_tiny;
     # methods for another model or data (issue 18: an MoE, code with secrets) are listed in their own configs
-    listed = {m.name for c in ("tofu_tiny", "tofu_tiny_inference", "skills_tiny_inference", "uoe_moe", "codeeraser")
+    listed = {m.name for c in ("tofu_tiny", "tofu_tiny_inference", "skills_tiny_inference", "uoe_moe", "codeeraser",
+                               "tofu_tiny_audit", "tofu_tiny_audit_sequential", "tofu_tiny_o3")
               for m in load_config(f"configs/llm/{c}.yaml").methods}
     assert llm_methods <= listed
     assert "original" in {m.name for m in cfg.methods}  # the target row θ_o

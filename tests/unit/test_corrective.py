@@ -305,9 +305,9 @@ def test_runner_corrective_report_draws_curves_over_p(corrective_run):
     html = (out.run_dir / "report.html").read_text()
     assert 'id="corrective"' in html
     rows = [json.loads(x) for x in (out.run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
-    # x is the identified fraction in %; 2 methods × p ∈ {50, 100}
+    # x is the identified fraction in %; θ_r, θ_o and the method × p ∈ {50, 100}
     for key in ("attack_success_rate", "corrupted_acc", "clean_acc"):
-        assert assert_plots_rows(html, f"corrective-{key}", rows, "identified_fraction", key, scale_x=100.0) == 4
+        assert assert_plots_rows(html, f"corrective-{key}", rows, "identified_fraction", key, scale_x=100.0) == 6
     assert any(r["metrics"]["clean_acc"] > 0 for r in rows)
     summary = {s.method: s for s in summarize(out.rows)}  # the table: the last stage (p = 100 %) only
     assert summary["finetune"].n_seeds == 1

@@ -255,9 +255,9 @@ def test_runner_sequential_report_draws_curves_over_requests(seq_run):
     html = (out.run_dir / "report.html").read_text()
     assert 'id="sequential"' in html
     rows = [json.loads(x) for x in (out.run_dir / "results.jsonl").read_text().splitlines() if x.strip()]
-    # every plotted point is the rows' value after that request (3 methods × 3 requests per metric)
+    # every plotted point is the rows' value after that request (θ_r, θ_o and 2 methods × 3 requests per metric)
     for key in ("unlearn_acc", "test_acc"):
-        assert assert_plots_rows(html, f"sequential-{key}", rows, "request", key) == 9, key
+        assert assert_plots_rows(html, f"sequential-{key}", rows, "request", key) == 12, key
     assert any(r["metrics"]["test_acc"] > 0 for r in rows)  # a flat-at-0 curve cannot match
 
 

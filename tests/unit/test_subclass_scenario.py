@@ -79,7 +79,7 @@ def test_subclass_runs_end_to_end(registered, tmp_path):
         "methods": ["retrain", {"name": "finetune", "epochs": 5}], "metrics": ["accuracy"]})
     out = run_experiment(cfg, write_report=False)
     rows = {r["method"]: r for r in out.rows}
-    assert set(rows) == {"retrain", "finetune"} and all(r["status"] == "ok" for r in rows.values()), \
+    assert set(rows) == {"retrain", "original", "finetune"} and all(r["status"] == "ok" for r in rows.values()), \
         {k: r.get("error") for k, r in rows.items()}
     assert rows["retrain"]["scenario"]["superclasses"] == [1] and rows["retrain"]["scenario"]["n_forget"] == 22
     oracle = rows["retrain"]["metrics"]

@@ -456,17 +456,7 @@ class Runner:
         _ = self.engine.device
         _ = self.plan
         self._check_methods()
-        err: ConfigError | None = None
-        if dist.is_main:  # every folder the run writes, before anything is trained
-            try:
-                check_writable_dir(self.run_dir, "run folder", "set output_dir to a writable folder, e.g. --set "
-                                   "output_dir=runs")
-                for sub in ("per_sample", "checkpoints"):
-                    if (self.run_dir / sub).exists() or (self.run_dir / sub).is_symlink():
-                        check_writable_dir(self.run_dir / sub, "run folder", "remove it and rerun", create=False)
-                check_writable_dir(self.cache.root, "model cache folder", "set cache_dir to a writable folder")
-            except UnlearnkitError as e:
-                err = ConfigError(str(e))
+        err = self._check_writable() if dist.is_main else None  # every folder the run writes, before any training
         err = dist.agree(err)
         if err is not None:
             raise err
@@ -487,6 +477,20 @@ class Runner:
         finally:
             if lock is not None:
                 lock.__exit__(None, None, None)
+
+    def _check_writable(self) -> ConfigError | None:
+        """The run folder, its sub-folders and the model cache folder can be written (no symbolic links); the
+        problem as a ConfigError (returned, so that a distributed run can agree on it), or None."""
+        try:
+            check_writable_dir(self.run_dir, "run folder", "set output_dir to a writable folder, e.g. --set "
+                               "output_dir=runs")
+            for sub in ("per_sample", "checkpoints"):
+                if (self.run_dir / sub).exists() or (self.run_dir / sub).is_symlink():
+                    check_writable_dir(self.run_dir / sub, "run folder", "remove it and rerun", create=False)
+            check_writable_dir(self.cache.root, "model cache folder", "set cache_dir to a writable folder")
+        except UnlearnkitError as e:
+            return ConfigError(str(e))
+        return None
 
     def _specs(self) -> list[MethodSpec]:
         """The methods to run (the oracle row and θ_o's row are written by the runner itself)."""

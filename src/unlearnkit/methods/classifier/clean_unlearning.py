@@ -18,6 +18,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 class CleanUnlearningConfig(Frozen):
@@ -286,6 +287,12 @@ class CleanUnlearning(Unlearner):
     needs_retain = True
     #: trigger recovery paints a mask over (H, W): inputs must be images (n, C, H, W)
     needs_images = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"expose_lr": LogFloat(1e-3, 0.1),
+                    "clean_threshold": Float(0.05, 0.5),
+                    "mask_l1": LogFloat(1e-3, 0.1),
+                    "remove_lr": LogFloat(1e-3, 0.1),
+                    "remove_epochs": Int(1, 10)}
     source = "Li et al., Expose Before You Defend, arXiv:2410.19427 (github.com/bboylyg/Expose-Before-You-Defend)"
     smoke_params = {"defense_size": 40, "expose_epochs": 2, "trigger_steps": 5, "mask_epochs": 1}
 

@@ -18,6 +18,7 @@ from unlearnkit.errors import DataError, MethodError
 from unlearnkit.methods.base import OptimConfig, UnlearnContext, Unlearner, UnlearnResult, derive_seed
 from unlearnkit.methods.classifier._common import head_features
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class ConceptPoisonConfig(OptimConfig):
@@ -159,6 +160,8 @@ class ConceptPoison(Unlearner):
     """
 
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-4, 0.1), "epochs": Int(1, 20), "top_k": Int(1, 8)}
     source = "Chang et al., arXiv:2405.15662 (concepts + data poisoning); PCBM arXiv:2205.15480; IG arXiv:1703.01365"
     smoke_params = {"epochs": 1, "pcbm_steps": 20, "n_concepts": 6, "top_k": 2, "ig_steps": 4}
 

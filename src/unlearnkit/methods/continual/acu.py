@@ -241,6 +241,8 @@ class Acu(Unlearner):
     rounding, not bit for bit); with ``features: first_task`` the body still carries the first task.
     """
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {}  # closed form: no settings
     source = "Tang et al., ACU, arXiv:2505.12239 (2025); Zhuang et al., ACIL, NeurIPS 2022"
     learner = "acu"
     needs_retain = False

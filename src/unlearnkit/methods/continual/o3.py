@@ -74,6 +74,7 @@ from unlearnkit.llm.lm import _to, encode_pairs, mean_token_nll
 from unlearnkit.llm.tokenize import IGNORE_INDEX, Encoded, collate, encode_prompt, pad_id_of
 from unlearnkit.methods.llm.base import LLMContext, LLMOptimConfig, LLMUnlearner
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 #: the reference's ``lora_target_modules``
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -557,6 +558,11 @@ class O3(LLMUnlearner):
     how much of each request's adapter is loaded (see the module docstring for the losses, the detector and the
     gate)."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-5, 1e-2),
+                    "epochs": Int(1, 20),
+                    "orth_weight": LogFloat(0.01, 1.0),
+                    "band": Float(0.05, 0.5)}
     source = "Gao et al., arXiv:2407.10223 (ICLR 2025, O3); reference code github.com/alinaaawhat/l-1"
     changes_architecture = True
     needs_retain = False

@@ -63,6 +63,7 @@ from unlearnkit.methods.continual.base import (
     train_steps,
 )
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class HyperNetModel(nn.Module):
@@ -260,6 +261,8 @@ class Uncle(Unlearner):
     MethodError. Reads only the request's labels (to name its tasks): no input of D_f or D_r.
     """
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-4, 1e-2), "epochs": Int(50, 500), "beta": LogFloat(1e-3, 1.0)}
     source = "Adhikari et al., arXiv:2509.17530 (UnCLe), Algorithm 2"
     learner = "uncle"
     needs_retain = False

@@ -11,6 +11,7 @@ from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.generative._common import GenerativeUnlearner
 from unlearnkit.models.generative import GenTrainConfig, train_generative
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class GenFinetuneConfig(Frozen):
@@ -32,6 +33,8 @@ class GenFinetune(GenerativeUnlearner):
     """
 
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"epochs": Int(1, 20), "lr": LogFloat(1e-5, 1e-2)}
     source = "fine-tuning baseline (SalUn arXiv:2310.12508 §5, generation)"
     smoke_params = {"epochs": 1}
 

@@ -17,6 +17,7 @@ from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.generative._common import GenerativeUnlearner, cycle_batches, unique_ids
 from unlearnkit.models.generative import add_lora, merge_lora
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class ForgetMeConfig(Frozen):
@@ -67,6 +68,8 @@ class ForgetMe(GenerativeUnlearner):
     models = ("ddpm",)
     needs_retain = True
     needs_guide = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"steps": Int(50, 400), "lr": LogFloat(1e-4, 1e-2), "rank": Int(2, 16)}
     source = "Yu et al., ForgetMe, EAAI 2025 (github.com/YuZhenyuLindy/ForgetMe); LoRA arXiv:2106.09685"
     smoke_params = {"steps": 2, "batch_size": 8}
 

@@ -15,6 +15,7 @@ from unlearnkit.engine.loop import Engine
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.generative._common import GenerativeUnlearner, cycle_batches, unique_ids
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class GenGradAscentConfig(Frozen):
@@ -41,6 +42,8 @@ class GenGradAscent(GenerativeUnlearner):
     (arXiv:2309.14054) as "negative" discriminator training.
     """
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"steps": Int(5, 100), "lr": LogFloat(1e-6, 1e-3)}
     source = "gradient ascent on D_f (Thudi et al. arXiv:2109.13398; SalUn arXiv:2310.12508 §5)"
     smoke_params = {"steps": 2}
 

@@ -32,6 +32,8 @@ class GenRetrain(GenerativeUnlearner):
 
     kind = "exact"
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {}  # exact: nothing to tune
     source = "retrain from scratch on D_r (Bourtoule et al., arXiv:1912.03817; SalUn arXiv:2310.12508 §5)"
     smoke_params = {"recipe": {"epochs": 1, "batch_size": 64}}
 

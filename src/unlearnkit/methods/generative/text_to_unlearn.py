@@ -19,6 +19,7 @@ from unlearnkit.errors import MethodError
 from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.generative._common import GenerativeUnlearner
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class TextToUnlearnConfig(Frozen):
@@ -126,6 +127,8 @@ class TextToUnlearn(GenerativeUnlearner):
 
     models = ("gan",)
     needs_guide = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"steps": Int(50, 300), "lr": LogFloat(1e-4, 1e-2), "lambda_dir": LogFloat(0.1, 10.0)}
     source = "Nagasubramaniam et al., arXiv:2504.01218 (Text-to-Unlearn); StyleGAN-NADA arXiv:2108.00946"
     smoke_params = {"steps": 2, "batch_size": 8, "reference_samples": 32}
 

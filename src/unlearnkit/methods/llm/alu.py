@@ -46,6 +46,7 @@ from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.methods.llm.base import LLMUnlearner
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int
 
 REFUSAL = "I'm sorry, but I cannot provide a reliable answer on this topic while adhering to my safety guidelines."
 DEFLECTIONS = ("I don't have information about that.", "I cannot help with that question.",
@@ -280,6 +281,8 @@ class ALU(Unlearner):
     intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"k": Int(1, 10), "threshold": Float(1.0, 5.0), "sim_threshold": Float(0.3, 0.9)}
     source = ("Sanyal and Mandal, Agents Are All You Need for LLM Unlearning, COLM 2025, arXiv:2502.00406; code "
               "github.com/respailab/agentic-llm-unlearning")
     smoke_params: ClassVar[dict[str, Any]] = {}

@@ -36,6 +36,7 @@ from unlearnkit.llm.lm import _to, eval_mode, forward_logits
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class CodeEraserConfig(RetainRegConfig):
@@ -97,6 +98,11 @@ class CodeEraser(LLMUnlearner):
     """CodeEraser / SSCU (Chu et al., ICSE 2026): gradient ascent on the secret tokens of each forget file only,
     gradient descent on the rest of the file, −KL to θ_o on the secret positions, and KL to θ_o on retain files."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-6, 1e-3),
+                    "epochs": Int(1, 10),
+                    "context_weight": LogFloat(0.01, 1.0),
+                    "secret_kl_weight": LogFloat(0.01, 1.0)}
     source = ("Chu et al., 'Scrub It Out! Erasing Sensitive Memorization in Code Language Models via Machine "
               "Unlearning', ICSE 2026; code CGCL-codes/naturalcc examples/code-unlearning (SensitivitySelectiveCU)")
     smoke_params = {"epochs": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}

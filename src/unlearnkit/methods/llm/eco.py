@@ -53,6 +53,7 @@ from unlearnkit.methods.llm.base import LLMUnlearner
 from unlearnkit.methods.llm.prompt_gate import GateConfig, PromptGate, fit_gate, prompt_ids, prompt_rows
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float
 
 
 def subject_patterns(tokenizer: Any, subjects: Sequence[str]) -> list[list[int]]:
@@ -203,6 +204,8 @@ class ECO(Unlearner):
     track = "llm"
     needs_labels = False
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"threshold": Float(0.2, 0.9), "search_eps": Float(0.05, 0.5)}
     source = ("Liu et al., Large Language Model Unlearning via Embedding-Corrupted Prompts, NeurIPS 2024, "
               "arXiv:2406.07933; code github.com/chrisliu298/llm-unlearn-eco")
     smoke_params: ClassVar[dict[str, Any]] = {"search_steps": 1, "gate_features": "lm", "threshold": 0.5}

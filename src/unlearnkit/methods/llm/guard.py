@@ -37,6 +37,7 @@ from unlearnkit.methods.llm.base import LLMUnlearner
 from unlearnkit.methods.llm.prompt_gate import GateConfig, PromptGate, fit_gate, prompt_ids, prompt_rows
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, LogFloat
 
 
 def answer_ids(tokenizer: Any, answer: str, fmt: str) -> list[int]:
@@ -161,6 +162,8 @@ class GUARD(Unlearner):
     track = "llm"
     needs_labels = False
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"threshold": Float(0.2, 0.9), "sim_threshold": Float(0.7, 0.99), "sim_penalty": LogFloat(0.5, 20.0)}
     source = ("Deng et al., GUARD: Generation-time LLM Unlearning via Adaptive Restriction and Detection, 2025, "
               "arXiv:2505.13312 (no public code; every choice derived from the paper, see the module docstring)")
     smoke_params: ClassVar[dict[str, Any]] = {"gate_features": "lm"}

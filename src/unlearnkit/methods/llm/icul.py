@@ -31,6 +31,7 @@ from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.methods.llm.base import LLMUnlearner
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int
 
 
 def context_block(examples: list[tuple[str, str]], fmt: str) -> str:
@@ -102,6 +103,8 @@ class ICUL(Unlearner):
     intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"max_forget": Int(1, 4), "n_retain": Int(1, 6)}
     source = ("Pawelczyk, Neel, Lakkaraju, In-Context Unlearning: Language Models as Few Shot Unlearners, ICML 2024, "
               "arXiv:2310.07579; code github.com/MartinPawel/In-Context-Unlearning")
     smoke_params: ClassVar[dict[str, Any]] = {"max_forget": 1, "n_retain": 1}

@@ -37,6 +37,7 @@ from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, decoder_l
 from unlearnkit.methods.llm.npo import npo_loss
 from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 def orthonormal(a: torch.Tensor) -> torch.Tensor:
@@ -99,6 +100,8 @@ class MRP(LLMUnlearner):
     the hidden states written by chosen MLP layers, folded into their down-projections; irreversible across
     sequential requests."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-4, 0.1), "epochs": Int(1, 10), "rank": Int(1, 32), "beta": LogFloat(0.01, 1.0)}
     source = "Wu et al. 2025, MRP, arXiv:2508.15449 (github.com/ChengcanWu/MRP); implementation after the paper"
     intent: ClassVar[str] = "removal"
     smoke_params: ClassVar[dict[str, Any]] = {"epochs": 1, "batch_size": 2, "grad_accum": 1, "rank": 1,

@@ -37,6 +37,7 @@ from unlearnkit.methods.base import UnlearnContext, Unlearned, Unlearner
 from unlearnkit.methods.llm.base import decoder_layers
 from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,8 @@ class Needle(Unlearner):
     needs_labels: ClassVar[bool] = False
     needs_retain: ClassVar[bool] = True
     intent: ClassVar[str] = "removal"
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"top_k": Int(5, 50), "per_concept": Int(1, 10), "min_ratio": Float(1.0, 5.0)}
     source = "Hong et al. 2024, ConceptVectors, arXiv:2406.11614 (Needle baseline); automatic vector search"
     smoke_params: ClassVar[dict[str, Any]] = {"per_concept": 2, "top_k": 10}
 

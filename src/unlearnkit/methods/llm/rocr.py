@@ -45,6 +45,7 @@ from unlearnkit.methods.base import UnlearnContext, Unlearned, Unlearner, derive
 from unlearnkit.methods.llm.base import decoder_layers
 from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import LogFloat
 
 
 def subject_positions(tokenizer: Any, text: str, subject: str, add_special: bool = True
@@ -179,6 +180,8 @@ class ROCR(Unlearner):
     needs_labels: ClassVar[bool] = False
     needs_retain: ClassVar[bool] = True
     intent: ClassVar[str] = "removal"
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"l2": LogFloat(0.01, 100.0), "nullspace_threshold": LogFloat(1e-4, 0.1)}
     source = "Ye et al. 2025, arXiv:2506.07795 (ROCR; code Acruxos/ORT); AlphaEdit arXiv:2410.02355"
     smoke_params: ClassVar[dict[str, Any]] = {}
 

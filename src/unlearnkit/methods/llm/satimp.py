@@ -23,6 +23,7 @@ from unlearnkit.llm.lm import forward_logits, token_logprobs_from_logits
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.methods.llm.wga import weighted_ascent_loss
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 def satimp_weight(p: torch.Tensor, beta1: float, beta2: float) -> torch.Tensor:
@@ -45,6 +46,11 @@ class SatImpConfig(RetainRegConfig):
 class SatImp(LLMUnlearner):
     """Gradient ascent with saturation × importance token weights (arXiv:2505.11953)."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-6, 1e-3),
+                    "epochs": Int(1, 10),
+                    "beta1": Float(1.0, 10.0),
+                    "beta2": Float(0.5, 5.0)}
     source = "Yang et al. 2025, arXiv:2505.11953 (SatImp); open-unlearning trainer/unlearn/satimp.py"
     intent: ClassVar[str] = "removal"
 

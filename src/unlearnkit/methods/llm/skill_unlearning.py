@@ -45,6 +45,7 @@ from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.methods.llm.base import LLMUnlearner, decoder_layers
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float
 
 ABSTAIN = "Sorry, your query is not valid"
 
@@ -227,6 +228,8 @@ class KeySpaceDetection(Unlearner):
     intent = "suppression"  # the weights are left alone: an inference-time policy keeps D_f from being expressed
     track = "llm"
     needs_labels = False
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"margin": Float(1.0, 5.0)}
     source = ("Li, Sun and Weng, Effective Skill Unlearning through Intervention and Abstention, NAACL 2025, "
               "arXiv:2503.21730; code github.com/Trustworthy-ML-Lab/effective_skill_unlearning")
     smoke_params: ClassVar[dict[str, Any]] = {}
@@ -385,6 +388,8 @@ class NeuronAdjust(Unlearner):
     track = "llm"
     needs_labels = False
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"percent": Float(0.5, 10.0)}
     source = KeySpaceDetection.source
     smoke_params: ClassVar[dict[str, Any]] = {"percent": 5.0}
 

@@ -46,6 +46,7 @@ from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.methods.llm.base import LLMOptimConfig, LLMUnlearner, decoder_layers, retain_pairing
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Float, Int, LogFloat
 
 
 def logit_difference(z_target: torch.Tensor, z_assist: torch.Tensor, weight: float, tau: float) -> torch.Tensor:
@@ -253,6 +254,11 @@ class ULD(Unlearner):
     track = "llm"
     needs_labels = False
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-4, 1e-2),
+                    "epochs": Int(1, 20),
+                    "weight": Float(0.2, 1.5),
+                    "tau": LogFloat(1e-3, 0.5)}
     source = ("Ji et al., Reversing the Forget-Retain Objectives: An Efficient LLM Unlearning Framework from Logit "
               "Difference, NeurIPS 2024, arXiv:2406.08607; code github.com/UCSB-NLP-Chang/ULD")
     smoke_params: ClassVar[dict[str, Any]] = {"num_layers": 1, "epochs": 1, "batch_size": 4, "grad_accum": 1,

@@ -29,6 +29,7 @@ from unlearnkit.llm.lm import _to, eval_mode, forward_logits
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 def undial_targets(teacher_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
@@ -56,6 +57,8 @@ class UNDIAL(LLMUnlearner):
     """Self-distillation towards θ_o's distribution with the memorised token's logit lowered by β
     (arXiv:2402.10052)."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-6, 1e-3), "epochs": Int(1, 10), "beta": LogFloat(1.0, 30.0)}
     source = "Dong et al. 2024, UNDIAL, arXiv:2402.10052; open-unlearning compute_undial_loss"
     intent: ClassVar[str] = "removal"
 

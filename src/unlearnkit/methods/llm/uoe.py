@@ -42,6 +42,7 @@ from unlearnkit.methods.llm.ga import ga_loss
 from unlearnkit.methods.llm.npo import npo_loss
 from unlearnkit.models.moe import expert_parameters, record_routers, require_moe, router_parameters
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class UOEConfig(RetainRegConfig):
@@ -112,6 +113,8 @@ class UOE(LLMUnlearner):
     only that expert and its block's router with GA / NPO plus the router anchor α‖g − onehot(e*)‖²; every other
     parameter stays θ_o's (bit-identical)."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-5, 1e-2), "epochs": Int(1, 10), "anchor_weight": LogFloat(0.1, 10.0)}
     source = ("Zhuang, Zhang et al. 2024, 'UOE: Unlearning One Expert Is Enough for Mixture-of-experts LLMs', "
               "arXiv:2411.18797 (v2: SEUF, ACL 2025); expert attribution §4, router anchor loss Eq. 3")
     smoke_params = {"epochs": 1, "batch_size": 4, "grad_accum": 1, "lr": 1e-3}

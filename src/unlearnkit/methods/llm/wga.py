@@ -24,6 +24,7 @@ from torch import nn
 from unlearnkit.llm.lm import forward_logits, token_logprobs_from_logits
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 def weighted_ascent_loss(logp: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -44,6 +45,8 @@ class WGAConfig(RetainRegConfig):
 class WGA(LLMUnlearner):
     """Weighted gradient ascent: token terms weighted by p^β (arXiv:2502.19301)."""
 
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"lr": LogFloat(1e-6, 1e-3), "epochs": Int(1, 10), "beta": LogFloat(0.1, 10.0)}
     source = "Wang et al. 2025, arXiv:2502.19301 (WGA); open-unlearning trainer/unlearn/wga.py"
     intent: ClassVar[str] = "removal"
 

@@ -20,6 +20,7 @@ from unlearnkit.methods.base import UnlearnContext, UnlearnResult, derive_seed
 from unlearnkit.methods.recsys._common import RecsysUnlearner, TripleStream, all_interactions, on_retain_graph
 from unlearnkit.models.recsys import LightGCN, Recommender
 from unlearnkit.registry import METHODS
+from unlearnkit.methods.search import Int, LogFloat
 
 
 class UnlearnRecConfig(Frozen):
@@ -181,6 +182,8 @@ class UnlearnRec(RecsysUnlearner):
 
     kind = "approximate"
     needs_retain = True
+    #: unlearnkit tune: what to search (ranges around the paper's / reference defaults)
+    search_space = {"finetune_lr": LogFloat(1e-4, 1e-2), "finetune_steps": Int(1, 50), "lambda_u": LogFloat(0.1, 10.0)}
     source = "Chen, Xia & Huang, UnlearnRec, SIGIR 2025, arXiv:2505.22649 (github.com/HKUDS/UnlearnRec)"
     smoke_params = {"pretrain_requests": 2, "finetune_steps": 1, "batch_size": 128}
 
