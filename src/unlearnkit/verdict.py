@@ -151,8 +151,13 @@ def judge(metrics: Mapping[str, Any], oracle: Mapping[str, Any], original: Mappi
     if over:
         return "over-unlearned", over
     if to_do:
-        closed = [1.0 - abs(_num(metrics[k]) - _num(oracle[k])) / abs(_num(original[k]) - _num(oracle[k]))
-                  for k in to_do]
+        def closed_share(k: str) -> float:
+            u, r, o = _num(metrics[k]), _num(oracle[k]), _num(original[k])
+            if (u - r) * (r - o) >= 0:  # at or past θ_r (within noise, else over-unlearned above): all closed
+                return 1.0
+            return 1.0 - abs(u - r) / abs(o - r)
+
+        closed = [closed_share(k) for k in to_do]
         mean_closed = sum(closed) / len(closed)
         if mean_closed < 0.5:
             return "under-unlearned", [f"closed {100 * mean_closed:.0f} % of θ_o's distance to θ_r on "

@@ -149,6 +149,24 @@ def test_direction_loss_is_bounded_at_the_start():
     assert float(e.grad.abs().max()) <= 1.0 / 1e-2 / 4 + 1e-6  # |∂/∂Δ| ≤ 1/(τ·b)
 
 
+def test_perceptual_and_identity_losses_are_zero_on_equal_images_and_grow_with_the_change(trained):
+    """Text-to-Unlearn's stand-ins for LPIPS and the ArcFace identity loss (the judge's features): 0 for identical
+    images, symmetric, positive for a different digit and larger than for a slightly perturbed copy."""
+    from unlearnkit.methods.generative.text_to_unlearn import identity_loss, perceptual_loss
+
+    _, task, _ = trained
+    judge = task.guide.judge
+    x, y, _ = task.test.batch(np.arange(len(task.test)))
+    a = x[y == 1][:16]
+    other = x[y == 0][:16]
+    near = (a + 0.05 * torch.randn(a.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    with torch.no_grad():
+        for loss in (perceptual_loss, identity_loss):
+            assert float(loss(judge, a, a)) == pytest.approx(0.0, abs=1e-6)
+            assert float(loss(judge, a, other)) == pytest.approx(float(loss(judge, other, a)), rel=1e-5)
+            assert float(loss(judge, a, other)) > float(loss(judge, a, near)) > 0
+
+
 def test_text_to_unlearn_serves_gans_only(trained, engine):
     _, task, _ = trained
     ddpm_track = make_track(engine, model={"kind": "ddpm", "channels": [8, 16], "timesteps": 20, "sample_steps": 2})

@@ -61,6 +61,12 @@ def test_judge_special_cases():
     over = {**ORACLE, "unlearn_acc": 9.0}
     assert judge(over, ORACLE, THETA_O, SPEC)[0] == "over-unlearned"
     assert judge(over, ORACLE, THETA_O, SPEC, tolerance={"unlearn_acc": 6.0})[0] == "ok"
+    # past θ_r by less than the noise, away from θ_o: the distance is closed (not "under-unlearned": before this
+    # fix 1 − |u − r| / |o − r| counted the overshoot as distance left, e.g. a generator's target share 1.0 % with
+    # θ_r at 2.5 % and θ_o at 5.0 % read "closed 40 %")
+    spec = VerdictSpec(forget={"target_share": -1}, n={"target_share": 400})
+    assert judge({"target_share": 1.0}, {"target_share": 2.5}, {"target_share": 5.0}, spec)[0] == "ok"
+    assert judge({"target_share": 4.5}, {"target_share": 2.5}, {"target_share": 5.0}, spec)[0] != "ok"
 
 
 def test_preflight_refuses_a_chance_level_target_and_warns_when_nothing_is_memorised():
