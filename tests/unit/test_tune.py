@@ -327,3 +327,17 @@ def test_tune_on_digits_finds_settings_that_beat_the_original_model(tmp_path):
            ("original", "grad_ascent", "finetune", "scrub")}
     for m in ("grad_ascent", "finetune", "scrub"):
         assert gap[m] < gap["original"], gap
+
+
+def test_tune_refuses_an_unwritable_run_folder_before_training(tmp_path):
+    """The run folder is checked before θ_o or any tuning oracle is trained: a file where the output folder should
+    be gives a ConfigError that names the fix (the runner's own check; lost once in a merge, which broke `tune`)."""
+    pytest.importorskip("optuna")
+    from unlearnkit.bench.tune import tune_experiment
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    cfg = digits_cfg(blocker, seeds=[0])
+    with pytest.raises(ConfigError, match="output_dir"):
+        tune_experiment(cfg, methods=["grad_ascent"], trials=1, console=quiet())
+    assert blocker.read_text() == "x"  # nothing was written there

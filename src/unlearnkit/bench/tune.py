@@ -642,6 +642,22 @@ def _worker(mapping: dict[str, Any], source: str, label: str, seeds: list[int], 
     tuner.optimize(spec, trials=trials, seconds=seconds, storage=storage, worker=worker, sampler_seed=sampler_seed)
 
 
+def _check_writable(runner: Runner) -> None:
+    """Refuse, before anything is trained, a run folder or model cache the tuner cannot write (the runner's checks).
+
+    Raises:
+        ConfigError: the run folder or the cache folder is not a writable directory.
+    """
+    from unlearnkit.errors import UnlearnkitError
+    from unlearnkit.persist import check_writable_dir
+
+    try:
+        check_writable_dir(runner.run_dir, "run folder", "set output_dir to a writable folder, e.g. --set output_dir=runs")
+        check_writable_dir(runner.cache.root, "model cache folder", "set cache_dir to a writable folder")
+    except UnlearnkitError as e:
+        raise ConfigError(str(e)) from e
+
+
 def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = None, trials: int | None = None,
                     seconds: float | None = None, workers: int = 1, seeds: Sequence[int] | None = None,
                     tuning_seed: int = DEFAULT_TUNING_SEED, storage: str | None = None, sampler_seed: int = 0,
@@ -674,9 +690,7 @@ def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = No
         raise ConfigError("no method of this experiment has anything to tune")
     for seed, k in tuner.units:
         tuner.branch(seed, k)
-    err = tuner.runner._check_writable()
-    if err is not None:
-        raise err
+    _check_writable(tuner.runner)
     tuner.runner._write_config()  # config.resolved.yaml: what was tuned (the run of the same config writes the same)
     for spec in specs:
         tuner.space(spec)

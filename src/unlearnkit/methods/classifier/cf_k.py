@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unlearnkit.methods.classifier.eu_k import EUkConfig, LastKUnlearner
+from unlearnkit.methods.search import LogFloat
 from unlearnkit.registry import METHODS
 
 
@@ -40,3 +41,6 @@ class CFk(LastKUnlearner):
 
     tag = "cf_k"
     reinit = False
+    #: unlearnkit tune: as EU-k's, with lr up to 0.5: θ_o fits D_r with near-zero loss, so the frozen-front fine-tune
+    #: needs a larger step than a re-initialised head to move at all (digits: nothing below lr 0.1 changed a prediction)
+    search_space = {**LastKUnlearner.search_space, "lr": LogFloat(1e-3, 0.5)}
