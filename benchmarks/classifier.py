@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from unlearnkit.bench import run_experiment
-from unlearnkit.config import load_config
+from unlearnkit.bench import load_config
 from unlearnkit.methods import METHODS
 from unlearnkit.report import build_meta, load_rows, summarize, to_markdown
 
@@ -49,8 +49,9 @@ def method_list(batch_size: int) -> list[dict]:
 
 def run_suite(suite: str, seeds: int, out: Path, cifar_root: str | None, output_dir: str) -> Path:
     base, sets, batch = SUITES[suite]
-    overrides = [f"{k}={json.dumps(v)}" for k, v in sets.items()] + [  # JSON is YAML: null, [3], 2500f"seeds={seeds}", "engine.progress=false",
-                                                          f"output_dir={output_dir}"]
+    # JSON is YAML: null, [3], 2500
+    overrides = [f"{k}={json.dumps(v)}" for k, v in sets.items()] + [f"seeds={seeds}", "engine.progress=false",
+                                                                     f"output_dir={output_dir}"]
     if suite.startswith("cifar"):
         overrides.append(f"data.root={cifar_root}")
     cfg = load_config(base, overrides)

@@ -643,19 +643,15 @@ def _worker(mapping: dict[str, Any], source: str, label: str, seeds: list[int], 
 
 
 def _check_writable(runner: Runner) -> None:
-    """Refuse, before anything is trained, a run folder or model cache the tuner cannot write (the runner's checks).
+    """Refuse, before anything is trained, a run folder or model cache the tuner cannot write (the runner's own
+    check, :meth:`Runner._check_writable`).
 
     Raises:
-        ConfigError: the run folder or the cache folder is not a writable directory.
+        ConfigError: the run folder, one of its sub-folders or the cache folder is not a writable directory.
     """
-    from unlearnkit.errors import UnlearnkitError
-    from unlearnkit.persist import check_writable_dir
-
-    try:
-        check_writable_dir(runner.run_dir, "run folder", "set output_dir to a writable folder, e.g. --set output_dir=runs")
-        check_writable_dir(runner.cache.root, "model cache folder", "set cache_dir to a writable folder")
-    except UnlearnkitError as e:
-        raise ConfigError(str(e)) from e
+    err = runner._check_writable()
+    if err is not None:
+        raise err
 
 
 def tune_experiment(cfg: ExperimentConfig, *, methods: Sequence[str] | None = None, trials: int | None = None,
