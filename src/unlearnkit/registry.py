@@ -210,9 +210,10 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             valid = sorted(self._entries)
+            shown = str(name) if len(str(name)) <= 200 else str(name)[:199] + "…"  # messages built from input stay short
             raise ConfigError(
-                f"unknown {self.kind} '{name}'.{suggest(name, valid)} Valid {self.kind}s: {', '.join(valid) or '(none)'}"
-                f"{PLUGINS.hint()}"
+                f"unknown {self.kind} '{shown}'.{suggest(str(name)[:200], valid)} Valid {self.kind}s: "
+                f"{', '.join(valid) or '(none)'}{PLUGINS.hint()}"
             ) from None
 
     def get(self, name: str) -> T:

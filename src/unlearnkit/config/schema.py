@@ -482,7 +482,7 @@ class ScenarioConfig(Frozen):
 class ComponentSpec(Frozen):
     """A registered component by name plus its parameters (validated against the component's config class)."""
 
-    name: str
+    name: Name
     params: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
