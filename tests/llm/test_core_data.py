@@ -84,6 +84,12 @@ def test_tofu_real_files():
     assert len(ev["real_authors"]) == 100 and len(ev["world_facts"]) == 117
     assert all(it.paraphrased_answer is None and len(it.perturbed_answers) >= 3 for it in ev["real_authors"])
     assert all(it.idk_answer for it in t.forget)
+    # D_f's training items carry the forget split's paraphrased / perturbed answers (ECO, ULD and ICUL read them
+    # there); the same rows of `full` (the training corpus) do not
+    by_id = {it.id: it for it in ev["forget"]}
+    assert all(it.perturbed_answers == tuple(by_id[it.id].perturbed_answers)
+               and it.paraphrased_answer == by_id[it.id].paraphrased_answer for it in t.forget)
+    assert not any(it.perturbed_answers or it.paraphrased_answer for it in t.full)
 
 
 def _copy_tofu(tmp_path: Path) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,13 @@ def load_tofu(
         "real_authors": perturbed("real_authors_perturbed", "real_authors", 1_000_000),
         "world_facts": perturbed("world_facts_perturbed", "world_facts", 2_000_000),
     }
+    # D_f's items carry their paraphrased / perturbed answers from the forget split's perturbed file (the same rows),
+    # as the synthetic TOFU-style items do: ECO's σ search, ULD's augmentation and ICUL's wrong labels read them from
+    # D_f. Only D_f's own set gets them; `full` (and so any tokenizer corpus) is unchanged.
+    pert = {it.id: it for it in eval_sets["forget"]}
+    forget = QASet("forget", [replace(it, paraphrased_answer=pert[it.id].paraphrased_answer,
+                                      perturbed_answers=tuple(pert[it.id].perturbed_answers))
+                              if it.id in pert else it for it in forget.items], f_src)
     if utility_in_train:
         util = [QAItem(it.id, it.question, it.answer, idk_answer=it.idk_answer)
                 for name in ("real_authors", "world_facts") for it in eval_sets[name]]
