@@ -116,3 +116,28 @@ def test_alu_method_defaults_to_the_subjects_of_d_f():
     assert back.config() == res.policy.config()
     with pytest.raises(MethodError, match="target"):
         ALUPolicy([])
+
+
+def test_subjects_that_are_labels_not_names_are_refused_by_alu_and_eco():
+    """Real TOFU labels its authors `author_<k>`: those strings occur in no question, so ALU's auditor and ECO's subject
+    corruption would silently do nothing; both refuse and say what to give instead."""
+    from dataclasses import replace
+
+    from unlearnkit.data.text.qa import QASet
+    from unlearnkit.methods import METHODS
+
+    t = world.task("qa")
+    labelled = QASet("forget", [replace(it, subject=f"author_{k % 2}") for k, it in enumerate(t.forget)])
+    m = world.model()
+    with pytest.raises(MethodError, match="labels, not names.*give targets"):
+        METHODS.build("alu", {}).unlearn(m, labelled, t.retain, world.engine(), world.context())
+    with pytest.raises(MethodError, match="no token would be corrupted.*give subjects"):
+        METHODS.build("eco", {"sigma": 1.0, "gate_features": "lm"}).unlearn(m, labelled, t.retain, world.engine(),
+                                                                             world.context())
+    # the names themselves, given explicitly, are accepted
+    names = sorted({it.subject for it in t.forget})
+    _, res = world.unlearn("alu", {"targets": names})
+    assert set(res.policy.targets) == set(names)
+    res = METHODS.build("eco", {"sigma": 1.0, "gate_features": "lm", "subjects": names}).unlearn(
+        m, labelled, t.retain, world.engine(), world.context())
+    assert res.notes["n_subject_patterns"] > 0

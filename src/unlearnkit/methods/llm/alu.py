@@ -44,6 +44,7 @@ from unlearnkit.config.schema import Frozen
 from unlearnkit.errors import CheckpointError, MethodError
 from unlearnkit.methods.base import Unlearned, Unlearner
 from unlearnkit.methods.llm.base import LLMUnlearner
+from unlearnkit.methods.llm.eco import subjects_in_texts
 from unlearnkit.models.policy import POLICIES, InferencePolicy
 from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import Float, Int
@@ -293,5 +294,9 @@ class ALU(Unlearner):
         targets = list(c.targets) if c.targets else sorted({it.subject for it in forget if it.subject})
         if not targets:
             raise MethodError("ALU found no unlearning target: D_f's items have no subject; give targets: [...]")
+        if not c.targets and not subjects_in_texts(targets, forget):
+            raise MethodError(f"ALU's default targets are D_f's subjects ({', '.join(targets[:3])}, …), but none occurs "
+                              "in D_f's questions or answers: they are labels, not names (real TOFU labels its "
+                              "authors by index), so the auditor would never find one; give targets: [the names]")
         pol = ALUPolicy(targets, c.auditor, c.k, c.top, c.threshold, c.sim_threshold, c.rewriter, c.max_new_tokens)
         return Unlearned(model, steps=0, policy=pol, notes={"n_targets": len(targets), "targets": targets[:20]})

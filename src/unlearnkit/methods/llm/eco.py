@@ -56,6 +56,12 @@ from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import Float
 
 
+def subjects_in_texts(subjects: Sequence[str], items: Any) -> bool:
+    """Whether any of ``subjects`` occurs (as a substring) in a question or answer of ``items``."""
+    texts = [t for it in items for t in (it.question, it.answer) if t]
+    return any(s and any(s in t for t in texts) for s in subjects)
+
+
 def subject_patterns(tokenizer: Any, subjects: Sequence[str]) -> list[list[int]]:
     """Token-id sequences of each subject, with and without a leading space (special tokens excluded)."""
     special = set(getattr(tokenizer, "all_special_ids", []) or [])
@@ -183,6 +189,8 @@ class ECOConfig(GateConfig):
     threshold: float = Field(0.5, gt=0, lt=1, description="flag when calibrated P(forget scope) > threshold "
                              "(reference TOFU: 0.99 on a fine-tuned RoBERTa's softmax; see the module docstring)")
     tokens: Literal["subject", "all_but_last"] = Field("subject", description="tokens corrupted on flagged prompts")
+    subjects: list[str] | None = Field(None, description="tokens: subject — the names whose tokens are corrupted; None "
+                                       "= D_f's subjects (must occur in its questions: real TOFU's are labels)")
     dims: int | None = Field(None, ge=1, description="embedding dimensions corrupted (the first dims); None = all")
     sigma: float | None = Field(None, ge=0, description="noise strength; None = zeroth-order search (docstring)")
     search_fraction: float = Field(0.5, gt=0, le=1, description="share of D_f on which σ is searched")
@@ -215,10 +223,15 @@ class ECO(Unlearner):
         c: ECOConfig = self.config  # type: ignore[assignment]
         tok, fmt = ctx.tokenizer, ctx.fmt
         gate = fit_gate(c, model, tok, fmt, forget, retain, context.seed)
-        patterns = subject_patterns(tok, [it.subject for it in forget if it.subject])
+        names = list(c.subjects) if c.subjects else sorted({it.subject for it in forget if it.subject})
+        patterns = subject_patterns(tok, names)
         if c.tokens == "subject" and not patterns:
             raise MethodError("ECO tokens: subject needs D_f items with a subject (TOFU persons); use tokens: "
                               "all_but_last for data without subjects")
+        if c.tokens == "subject" and not subjects_in_texts(names, forget):
+            raise MethodError(f"ECO tokens: subject: none of the subjects ({', '.join(names[:3])}, …) occurs in D_f's "
+                              "questions, so no token would be corrupted (real TOFU labels its authors by index); "
+                              "give subjects: [the names] or use tokens: all_but_last")
         seed = int(context.seed)
 
         def policy(sigma: float, search: dict[str, Any] | None = None) -> ECOPolicy:
