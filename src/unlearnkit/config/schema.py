@@ -173,7 +173,7 @@ _CONTINUAL_ONLY: tuple[str, ...] = ("tasks", "sequence", "learner", "permute", "
 
 #: one operation of a continual sequence: L<k> learns task k; U<k> forgets all of task k; U<k>:<f> forgets a random
 #: share f of task k (drawn with the scenario's seed)
-_CONTINUAL_OP = r"^(L|U)([1-9][0-9]*)(?::(0?\.[0-9]+|1(?:\.0*)?))?$"
+_CONTINUAL_OP = r"^(L|U)([1-9][0-9]*)(?::([0-9]+(?:\.[0-9]*)?|\.[0-9]+))?$"  # share range checked below
 
 
 class ScenarioConfig(Frozen):
