@@ -194,6 +194,20 @@ def test_non_mapping_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_missing_users_file_never_falls_back_to_the_bundled_config_of_the_same_name(tmp_path, monkeypatch):
+    """``myexps/digits_random10.yaml`` that does not exist (a typo in the folder) used to run the bundled
+    digits_random10 without a word; only bare names and ``configs/...`` name bundled configs."""
+    from unlearnkit.config.loader import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    for given in (tmp_path / "myexps" / "digits_random10.yaml", "myexps/digits_random10.yaml",
+                  "myexps/continual_digits"):
+        with pytest.raises(ConfigError, match="config file not found"):
+            resolve_config_path(given)
+    for given in ("digits_random10", "digits_random10.yaml", "configs/digits_random10.yaml"):
+        assert resolve_config_path(given).name == "digits_random10.yaml"
+
+
 # -- --set overrides -----------------------------------------------------------------------------------------------
 def test_set_overrides_with_yaml_typing():
     parsed = dict((".".join(k), v) for k, v in parse_overrides(
