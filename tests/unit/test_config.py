@@ -357,3 +357,13 @@ def test_c47_bundled_shell_scripts_parse():
     for s in scripts:
         r = subprocess.run(["bash", "-n", str(s)], capture_output=True, text=True)
         assert r.returncode == 0, f"{s}: {r.stderr}"
+
+
+def test_a_field_inherited_from_an_extended_config_that_the_new_kind_does_not_use_says_how_to_drop_it(tmp_path):
+    """README's continual scenario in a config that extends digits_random10 (fraction: 0.1): 'remove them' is no
+    help when the field comes from the base; the message says to set it to null."""
+    p = tmp_path / "cont.yaml"
+    p.write_text("extends: digits_random10\nname: cont\n"
+                 "scenario: {kind: continual, tasks: 3, sequence: 'L1 L2 U1 L3'}\n")
+    with pytest.raises(ConfigError, match=r"does not use \['fraction'\].*fraction: null"):
+        load_config(p)

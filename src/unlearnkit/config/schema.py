@@ -286,7 +286,8 @@ class ScenarioConfig(Frozen):
     def _not_used(self, fields: tuple[str, ...], why: str = "") -> None:
         bad = [f for f in fields if getattr(self, f) is not None]
         if bad:
-            raise ValueError(f"scenario {self.kind} does not use {bad}{why}; remove them or change 'kind'")
+            raise ValueError(f"scenario {self.kind} does not use {bad}{why}; remove them or change 'kind' (where "
+                             f"they come from an extended config, set them to null: {bad[0]}: null)")
 
     def _fraction_or_count(self, what: str) -> None:
         if (self.fraction is None) == (self.count is None):
