@@ -512,4 +512,4 @@ def test_a_continual_runs_scenario_line_names_the_sequence_not_its_first_rows_fi
           "forget_ids_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
     text = scenario_text(sc)
     assert text == ("continual: 5 tasks learned and forgotten in the order L1 L2 U1 L3 U2 L4 (learner der++; table: "
-                    "after the last operation, L4; the continual section: after every operation)"), text
+                    "after the last operation, L4; report.html's continual section: after every operation)"), text

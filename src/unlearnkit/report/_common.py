@@ -290,7 +290,7 @@ def scenario_text(scenario: Mapping[str, Any] | None) -> str:
             n_tasks = len(sc["tasks"]) if isinstance(sc.get("tasks"), list) else sc.get("tasks", "?")
             learner = f"learner {sc['learner']}; " if sc.get("learner") else ""
             return (f"continual: {n_tasks} tasks learned and forgotten in the order {' '.join(ops)} ({learner}table: "
-                    f"after the last operation, {ops[-1]}; the continual section: after every operation)")
+                    f"after the last operation, {ops[-1]}; report.html's continual section: after every operation)")
         elif kind == "muse":
             corpus = sc.get("corpus") or (str(sc["root"]).rstrip("/").split("/")[-1] if sc.get("root") else "?")
             derived = sc.get("derived") or []
