@@ -265,7 +265,7 @@ def metrics(
 @app.command()
 def schema(
     track: Optional[str] = typer.Option(None, "--track", help="print the schema of this track's experiment only "
-                                                              "(classifier, llm, graph, recsys, plug-ins')"),
+                                                              "(classifier, llm, graph, recsys, generative, ...)"),
 ) -> None:
     """Print the JSON Schema of the experiment config: the union over tracks, or one track's experiment."""
     from unlearnkit.bench import experiment_schema

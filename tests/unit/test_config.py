@@ -194,6 +194,20 @@ def test_non_mapping_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_missing_users_file_never_falls_back_to_the_bundled_config_of_the_same_name(tmp_path, monkeypatch):
+    """``myexps/digits_random10.yaml`` that does not exist (a typo in the folder) used to run the bundled
+    digits_random10 without a word; only bare names and ``configs/...`` name bundled configs."""
+    from unlearnkit.config.loader import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    for given in (tmp_path / "myexps" / "digits_random10.yaml", "myexps/digits_random10.yaml",
+                  "myexps/continual_digits"):
+        with pytest.raises(ConfigError, match="config file not found"):
+            resolve_config_path(given)
+    for given in ("digits_random10", "digits_random10.yaml", "configs/digits_random10.yaml"):
+        assert resolve_config_path(given).name == "digits_random10.yaml"
+
+
 # -- --set overrides -----------------------------------------------------------------------------------------------
 def test_set_overrides_with_yaml_typing():
     parsed = dict((".".join(k), v) for k, v in parse_overrides(
@@ -343,3 +357,13 @@ def test_c47_bundled_shell_scripts_parse():
     for s in scripts:
         r = subprocess.run(["bash", "-n", str(s)], capture_output=True, text=True)
         assert r.returncode == 0, f"{s}: {r.stderr}"
+
+
+def test_a_field_inherited_from_an_extended_config_that_the_new_kind_does_not_use_says_how_to_drop_it(tmp_path):
+    """README's continual scenario in a config that extends digits_random10 (fraction: 0.1): 'remove them' is no
+    help when the field comes from the base; the message says to set it to null."""
+    p = tmp_path / "cont.yaml"
+    p.write_text("extends: digits_random10\nname: cont\n"
+                 "scenario: {kind: continual, tasks: 3, sequence: 'L1 L2 U1 L3'}\n")
+    with pytest.raises(ConfigError, match=r"does not use \['fraction'\].*fraction: null"):
+        load_config(p)

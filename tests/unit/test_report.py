@@ -500,3 +500,16 @@ def test_muse_run_header_names_the_corpus_not_a_tofu_split(tmp_path):
     hub = build_meta(tmp_path, rows, config={"track": "llm", "llm": {"data": {"source": "muse",
                                                                                "hub_id": "muse-bench/MUSE-Books"}}})
     assert hub["data"] == "muse (muse-bench/MUSE-Books)"
+
+
+def test_a_continual_runs_scenario_line_names_the_sequence_not_its_first_rows_fields():
+    """The header used to print the first row's fields (step=0, op=L1, n_removed=0, fraction=None, the empty set's
+    sha256, … and 'n_forget = 0') although the table shows the last point."""
+    from unlearnkit.report._common import scenario_text
+
+    sc = {"kind": "continual", "fraction": None, "count": None, "sequence": "L1 L2 U1 L3 U2 L4", "learner": "der++",
+          "tasks": [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], "step": 0, "op": "L1", "n_forget": 0, "n_removed": 0,
+          "forget_ids_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
+    text = scenario_text(sc)
+    assert text == ("continual: 5 tasks learned and forgotten in the order L1 L2 U1 L3 U2 L4 (learner der++; table: "
+                    "after the last operation, L4; report.html's continual section: after every operation)"), text

@@ -344,3 +344,20 @@ def test_oracle_evaluation_error_stops_with_reason_and_keeps_the_cache(tmp_path,
     assert read_results(runner.run_dir / "results.jsonl") == []
     again = Runner(cfg, console=Console(file=io.StringIO())).run()  # fixed: both models come from the cache
     assert sorted(again.reused) == ["oracle", "original"] and len(again.rows) == 3  # θ_r, θ_o, finetune
+
+
+def test_engine_settings_are_applied_before_the_first_methods_timed_unlearning(tmp_path, monkeypatch):
+    """torch.use_deterministic_algorithms imports torch._dynamo on its first call (about 1 s); with θ_o and θ_r
+    from the cache, that first call used to fall inside the first method's timed unlearning and inflate its RTE
+    (review 2026-12-08: grad_ascent 0.80 s first in the list, 0.007 s second)."""
+    from unlearnkit.engine.loop import Engine
+    from unlearnkit.methods.classifier.grad_ascent import GradAscent
+
+    Runner(tiny_cfg(tmp_path, methods=[{"name": "finetune", "epochs": 1}], seeds=[0])).run()  # fills the cache
+    events: list[str] = []
+    real_setup, real_unlearn = Engine.setup, GradAscent._unlearn
+    monkeypatch.setattr(Engine, "setup", lambda self: (events.append("setup"), real_setup(self))[1])
+    monkeypatch.setattr(GradAscent, "_unlearn", lambda self, *a, **k: (events.append("unlearn"),
+                                                                        real_unlearn(self, *a, **k))[1])
+    Runner(tiny_cfg(tmp_path, methods=[{"name": "grad_ascent", "epochs": 1}], seeds=[0])).run()
+    assert "unlearn" in events and "setup" in events[:events.index("unlearn")], events

@@ -64,6 +64,9 @@ BASE = {
     ("L1 L4 U1", "operation 1 \\(L4\\) names task 4"),
     ("L1 X2 U1", "operation 1 \\('X2'\\) is not"),
     ("L1 U1 U1:0.5", "operation 2 .* already forgot"),
+    ("L1 U1:0 L2", "operation 1 \\(U1:0\\): the share must be in \\(0, 1\\]"),
+    ("L1 U1:1.5 L2", "operation 1 \\(U1:1.5\\): the share must be in \\(0, 1\\]"),
+    ("L1 U1:2 L2", "operation 1 \\(U1:2\\): the share must be in \\(0, 1\\]"),
 ])
 def test_bad_sequences_are_config_errors_naming_the_position(tmp_path, sequence, match):
     with pytest.raises(ConfigError, match=match):

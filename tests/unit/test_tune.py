@@ -286,8 +286,10 @@ def test_tune_refuses_unknown_labels_and_methods_with_nothing_to_tune(tmp_path):
     from unlearnkit.bench.tune import tune_experiment
 
     cfg = digits_cfg(tmp_path, methods=["retrain", "finetune", {"name": "sisa", "shards": 2}])
-    with pytest.raises(ConfigError, match="not a method label"):
+    with pytest.raises(ConfigError, match="not a method label.*Did you mean 'finetune'"):
         tune_experiment(cfg, methods=["fintune"], trials=1, console=quiet())
+    with pytest.raises(ConfigError, match="'retrain' is the oracle row.*never tuned"):  # it is in the config
+        tune_experiment(cfg, methods=["retrain"], trials=1, console=quiet())
     with pytest.raises(ConfigError, match="nothing to tune"):
         tune_experiment(cfg, methods=["sisa"], trials=1, console=quiet())
     assert [m.label for m in Tuner(cfg, console=quiet()).specs()] == ["finetune"]

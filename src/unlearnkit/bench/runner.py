@@ -454,6 +454,9 @@ class Runner:
             if not dist.is_main:
                 self.console = Console(stderr=True, quiet=True)
         _ = self.engine.device
+        # threads and determinism now: torch.use_deterministic_algorithms' first call imports torch._dynamo (~1 s),
+        # which would otherwise fall inside the first method's timed unlearning when θ_o and θ_r come from the cache
+        self.engine.setup()
         _ = self.plan
         self._check_methods()
         err = self._check_writable() if dist.is_main else None  # every folder the run writes, before any training

@@ -55,6 +55,7 @@ from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
 from unlearnkit.methods.search import Choice, Float, Int, Param, check_space, get_path, with_params
 from unlearnkit.metrics import avg_gap
 from unlearnkit.persist import atomic_write, canonical_json, refuse_symlink
+from unlearnkit.registry import suggest
 from unlearnkit.results import ORACLE_LABEL
 
 TUNE_SCHEMA = "unlearnkit.tune/1"
@@ -267,9 +268,14 @@ class Tuner:
                      if not (m.label == ORACLE_LABEL and m.name == "retrain") and m.name != "original"}
         if labels:
             unknown = [x for x in labels if x not in all_specs]
+            refs = [x for x in unknown if x == ORACLE_LABEL or x == "original"]
+            if refs:
+                raise ConfigError(f"--method '{refs[0]}' is the {'oracle' if refs[0] == ORACLE_LABEL else 'θ_o'} "
+                                  "row: a reference the objective compares against, never tuned; tune one of "
+                                  f"{', '.join(all_specs) or 'none'}")
             if unknown:
                 raise ConfigError(f"--method {unknown}: not a method label of this experiment "
-                                  f"({', '.join(all_specs) or 'none'})")
+                                  f"({', '.join(all_specs) or 'none'}).{suggest(unknown[0], list(all_specs))}")
             chosen = [all_specs[x] for x in labels]
             for m in chosen:
                 space = self.space(m)

@@ -315,9 +315,10 @@ def resolve_config_path(path: str | Path) -> Path:
     if p.is_file():
         return p
     # bundled configs, also in sub-folders: "llm/tofu_tiny", "configs/llm/tofu_tiny.yaml"
+    # (not by the file name alone: a missing 'myexps/x.yaml' must not silently run the bundled x.yaml)
     rel = Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == "configs" else p
-    for base in dict.fromkeys((rel, Path(p.name))):
-        for cand in (PACKAGE_CONFIGS / base, PACKAGE_CONFIGS / f"{base}.yaml"):
+    if not rel.is_absolute():
+        for cand in (PACKAGE_CONFIGS / rel, PACKAGE_CONFIGS / f"{rel}.yaml"):
             if cand.is_file():
                 return cand
     raise ConfigError(

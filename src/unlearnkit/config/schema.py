@@ -173,7 +173,7 @@ _CONTINUAL_ONLY: tuple[str, ...] = ("tasks", "sequence", "learner", "permute", "
 
 #: one operation of a continual sequence: L<k> learns task k; U<k> forgets all of task k; U<k>:<f> forgets a random
 #: share f of task k (drawn with the scenario's seed)
-_CONTINUAL_OP = r"^(L|U)([1-9][0-9]*)(?::(0?\.[0-9]+|1(?:\.0*)?))?$"
+_CONTINUAL_OP = r"^(L|U)([1-9][0-9]*)(?::([0-9]+(?:\.[0-9]*)?|\.[0-9]+))?$"  # share range checked below
 
 
 class ScenarioConfig(Frozen):
@@ -286,7 +286,8 @@ class ScenarioConfig(Frozen):
     def _not_used(self, fields: tuple[str, ...], why: str = "") -> None:
         bad = [f for f in fields if getattr(self, f) is not None]
         if bad:
-            raise ValueError(f"scenario {self.kind} does not use {bad}{why}; remove them or change 'kind'")
+            raise ValueError(f"scenario {self.kind} does not use {bad}{why}; remove them or change 'kind' (where "
+                             f"they come from an extended config, set them to null: {bad[0]}: null)")
 
     def _fraction_or_count(self, what: str) -> None:
         if (self.fraction is None) == (self.count is None):

@@ -285,6 +285,12 @@ def scenario_text(scenario: Mapping[str, Any] | None) -> str:
         elif kind == "sequential" and sc.get("n_requests") is not None:
             return (f"sequential: {sc['n_requests']} deletion requests applied one after another (table: after the "
                     "last one; curves: after every request)")
+        elif kind == "continual" and sc.get("sequence"):
+            ops = str(sc["sequence"]).split()
+            n_tasks = len(sc["tasks"]) if isinstance(sc.get("tasks"), list) else sc.get("tasks", "?")
+            learner = f"learner {sc['learner']}; " if sc.get("learner") else ""
+            return (f"continual: {n_tasks} tasks learned and forgotten in the order {' '.join(ops)} ({learner}table: "
+                    f"after the last operation, {ops[-1]}; report.html's continual section: after every operation)")
         elif kind == "muse":
             corpus = sc.get("corpus") or (str(sc["root"]).rstrip("/").split("/")[-1] if sc.get("root") else "?")
             derived = sc.get("derived") or []
