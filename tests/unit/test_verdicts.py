@@ -185,3 +185,15 @@ def test_a_broken_exact_method_is_inexact(tmp_path, monkeypatch):
     assert row["status"] == "ok", row.get("error")
     assert row["exactness"]["exact"] is False and row["exactness"]["max_abs_diff"] == pytest.approx(1e-3, rel=1e-3)
     assert row["verdict"] == "inexact"
+
+
+@pytest.mark.parametrize("config, expected", [("digits_random10", ("forget_acc", "test_acc")),
+                                              ("digits_corrective", None), ("continual_digits", None)])
+def test_memorisation_check_only_where_forget_and_test_accuracy_compare(config, expected):
+    """Corrective D_f carries poisoned labels and a continual D_f is forgotten by later tasks: comparing its accuracy
+    with clean test accuracy would warn "not memorised" on a model that did memorise it."""
+    from unlearnkit.bench import load_config
+    from unlearnkit.bench.runner import Runner
+
+    runner = Runner(load_config(config))
+    assert runner.track.memorisation_keys(runner.task) == expected

@@ -806,7 +806,7 @@ class Runner:
         warnings: list[str] = []
         if spec is not None:
             warnings, refusal = preflight(spec, metrics["original"], metrics["oracle"],
-                                          self.track.memorisation_keys())
+                                          self.track.memorisation_keys(ev.task))
             if refusal is not None:
                 raise MethodError(f"pre-flight check, seed {seed}{f' ({ev.label})' if ev.label else ''}: {refusal}")
         new = 0

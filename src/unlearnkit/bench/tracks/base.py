@@ -246,8 +246,9 @@ class Track(ABC):
         direction, utility metrics and their chance level, sample sizes); None: rows get no verdict beyond status."""
         return None
 
-    def memorisation_keys(self) -> tuple[str, str] | None:
-        """(forget-set metric, unseen-data metric) whose gap on θ_o shows memorisation of D_f (pre-flight check)."""
+    def memorisation_keys(self, task: TrackTask | None = None) -> tuple[str, str] | None:
+        """(forget-set metric, unseen-data metric) whose gap on θ_o shows memorisation of D_f (pre-flight check) at
+        the evaluation point of ``task``; None where that comparison means nothing there."""
         return None
 
     # -- tuning (unlearnkit tune) -------------------------------------------------------------------------------------

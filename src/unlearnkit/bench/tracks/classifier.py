@@ -339,8 +339,11 @@ class ClassifierTrack(Track):
     def curve_metrics(self) -> tuple[str, ...]:
         return ("accuracy",)
 
-    def memorisation_keys(self) -> tuple[str, str]:
-        return ("forget_acc", "test_acc")
+    def memorisation_keys(self, task: Task | None = None) -> tuple[str, str] | None:
+        # corrective: D_f carries poisoned labels, so its accuracy is not comparable with clean test accuracy;
+        # continual: a lower D_f accuracy after later tasks is ordinary forgetting, not a lack of memorisation
+        kind = (getattr(task, "scenario", None) or {}).get("kind") if task is not None else None
+        return None if kind in ("corrective", "continual") else ("forget_acc", "test_acc")
 
     def tuning_task(self, task: Task, seed: int) -> Task:
         """Another random draw of |D_f| samples (random / ids) or other classes (class / subclass), disjoint from
