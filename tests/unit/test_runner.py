@@ -361,3 +361,25 @@ def test_engine_settings_are_applied_before_the_first_methods_timed_unlearning(t
                                                                         real_unlearn(self, *a, **k))[1])
     Runner(tiny_cfg(tmp_path, methods=[{"name": "grad_ascent", "epochs": 1}], seeds=[0])).run()
     assert "unlearn" in events and "setup" in events[:events.index("unlearn")], events
+
+
+def test_f_an_empty_methods_list_is_refused_before_anything_trains(tmp_path):
+    """`unlearnkit run CONFIG --set methods=[]` used to train θ_o and θ_r for every seed and write reference rows only;
+    it is a ConfigError before any folder is written (a reference-only run stays possible through Runner.run, as
+    unlearnkit.testing.check_track does)."""
+    from typer.testing import CliRunner
+
+    from unlearnkit.bench import run_experiment
+    from unlearnkit.cli import app
+    from unlearnkit.errors import ConfigError
+
+    cfg = tiny_cfg(tmp_path / "api", methods=[])
+    assert cfg.methods == []
+    with pytest.raises(ConfigError, match=r"no method to run: methods is empty.*retrain alone gives the oracle row"):
+        run_experiment(cfg, console=Console(file=io.StringIO()))
+    assert not (tmp_path / "api").exists()  # nothing trained, no run folder, no cache
+    res = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"}).invoke(
+        app, ["run", "--set", "methods=[]", "--set", f"output_dir={tmp_path / 'cli'}", "--set", "engine.threads=1"])
+    assert res.exit_code == 2, res.output
+    assert "no method to run" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "cli").exists()

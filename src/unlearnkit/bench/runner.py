@@ -960,9 +960,14 @@ def run_experiment(cfg: ExperimentConfig, *, console: Console | None = None,
         :class:`RunOutcome` (run folder, all result rows, which models were reused or trained).
 
     Raises:
-        ConfigError, DataError: bad config or data (before any training).
+        ConfigError, DataError: bad config or data (before any training), e.g. an empty ``methods`` list (it would
+            train θ_o and θ_r for every seed and write reference rows only; :func:`unlearnkit.testing.check_track`
+            runs such a reference-only experiment through :meth:`Runner.run` directly).
         CheckpointError: a cached model failed verification.
     """
+    if not cfg.methods:
+        raise ConfigError("no method to run: methods is empty; list at least one method (retrain alone gives the "
+                          "oracle row), e.g. --set 'methods=[finetune]'")
     runner = Runner(cfg, console=console, model_factory=model_factory, task=task)
     outcome = runner.run()
     if write_report and outcome.is_main:
