@@ -188,3 +188,34 @@ def test_failed_rows_are_never_filled_with_theta_o():
     for r in rows:
         r["is_oracle"] = False
     assert "m — diverged from step 3 (L3) in 1/1 seeds" in continual_section(rows, {})
+
+
+def test_a_report_md_carries_the_continual_summaries_of_report_html(tmp_path):
+    """report.md used to leave out the continual summary table that report.html shows (ACC, BWT, forgetting,
+    forgotten tasks, relapse, costs): both now come from the same summaries."""
+    import json
+
+    from unlearnkit.report import write_reports
+
+    rows = [_row("original", 0, [90, NAN, NAN, NAN], "original"), _row("original", 1, [80, 95, NAN, NAN], "original"),
+            _row("m", 2, [10, 94, NAN, NAN], unlearn_seconds=0.5), _row("m", 3, [30, 90, 97, NAN], learn_seconds=1.5),
+            _row("m|x", 2, [20, 90, NAN, NAN], unlearn_seconds=1.0)]
+    for r in rows:
+        r["is_oracle"] = False
+        r["run"] = "cl"
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md_path, html_path = write_reports(tmp_path)
+    md = md_path.read_text()
+    assert "## Continual learning and unlearning" in md
+    head = ("| Method | ACC (%) | BWT (pp) | Forgetting (pp) | Forgotten tasks (%) | Relapse (pp) | "
+            "Unlearn s / request | Learn s / Learn |")
+    assert head in md
+    # m: ACC over tasks 2, 3 = 93.5; BWT of task 2: 90 − 95 (θ_o right after L2); forgetting 95 − 90; forgotten
+    # task 1 at 30; relapse 30 − 10 = 20; seconds of U1 and L3
+    assert "| m | 93.5 ± 0.0 | -5.0 ± 0.0 | 5.0 ± 0.0 | 30.0 ± 0.0 | 20.0 ± 0.0 | 0.5 | 1.5 |" in md
+    assert "| m\\|x | 90.0 ± 0.0 |" in md  # a label with a pipe is escaped
+    assert "<td>m</td><td>93.5 ± 0.0</td>" in html_path.read_text()  # the same numbers as the HTML table
+    # a run that is not a continual schedule gets no such section
+    from unlearnkit.report.figures import continual_markdown
+
+    assert continual_markdown([{**r, "metrics": {"test_acc": 1.0}} for r in rows]) == ""

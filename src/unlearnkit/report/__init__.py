@@ -177,6 +177,9 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     if policies.policy_table(rows):
         page = page.replace("</body>", policies.html_section(rows) + "</body>", 1)
     md += order_markdown(rows)  # '' unless rows carry the `order` dimension (LLM track, source: stages)
+    from unlearnkit.report.figures import continual_markdown
+
+    md += continual_markdown(rows)  # '' unless a continual schedule: ACC, BWT, forgetting, forgotten, relapse, costs
     md += generative_markdown(d, rows)
     if neurips is not None:
         md += markdown_section(neurips)

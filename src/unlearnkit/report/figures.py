@@ -435,29 +435,40 @@ def _heatmap_svg(mat: np.ndarray, row_labels: Sequence[str], col_labels: Sequenc
     return "".join(out)
 
 
-def continual_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
-    """Continual schedules (rows with ``step`` and the ``continual`` metric's ``acc_task<k>``): the summaries per
-    method (mean ± std over seeds), the accuracy matrix of each method as a heat map (mean over seeds) and one curve
-    per task over the sequence ('' for other runs)."""
-    rows = [r for r in latest_rows(rows) if "step" in r]
-    if not any("acc_task1" in (r.get("metrics") or {}) for r in rows):
-        return ""
-    try:
-        ops, groups = _ops(rows)
-    except ConfigError:
-        return ""
+def _continual_methods(rows: Sequence[Mapping[str, Any]]) -> list[tuple[bool, str]]:
     methods: list[tuple[bool, str]] = []
     for r in rows:
         key = (bool(r.get("is_oracle")), str(r["method"]))
         if key not in methods:
             methods.append(key)
+    return methods
+
+
+def _continual_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The latest rows of a continual schedule ([] when the run is not one or has no ``acc_task<k>``)."""
+    rows = [r for r in latest_rows(rows) if "step" in r]
+    if not any("acc_task1" in (r.get("metrics") or {}) for r in rows):
+        return []
+    try:
+        _ops(rows)
+    except ConfigError:
+        return []
+    return rows
+
+
+def continual_summary_table(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The continual summary table shared by report.html and report.md: one ``(label, cells)`` per method (θ_r
+    first as it appears in the rows), cells = the :data:`CONTINUAL_SUMMARY_KEYS` as "mean ± std" over seeds (1
+    decimal, population std; "—" where undefined) then the mean seconds per Forget request and per Learn (3
+    significant digits). A method with failed rows has its label extended by "— <status> from step s (op) in k/n
+    seeds". [] for rows that are not a continual schedule."""
+    rows = _continual_rows(rows)
+    if not rows:
+        return []
+    ops, _ = _ops(rows)
     seeds = sorted({r["seed"] for r in rows}, key=str)
-    tasks = [f"T{k + 1}" for k in range(len(groups))]
-    head = "".join(f"<th>{_e(t)}</th>" for _, t, _ in CONTINUAL_SUMMARY_KEYS)
-    table = [f"<table><thead><tr><th>Method</th>{head}<th>Unlearn s / request</th><th>Learn s / Learn</th>"
-             "</tr></thead><tbody>"]
-    maps, mats = [], {}
-    for is_oracle, m in methods:
+    out: list[tuple[str, list[str]]] = []
+    for is_oracle, m in _continual_methods(rows):
         sums = [cl_summary(rows, m, s) for s in seeds]
         cells = []
         for k, _, _ in CONTINUAL_SUMMARY_KEYS:
@@ -466,15 +477,54 @@ def continual_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, st
         costs = [c for s in seeds for c in op_costs(rows, m, s).values()]
         un = [sec for op, sec in costs if op.startswith("U")]
         le = [sec for op, sec in costs if op.startswith("L")]
-        cost_cells = [f"{np.mean(x):.3g}" if x else "—" for x in (un, le)]
+        cells += [f"{np.mean(x):.3g}" if x else "—" for x in (un, le)]
         name = m + (" (oracle)" if is_oracle else "")
         failed = [r for r in rows if r["method"] == m and row_status(r) != "ok"]
         if failed:
             first = min(failed, key=lambda r: r["step"])
             name += (f" — {row_status(first)} from step {first['step']} ({ops[first['step']]}) in "
                      f"{len({r['seed'] for r in failed})}/{len(seeds)} seeds")
-        table.append(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_e(c)}</td>" for c in cells + cost_cells)
-                     + "</tr>")
+        out.append((name, cells))
+    return out
+
+
+def continual_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The continual summaries as a markdown section (the table of report.html's continual section, rows only;
+    '' for runs that are not a continual schedule)."""
+    table = continual_summary_table(rows)
+    if not table:
+        return ""
+    from unlearnkit.report.markdown import md_escape
+
+    ops, _ = _ops(_continual_rows(rows))
+    heads = [t for _, t, _ in CONTINUAL_SUMMARY_KEYS] + ["Unlearn s / request", "Learn s / Learn"]
+    out = ["", "## Continual learning and unlearning", "",
+           f"Schedule {' '.join(ops)}; summaries at the last point, mean ± std over seeds. "
+           + "; ".join(f"{t}: {d}" for _, t, d in CONTINUAL_SUMMARY_KEYS)
+           + ". ACC, BWT (Lopez-Paz & Ranzato 2017), forgetting (Chaudhry et al. 2018) over the retained tasks. "
+           "The accuracy matrices and per-task curves are in report.html.", "",
+           "| Method | " + " | ".join(heads) + " |", "| :--- |" + " ---: |" * len(heads)]
+    out += [f"| {md_escape(name)} | " + " | ".join(cells) + " |" for name, cells in table]
+    return "\n".join(out) + "\n"
+
+
+def continual_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) -> str:
+    """Continual schedules (rows with ``step`` and the ``continual`` metric's ``acc_task<k>``): the summaries per
+    method (mean ± std over seeds), the accuracy matrix of each method as a heat map (mean over seeds) and one curve
+    per task over the sequence ('' for other runs)."""
+    rows = _continual_rows(rows)
+    if not rows:
+        return ""
+    ops, groups = _ops(rows)
+    methods = _continual_methods(rows)
+    seeds = sorted({r["seed"] for r in rows}, key=str)
+    tasks = [f"T{k + 1}" for k in range(len(groups))]
+    head = "".join(f"<th>{_e(t)}</th>" for _, t, _ in CONTINUAL_SUMMARY_KEYS)
+    table = [f"<table><thead><tr><th>Method</th>{head}<th>Unlearn s / request</th><th>Learn s / Learn</th>"
+             "</tr></thead><tbody>"]
+    maps, mats = [], {}
+    for (is_oracle, m), (name, cells) in zip(methods, continual_summary_table(rows)):
+        table.append(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
         per_seed = [accuracy_matrix(rows, m, s) for s in seeds]
         steps = sorted({st for st_list, _ in per_seed for st in st_list})
         stack = np.full((len(per_seed), len(steps), len(groups)), np.nan)
@@ -724,6 +774,7 @@ def evaluation_sections(run_dir: str | Path, rows: Sequence[Mapping[str, Any]], 
     return "".join(p for p in parts if p)
 
 
-__all__ = ["accuracy_matrix", "audit_section", "audit_verdicts", "cl_summary", "continual_section", "curves_section",
+__all__ = ["accuracy_matrix", "audit_section", "audit_verdicts", "cl_summary", "continual_markdown", "continual_section",
+           "continual_summary_table", "curves_section",
            "corrective_section", "cka_section", "epsilon_section", "evaluation_sections", "method_colors", "op_costs",
            "roc_points", "roc_section", "scalability_section", "sequential_section"]
