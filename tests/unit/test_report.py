@@ -513,3 +513,43 @@ def test_a_continual_runs_scenario_line_names_the_sequence_not_its_first_rows_fi
     text = scenario_text(sc)
     assert text == ("continual: 5 tasks learned and forgotten in the order L1 L2 U1 L3 U2 L4 (learner der++; table: "
                     "after the last operation, L4; report.html's continual section: after every operation)"), text
+
+
+def test_b_corrective_and_backdoor_metrics_are_in_both_reports(tmp_path):
+    """The corrective metric's numbers (ASR, clean / corrupted accuracy) and backdoor_detection's
+    (backdoor_exposure_share, backdoor_detected) used to be in neither report.md nor report.html (the HTML had only
+    curves of the corrective keys). Expected cells computed by hand: mean ± sample std (ddof = 1) over 2 seeds."""
+    def row(method, seed, p, role, asr, clean, corrupted, share, detected, status="ok"):
+        return {"run": "bd", "method": method, "seed": seed, "role": role, "is_oracle": role == "oracle",
+                "status": status, "identified_fraction": p, "dimensions": ["identified_fraction"],
+                "scenario": {"kind": "corrective", "manipulation": "poison", "identified_fraction": p},
+                "metrics": {"unlearn_acc": 1.0, "retain_acc": 99.0, "test_acc": 95.0, "attack_success_rate": asr,
+                            "clean_acc": clean, "corrupted_acc": corrupted, "backdoor_exposure_share": share,
+                            "backdoor_detected": detected}}
+
+    rows = [row("clean_unlearning", 0, 0.5, "method", 10.0, 90.0, 80.0, 30.0, 100.0),
+            row("clean_unlearning", 1, 0.5, "method", 20.0, 94.0, 70.0, 10.0, 0.0),
+            row("clean_unlearning", 0, 1.0, "method", 4.0, 96.0, 88.0, 12.0, 0.0),
+            row("clean_unlearning", 1, 1.0, "method", 4.0, 96.0, 88.0, 12.0, 0.0, status="error"),  # not averaged
+            row("retrain", 0, 1.0, "oracle", 1.0, 97.0, 95.0, 5.0, 0.0),
+            row("retrain", 1, 1.0, "oracle", 3.0, 95.0, 93.0, 7.0, 0.0),
+            row("original", 0, 1.0, "original", 99.0, 97.0, 2.0, 90.0, 100.0)]
+    rows[3]["metrics"] = {}
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    md_path, html_path = write_reports(tmp_path)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert "## Corrective and backdoor metrics" in md
+    assert ("| Method | p (%) | ASR (%) | Corrupted acc. (%) | Clean acc. (%) | Exposure share (%) | "
+            "Backdoor detected (%) |") in md
+    # oracle first, then θ_o, then the method by p; {10, 20}: 15 ± 7.1; {90, 94}: 92 ± 2.8; {30, 10}: 20 ± 14.1
+    i_or = md.index("| retrain (oracle) | 100 | 2.0 ± 1.4 | 94.0 ± 1.4 | 96.0 ± 1.4 | 6.0 ± 1.4 | 0.0 ± 0.0 |")
+    i_o = md.index("| original | 100 | 99.0 | 2.0 | 97.0 | 90.0 | 100.0 |")
+    i_50 = md.index("| clean_unlearning | 50 | 15.0 ± 7.1 | 75.0 ± 7.1 | 92.0 ± 2.8 | 20.0 ± 14.1 | 50.0 ± 70.7 |")
+    i_100 = md.index("| clean_unlearning | 100 | 4.0 | 88.0 | 96.0 | 12.0 | 0.0 |")  # the failed seed is left out
+    assert i_or < i_o < i_50 < i_100
+    assert '<section id="backdoor">' in page and "<td>15.0 ± 7.1</td>" in page and "<th>Exposure share (%)</th>" in page
+    # a run without these keys gets neither section
+    from unlearnkit.report.backdoor_section import html_section, markdown_section
+
+    plain = [{**r, "metrics": {"unlearn_acc": 1.0}} for r in rows]
+    assert markdown_section(plain) == "" and html_section(plain) == ""

@@ -180,6 +180,12 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     from unlearnkit.report.figures import continual_markdown
 
     md += continual_markdown(rows)  # '' unless a continual schedule: ACC, BWT, forgetting, forgotten, relapse, costs
+    from unlearnkit.report import backdoor_section
+
+    md += backdoor_section.markdown_section(rows)  # '' unless rows carry corrective / backdoor_detection keys
+    backdoor_html = backdoor_section.html_section(rows)
+    if backdoor_html:
+        page = page.replace("</body>", backdoor_html + "</body>", 1)
     md += generative_markdown(d, rows)
     if neurips is not None:
         md += markdown_section(neurips)
