@@ -222,7 +222,6 @@ class ECO(Unlearner):
         ctx = LLMUnlearner.context_of(context)
         c: ECOConfig = self.config  # type: ignore[assignment]
         tok, fmt = ctx.tokenizer, ctx.fmt
-        gate = fit_gate(c, model, tok, fmt, forget, retain, context.seed)
         names = list(c.subjects) if c.subjects else sorted({it.subject for it in forget if it.subject})
         patterns = subject_patterns(tok, names)
         if c.tokens == "subject" and not patterns:
@@ -232,6 +231,7 @@ class ECO(Unlearner):
             raise MethodError(f"ECO tokens: subject: none of the subjects ({', '.join(names[:3])}, …) occurs in D_f's "
                               "questions, so no token would be corrupted (real TOFU labels its authors by index); "
                               "give subjects: [the names] or use tokens: all_but_last")
+        gate = fit_gate(c, model, tok, fmt, forget, retain, context.seed)  # after the checks: it trains a classifier
         seed = int(context.seed)
 
         def policy(sigma: float, search: dict[str, Any] | None = None) -> ECOPolicy:
