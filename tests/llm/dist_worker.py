@@ -34,3 +34,8 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # tear the process group down before exit, as `unlearnkit` does (cli.py): a gloo group left to the interpreter's
+    # exit can abort a rank ("terminate called without an active exception", seen once under load)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
