@@ -102,7 +102,25 @@ def _seeded(seed: int):
     return torch.Generator().manual_seed(int(seed) & 0x7FFFFFFFFFFFFFFF)
 
 
-class DCGAN(nn.Module):
+class _Sampling:
+    """``generate`` for models with ``latents(n, seed)`` and ``decode(z)`` (DCGAN, DDPM)."""
+
+    @torch.no_grad()
+    def generate(self, n: int, seed: int, batch: int = 256) -> torch.Tensor:
+        """``n`` images (CPU, float32, (n, 1, S, S) in [−1, 1]) from the seeded latents / noise, in eval mode (the
+        training flag is restored)."""
+        z = self.latents(n, seed)  # type: ignore[attr-defined]
+        dev = next(self.parameters()).device  # type: ignore[attr-defined]
+        was = self.training  # type: ignore[attr-defined]
+        self.eval()  # type: ignore[attr-defined]
+        try:
+            return torch.cat([self.decode(z[i:i + batch].to(dev)).float().cpu()  # type: ignore[attr-defined]
+                              for i in range(0, n, batch)])
+        finally:
+            self.train(was)  # type: ignore[attr-defined]
+
+
+class DCGAN(_Sampling, nn.Module):
     """A DCGAN for (1, S, S) images, S divisible by 4: ``generator`` z (n, z_dim) → images in [−1, 1], and
     ``discriminator`` images → real/fake logits (n,)."""
 
@@ -132,18 +150,6 @@ class DCGAN(nn.Module):
         """G(z): images (n, 1, S, S) in [−1, 1] (differentiable)."""
         return self.generator(z)
 
-    @torch.no_grad()
-    def generate(self, n: int, seed: int, batch: int = 256) -> torch.Tensor:
-        """``n`` images (CPU, float32) from the seeded latents, generator in eval mode (flag restored)."""
-        z = self.latents(n, seed)
-        dev = next(self.parameters()).device
-        was = self.training
-        self.eval()
-        try:
-            return torch.cat([self.decode(z[i:i + batch].to(dev)).float().cpu() for i in range(0, n, batch)])
-        finally:
-            self.train(was)
-
 
 def _diffusers() -> Any:
     try:
@@ -154,7 +160,7 @@ def _diffusers() -> Any:
     return diffusers
 
 
-class DDPM(nn.Module):
+class DDPM(_Sampling, nn.Module):
     """A denoising diffusion model: ``unet`` (diffusers ``UNet2DModel``) predicts the noise ε of x_t.
 
     Args:
@@ -221,18 +227,6 @@ class DDPM(nn.Module):
             eps = self.unet(x, t.to(x.device).expand(x.shape[0])).sample
             x = sched.step(eps, t, x, eta=0.0).prev_sample
         return x.clamp(-1, 1)
-
-    @torch.no_grad()
-    def generate(self, n: int, seed: int, batch: int = 256) -> torch.Tensor:
-        """``n`` images (CPU float32) from seeded noise, eval mode (flag restored)."""
-        z = self.latents(n, seed)
-        dev = next(self.parameters()).device
-        was = self.training
-        self.eval()
-        try:
-            return torch.cat([self.decode(z[i:i + batch].to(dev)).float().cpu() for i in range(0, n, batch)])
-        finally:
-            self.train(was)
 
 
 def build_generator(cfg: GenModelConfig, image_shape: tuple[int, ...], seed: int) -> nn.Module:
