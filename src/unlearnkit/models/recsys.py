@@ -230,7 +230,11 @@ class LightGCN(_EmbeddingRecommender):
         return graph
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([self.user_emb, self.item_emb])
+        return self.propagate_from(torch.cat([self.user_emb, self.item_emb]))
+
+    def propagate_from(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final (user (n_users, d), item (n_items, d)) representations from layer-0 embeddings ``x`` (N, d): the mean
+        of the K propagations over the current training graph (He et al., LightGCN, Eq. 8), in the resolved backend."""
         graph = self._graph()
         out = [x]
         if self.resolved_backend(x.device) == "pyg":

@@ -132,24 +132,9 @@ class InfluenceEncoder(nn.Module):
 def readout_from(model: Recommender, e0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's final (user, item) representations computed from layer-0 embeddings ``e0`` (N, d) over its
     current graph: MF returns e0 itself; LightGCN propagates it (the model's own layers and backend)."""
-    nu = model.n_users
     if not isinstance(model, LightGCN):
-        return e0[:nu], e0[nu:]
-    graph = model._graph()
-    x, out = e0, [e0]
-    if model.resolved_backend(e0.device) == "pyg":
-        from unlearnkit.models.recsys import _lgconv
-
-        conv = _lgconv()
-        for _ in range(model.layers):
-            x = conv(x, graph)
-            out.append(x)
-    else:
-        for _ in range(model.layers):
-            x = torch.sparse.mm(graph, x)
-            out.append(x)
-    final = torch.stack(out).mean(0)
-    return final[:nu], final[nu:]
+        return e0[:model.n_users], e0[model.n_users:]
+    return model.propagate_from(e0)
 
 
 def _e0(model: Recommender) -> torch.Tensor:
