@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from unlearnkit.config.schema import Frozen
-from unlearnkit.data.base import SampleSet, TensorSource, stratified_subset
+from unlearnkit.data.base import SampleSet, SplitIds, TensorSource, stratified_subset
 from unlearnkit.errors import ConfigError, DataError
 
 #: English names of the digits, as the captions spell them
@@ -140,7 +140,7 @@ def words(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class GenerativeTask:
+class GenerativeTask(SplitIds):
     """Images, the forget target and its split: what the generative track trains, unlearns and evaluates.
 
     Attributes:
@@ -172,14 +172,6 @@ class GenerativeTask:
     @property
     def train_ids(self) -> np.ndarray:
         return self.train.ids
-
-    @property
-    def forget_ids(self) -> np.ndarray:
-        return self.forget.ids
-
-    @property
-    def retain_ids(self) -> np.ndarray:
-        return self.retain.ids
 
     @property
     def num_classes(self) -> int:
