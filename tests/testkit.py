@@ -68,3 +68,14 @@ def shared_path(*parts: str):
 
     root = shared_data_dir()
     return (root if root is not None else Path("shared-data-not-found")).joinpath(*parts)
+
+
+def text_problem(v: str) -> str | None:
+    """A NUL byte or a lone surrogate: no config string may hold one (written independently of config/limits.py)."""
+    if "\x00" in v:
+        return "NUL"
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return "surrogate"
+    return None

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit import text_problem
 
 from unlearnkit.config.loader import PACKAGE_CONFIGS
 
@@ -42,17 +43,6 @@ HOSTILE_VALUES: list[Any] = [
     "../../etc", "/dev/null", "$(id)", "1e-4", "null", "~", [], {}, [[[]]], {"a": {"b": {}}}, [0] * 2000,
     list(range(-3, 3)), {"name": "x"}, ["finetune"], "finetune", "mlp", "digits",
 ]
-
-
-def text_problem(v: str) -> str | None:
-    """A NUL byte or a lone surrogate: no config string may hold one (written independently of config/limits.py)."""
-    if "\x00" in v:
-        return "NUL"
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return "surrogate"
-    return None
 
 
 def _configs() -> list[Path]:

@@ -11,20 +11,11 @@ import math
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testkit import text_problem
 
 from unlearnkit.bench import load_config
 from unlearnkit.config.loader import config_hash, to_plain
 from unlearnkit.errors import UnlearnkitError
-
-def text_problem(v: str) -> str | None:
-    """A NUL byte or a lone surrogate: no config string may hold one (written independently of config/limits.py)."""
-    if "\x00" in v:
-        return "NUL"
-    try:
-        v.encode("utf-8")
-    except UnicodeEncodeError:
-        return "surrogate"
-    return None
 
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
