@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.config.schema import EngineConfig
 from unlearnkit.data.recsys import RecsysScenarioConfig, RecsysSplitConfig, SyntheticConfig, build_recsys_task, \
     generate_synthetic
-from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
 from unlearnkit.methods.recsys.receraser import RecEraserConfig, delete_from_sharded, fit_sharded, \
@@ -21,17 +19,6 @@ from unlearnkit.models.recsys import LightGCN, RecModelConfig, RecTrainConfig, b
 
 RECSYS_METHODS = [n for n in METHODS.names() if getattr(METHODS.get(n), "track", "") == "recsys"]
 RECIPE = RecTrainConfig(epochs=40, batch_size=256, lr=0.01, reg=1e-4)
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return Engine(EngineConfig(progress=False, threads=1))
-
-
-@pytest.fixture(scope="module")
-def task():
-    d = generate_synthetic(SyntheticConfig(n_users=80, n_items=60, mean_interactions=12, dim=4, seed=0))
-    return build_recsys_task(d, RecsysSplitConfig(), RecsysScenarioConfig(kind="users", fraction=0.1, seed=0))
 
 
 def factory(task, name="mf"):

@@ -10,26 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnkit.config.schema import EngineConfig
-from unlearnkit.data.recsys import RecsysScenarioConfig, RecsysSplitConfig, SyntheticConfig, build_recsys_task, \
-    generate_synthetic
-from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import DataError
 from unlearnkit.methods import METHODS, UnlearnContext
 from unlearnkit.methods.recsys.unlearnrec import InfluenceEncoder, influence_graph, request_edges
 from unlearnkit.metrics.recsys import RecForget, RecRank, RecsysEvalContext
 from unlearnkit.models.recsys import RecModelConfig, RecTrainConfig, build_rec_model, train_bpr
-
-
-@pytest.fixture(scope="module")
-def engine():
-    return Engine(EngineConfig(progress=False, threads=1))
-
-
-@pytest.fixture(scope="module")
-def task():
-    d = generate_synthetic(SyntheticConfig(n_users=80, n_items=60, mean_interactions=12, dim=4, seed=0))
-    return build_recsys_task(d, RecsysSplitConfig(), RecsysScenarioConfig(kind="users", fraction=0.1, seed=0))
 
 
 def model_for(task, name="mf", seed=0):
