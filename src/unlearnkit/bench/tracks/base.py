@@ -177,6 +177,16 @@ class Track(ABC):
         raise ConfigError(f"track '{self.name}' does not support schedules that learn after their first step "
                           "(continual learning); use a scenario with one training set")
 
+    def retrain_oracle(self, method: str, task: TrackTask, seed: int, recipe: Any) -> tuple[nn.Module, float, np.ndarray]:
+        """θ_r through the track's exact retrain method ``method`` (a registered name): a fresh model from the seed
+        derived for the oracle, trained with ``recipe`` on ``task``'s D_r. Returns (model, train seconds, ids seen)."""
+        from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
+
+        ctx = UnlearnContext(seed=seed, train_recipe=recipe, init_seed=derive_seed(seed, "oracle-init"),
+                             model_factory=lambda s: self.new_model(task, s))
+        res = METHODS.build(method, {}).unlearn(self.new_model(task, 0), task.forget, task.retain, self.engine, ctx)
+        return res.model, float(res.notes["train_seconds"]), res.seen_ids
+
     # -- methods ----------------------------------------------------------------------------------------------------
     def check_method(self, method: Unlearner, label: str, task: TrackTask) -> None:  # noqa: B027 - optional hook
         """Raise ``ConfigError`` / ``MethodError`` if ``method`` (an instance, with its settings) cannot serve

@@ -30,7 +30,7 @@ from unlearnkit.data.scenarios import Task, build_stages, load_data
 from unlearnkit.data.schedule import Branch, plan_from_stages, single_branch
 from unlearnkit.engine.loop import Engine
 from unlearnkit.errors import ConfigError, MethodError
-from unlearnkit.methods import METHODS, UnlearnContext, Unlearned, Unlearner, derive_seed
+from unlearnkit.methods import UnlearnContext, Unlearned, Unlearner, derive_seed
 from unlearnkit.metrics import AVG_GAP_KEYS, EvalContext
 from unlearnkit.models import build_model
 
@@ -277,11 +277,7 @@ class ClassifierTrack(Track):
             fit = self.engine.fit(model, task.train, self.cfg.train, seed=derive_seed(seed, "original-order"),
                                   desc=f"original seed {seed}")
             return model, fit.seconds, fit.seen_ids
-        retrain = METHODS.build("retrain", {})
-        ctx = UnlearnContext(seed=seed, train_recipe=self.cfg.oracle_recipe, init_seed=derive_seed(seed, "oracle-init"),
-                             model_factory=lambda s: self.new_model(task, s))
-        res = retrain.unlearn(self.new_model(task, 0), task.forget, task.retain, self.engine, ctx)
-        return res.model, float(res.notes["train_seconds"]), res.seen_ids
+        return self.retrain_oracle("retrain", task, seed, self.cfg.oracle_recipe)
 
     def learn(self, model: nn.Module | None, task: Task, role: Role, seed: int, position: int,
               keep: np.ndarray | None = None) -> tuple[nn.Module, float, np.ndarray]:

@@ -93,7 +93,7 @@ class RecsysTrack(Track):
                                init_seed)
 
     def train(self, task: RecsysTask, role: Role, seed: int) -> tuple[nn.Module, float, np.ndarray]:
-        from unlearnkit.methods import METHODS, UnlearnContext, derive_seed
+        from unlearnkit.methods import derive_seed
         from unlearnkit.models.recsys import train_bpr
 
         if role == "original":
@@ -103,11 +103,7 @@ class RecsysTrack(Track):
             fit = train_bpr(model, task.train, self.recipe("original"), self.engine,
                             seed=derive_seed(seed, "original-order"), desc=f"original seed {seed}")
             return model, fit.seconds, fit.seen_ids
-        retrain = METHODS.build("rec_retrain", {})
-        ctx = UnlearnContext(seed=seed, train_recipe=self.recipe("oracle"), init_seed=derive_seed(seed, "oracle-init"),
-                             model_factory=lambda s: self.new_model(task, s))
-        res = retrain.unlearn(self.new_model(task, 0), task.forget, task.retain, self.engine, ctx)
-        return res.model, float(res.notes["train_seconds"]), res.seen_ids
+        return self.retrain_oracle("rec_retrain", task, seed, self.recipe("oracle"))
 
     def check_method(self, method: Any, label: str, task: RecsysTask) -> None:
         if getattr(method, "track", "classifier") != "recsys":
