@@ -97,6 +97,51 @@ def test_rocr_redirects_the_subject_and_needs_names(theta_o):
         METHODS.build("rocr", {}).unlearn(copy.deepcopy(theta_o), nameless, task.retain, cf.engine(), _ctx())
 
 
+def test_rocr_takes_subject_names_for_nameless_labels(theta_o):
+    """TOFU labels authors author_<k>: with their names as ``subjects`` ROCR makes exactly the edit it makes when the
+    labels are the names; names that occur in no question are refused."""
+    task = cf.task()
+    params = {"layers": [0, 1], "l2": 1e-3, "nullspace_threshold": 0.0}
+    names = sorted({str(it.subject) for it in task.forget})
+    nameless = QASet("forget", [type(it)(it.id, it.question, it.answer, it.paraphrased_answer, it.perturbed_answers,
+                                         f"author_{i % 2}") for i, it in enumerate(task.forget)])
+    unrelated = next(str(it.subject) for it in task.retain if str(it.subject) in it.question)
+    a, b = copy.deepcopy(theta_o), copy.deepcopy(theta_o)
+    METHODS.build("rocr", {**params, "unrelated_subject": unrelated}).unlearn(a, task.forget, task.retain,
+                                                                               cf.engine(), _ctx())
+    res = METHODS.build("rocr", {**params, "unrelated_subject": unrelated, "subjects": names}).unlearn(
+        b, nameless, task.retain, cf.engine(), _ctx())
+    assert res.notes["subjects"] == names
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    with pytest.raises(MethodError, match="occur in none"):
+        METHODS.build("rocr", {"subjects": ["Nobody Atall"]}).unlearn(copy.deepcopy(theta_o), nameless, task.retain,
+                                                                      cf.engine(), _ctx())
+
+
+def test_rocr_on_lora_edits_the_base_weight_like_the_merged_model(theta_o):
+    """Under peft LoRA (B = 0 at init, so the wrapped model computes θ_o) ROCR writes into each down_proj's frozen
+    base weight exactly the edit it makes on the plain model, and leaves the adapters untouched."""
+    pytest.importorskip("peft")
+    from unlearnkit.models.llm import LoraSpec, apply_lora
+
+    task = cf.task()
+    params = {"layers": [0, 1], "l2": 1e-3, "nullspace_threshold": 0.0}
+    plain = copy.deepcopy(theta_o)
+    METHODS.build("rocr", params).unlearn(plain, task.forget, task.retain, cf.engine(), _ctx())
+    wrapped = apply_lora(copy.deepcopy(theta_o), LoraSpec(r=2, alpha=4, dropout=0.0))
+    lora_before = {k: v.clone() for k, v in wrapped.state_dict().items() if "lora_" in k}
+    METHODS.build("rocr", params).unlearn(wrapped, task.forget, task.retain, cf.engine(), _ctx())
+    for i in range(len(plain.model.layers)):
+        got = wrapped.get_base_model().model.layers[i].mlp.down_proj.base_layer.weight
+        want = plain.model.layers[i].mlp.down_proj.weight
+        assert torch.allclose(got, want, atol=1e-6), i
+    assert not torch.equal(plain.model.layers[0].mlp.down_proj.weight, theta_o.model.layers[0].mlp.down_proj.weight)
+    for k, v in wrapped.state_dict().items():
+        if "lora_" in k:
+            assert torch.equal(v, lora_before[k]), k
+
+
 def test_mrp_folding_is_exact_and_requests_accumulate(theta_o):
     task = cf.task()
     a = torch.randn(theta_o.config.hidden_size, 3, generator=torch.Generator().manual_seed(0))
@@ -124,6 +169,35 @@ def test_mrp_folding_is_exact_and_requests_accumulate(theta_o):
     assert dims == [2, 4]
     assert all(p.requires_grad for p in m.parameters())  # flags restored
     assert not m.model.layers[0].mlp.down_proj._forward_hooks
+
+
+def test_mrp_on_lora_folds_the_projection_into_base_and_adapters(theta_o):
+    """Under peft LoRA with trained (non-zero) adapters the projection is folded into the base weight *and* every
+    lora_B, so the effective down-projection W + sBA loses exactly ``rank`` output directions; adapters stay
+    trainable."""
+    pytest.importorskip("peft")
+    from unlearnkit.methods.llm.mrp import removed_directions
+    from unlearnkit.models.llm import LoraSpec, apply_lora
+
+    task = cf.task()
+    m = apply_lora(copy.deepcopy(theta_o), LoraSpec(r=2, alpha=4, dropout=0.0))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, prm in m.named_parameters():
+            if "lora_B" in n:
+                prm.copy_(torch.randn(prm.shape, generator=g) * 0.5)
+    down = m.get_base_model().model.layers[0].mlp.down_proj
+
+    def effective():
+        return (down.base_layer.weight + down.get_delta_weight("default")).detach()
+
+    assert removed_directions(effective()).shape[1] == 0
+    flags = {n: p.requires_grad for n, p in m.named_parameters()}
+    res = METHODS.build("mrp", {"epochs": 1, "batch_size": 5, "grad_accum": 1, "rank": 3, "retain_rank": 2,
+                                "layers": [0]}).unlearn(m, task.forget, task.retain, cf.engine(), _ctx())
+    assert res.notes["removed_dims"]["0"] == 3
+    assert removed_directions(effective()).shape[1] == 3  # base alone would leave sBA's directions in
+    assert {n: p.requires_grad for n, p in m.named_parameters()} == flags
 
 
 def test_every_method_declares_an_intent_and_the_cli_shows_it():

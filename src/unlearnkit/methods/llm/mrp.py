@@ -15,7 +15,8 @@ the paper's description; the authors' code was not at hand):
   NPO (β, θ_o's log-probabilities precomputed) or gradient ascent — plus α × the retain NLL, in the shared loop
   (:func:`unlearnkit.llm.lm.optimize`; accelerate, smoothing options);
 * the trained projection is folded into the weights, W_down ← P_l W_down (exact: the MLP output is W_down·a, so
-  P_l(W_down a) = (P_l W_down) a), so the model keeps its architecture and state-dict keys.
+  P_l(W_down a) = (P_l W_down) a), so the model keeps its architecture and state-dict keys; on a peft LoRA model
+  into the frozen base weight and every adapter's B (P(W + sBA) = PW + s(PB)A, also exact).
 
 Run it on the LLM track's ``sequential`` scenario: each request's projection composes with the previous ones;
 ``notes["removed_dims"]`` counts the directions removed so far per layer.
@@ -35,7 +36,6 @@ from unlearnkit.llm.lm import _to, eval_mode, sequence_logprobs
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate
 from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, decoder_layers, reference_logprobs
 from unlearnkit.methods.llm.npo import npo_loss
-from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import Int, LogFloat
 
@@ -94,6 +94,24 @@ class MRPConfig(RetainRegConfig):
     epochs: int = Field(5, ge=1)
 
 
+def down_parts(module: Any, block: int) -> tuple[nn.Linear, list[torch.Tensor]]:
+    """``(linear, extra)`` of a block's MLP down-projection: the ``nn.Linear`` whose weight (and bias) MRP folds
+    P into, and the other output-side weights that must be folded too for the fold to be exact — under a peft LoRA
+    wrapper its frozen ``base_layer`` and every adapter's ``lora_B`` weight (P(W + sBA) = PW + s(PB)A).
+
+    Raises:
+        MethodError: not a Llama-style MLP down-projection.
+    """
+    if isinstance(module, nn.Linear):
+        return module, []
+    base = getattr(module, "base_layer", None)
+    if isinstance(base, nn.Linear):
+        lora_b = getattr(module, "lora_B", None) or {}
+        return base, [m.weight for m in lora_b.values()]
+    raise MethodError(f"mrp needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper of "
+                      f"one); got {type(module).__name__}")
+
+
 @METHODS.register("mrp", config=MRPConfig)
 class MRP(LLMUnlearner):
     """Metamorphosis Representation Projection (arXiv:2508.15449): trained, accumulating orthogonal projections of
@@ -139,8 +157,6 @@ class MRP(LLMUnlearner):
         return torch.cat(out) if out else torch.zeros(0)
 
     def prepare(self, model, forget, ctx, engine) -> dict[str, Any]:
-        if is_peft_model(model):
-            raise MethodError("mrp folds projections into base down_proj weights; merge LoRA adapters first")
         state = super().prepare(model, forget, ctx, engine)
         cfg: MRPConfig = self.config
         layers = self._layers(model)
@@ -152,9 +168,7 @@ class MRP(LLMUnlearner):
         gen = torch.Generator().manual_seed(int(ctx.seed) * 7919 + 17)
         params, removed_dims, bases = {}, {}, {}
         for layer in layers:
-            proj = getattr(getattr(blocks[layer], "mlp", None), "down_proj", None)
-            if not isinstance(proj, nn.Linear):
-                raise MethodError(f"mrp needs Llama-style MLPs (blocks[{layer}].mlp.down_proj)")
+            proj = down_parts(getattr(getattr(blocks[layer], "mlp", None), "down_proj", None), layer)[0]
             removed = removed_directions(proj.weight)
             removed_dims[layer] = int(removed.shape[1])
             if cfg.init == "pca":
@@ -217,13 +231,12 @@ class MRP(LLMUnlearner):
         dims = {}
         with torch.no_grad():
             for layer, a in state.get("mrp", {}).items():
-                w = blocks[layer].mlp.down_proj.weight
+                base, out_weights = down_parts(blocks[layer].mlp.down_proj, layer)
+                w = base.weight
                 prev = state["removed_basis"][layer].double()
                 u = orthonormal(project_out(a.detach().double(), prev)).to(w.device)
-                w.copy_((w.double() - u @ (u.T @ w.double())).to(w.dtype))
-                b = blocks[layer].mlp.down_proj.bias
-                if b is not None:
-                    b.copy_((b.double() - u @ (u.T @ b.double())).to(b.dtype))
+                for t in [w, *out_weights] + ([base.bias] if base.bias is not None else []):
+                    t.copy_((t.double() - u @ (u.T @ t.double())).to(t.dtype))
                 dims[layer] = int(removed_directions(w).shape[1])
         for n, p in model.named_parameters():
             p.requires_grad_(state.get("flags", {}).get(n, True))

@@ -26,7 +26,8 @@ with positions at the subject's last token:
 Closed form: no gradient step (``steps = 0``). Notes record the null-space dimension and the fraction of the
 target distance ‖z* − z‖ that remains after the edit. Needs the subject's *name* in the forget questions
 (``QAItem.subject`` as text, as the synthetic and RWKU data have; TOFU's loader names authors ``author_<k>``, which its
-questions do not contain: MethodError).
+questions do not contain: give the names as ``subjects``, else MethodError). On a peft LoRA model the edit goes into
+each down_proj's frozen base weight (the merged model's edit; adapters untouched).
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from unlearnkit.llm.lm import _to, eval_mode
 from unlearnkit.llm.tokenize import Encoded, collate, format_prompt, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, Unlearned, Unlearner, derive_seed
 from unlearnkit.methods.llm.base import decoder_layers
-from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import LogFloat
 
@@ -74,6 +74,22 @@ def aligned(src: list[int], dst: list[int]) -> list[int]:
     if len(src) == 1:
         return [dst[-1]]
     return [dst[round(j * (len(dst) - 1) / (len(src) - 1))] for j in range(len(src))]
+
+
+def down_weight(module: Any, block: int) -> nn.Parameter:
+    """The weight ROCR edits in ``blocks[block].mlp.down_proj``: an ``nn.Linear``'s, or under a peft LoRA wrapper
+    its frozen ``base_layer``'s (adding ΔW there is the edit of the merged model: W x + BA x + ΔW x).
+
+    Raises:
+        MethodError: not a Llama-style MLP down-projection.
+    """
+    if isinstance(module, nn.Linear):
+        return module.weight
+    base = getattr(module, "base_layer", None)
+    if isinstance(base, nn.Linear):
+        return base.weight
+    raise MethodError(f"rocr needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper "
+                      f"of one); got {type(module).__name__}")
 
 
 class _Capture:
@@ -168,6 +184,9 @@ class ROCRConfig(Frozen):
                                           "redirected: the last (the reference's subject_last) or every one (the "
                                           "unrelated subject's tokens aligned by relative position)")
     max_retain: int = Field(200, ge=1, description="retain items whose tokens give the preserved keys K₀")
+    subjects: list[str] | None = Field(None, description="the forget subjects' names, for data whose subject labels "
+                                       "are not names (TOFU: author_<k>): an item's subject is the first of these "
+                                       "that occurs in its question; None = QAItem.subject")
     seed: int = 0
 
 
@@ -190,8 +209,6 @@ class ROCR(Unlearner):
         tok = getattr(context, "tokenizer", None)
         if tok is None:
             raise MethodError("rocr needs an LLMContext with the tokenizer")
-        if is_peft_model(model):
-            raise MethodError("rocr edits down_proj weights in closed form; merge LoRA adapters into the model first")
         cfg: ROCRConfig = self.config
         fmt = getattr(context, "fmt", "qa")
         special = fmt != "chat"
@@ -200,10 +217,18 @@ class ROCR(Unlearner):
         layers = cfg.layers if cfg.layers is not None else [max(0, n // 4 - (1 if n >= 4 else 0))]
         if not layers or any(not 0 <= i < n for i in layers) or any(b != a + 1 for a, b in zip(layers, layers[1:])):
             raise ConfigError(f"rocr layers {layers} must be consecutive block indices in 0..{n - 1}")
-        for i in layers:
-            if not isinstance(getattr(getattr(blocks[i], "mlp", None), "down_proj", None), nn.Linear):
-                raise MethodError(f"rocr needs Llama-style MLPs (blocks[{i}].mlp.down_proj)")
-        subjects = sorted({str(it.subject) for it in forget if it.subject})
+        weights = {i: down_weight(getattr(getattr(blocks[i], "mlp", None), "down_proj", None), i) for i in layers}
+        names = [str(x) for x in (cfg.subjects or []) if str(x)]
+
+        def subject_of(it: Any) -> str:
+            if names:
+                return next((x for x in names if x in it.question), "")
+            return str(it.subject) if it.subject else ""
+
+        if names and not any(subject_of(it) for it in forget):
+            raise MethodError(f"rocr subjects {names[:5]} occur in none of the {len(forget)} forget questions; give "
+                              "the forget subjects' names as they are written in D_f")
+        subjects = sorted({subject_of(it) for it in forget} - {""})
         unrelated = cfg.unrelated_subject
         if cfg.mode == "unrelated" and unrelated is None:
             unrelated = next((str(it.subject) for it in retain if it.subject and str(it.subject) in it.question
@@ -213,7 +238,7 @@ class ROCR(Unlearner):
                                   "unrelated_subject); use mode: noise")
         ctxs, tgts = [], []
         for it in forget:
-            s = str(it.subject) if it.subject else ""
+            s = subject_of(it)
             if not s or s not in it.question:
                 continue
             here = subject_positions(tok, format_prompt(tok, it.question, fmt), s, special)
@@ -230,7 +255,7 @@ class ROCR(Unlearner):
         if not ctxs:
             raise MethodError("rocr found no forget question that names its subject (QAItem.subject as text); it "
                               "redirects subjects by name — TOFU's loader names authors author_<k>, which its "
-                              "questions do not contain")
+                              "questions do not contain: give the names as rocr subjects: [...]")
         pad = pad_id_of(tok)
         dev = engine.device
         top = layers[-1]
@@ -261,7 +286,7 @@ class ROCR(Unlearner):
                                   f"dimension 0 at threshold {cfg.nullspace_threshold}); raise nullspace_threshold")
             resid = (z_star - z) / (len(layers) - i)
             upd = rank_one_update(keys, resid, proj, cfg.l2)
-            w = blocks[layer].mlp.down_proj.weight
+            w = weights[layer]
             with torch.no_grad():
                 w.add_(upd.to(w.dtype).to(w.device))
         _, z_end = gather_at(model, ctxs, pad, layers[0], top, dev)
@@ -271,4 +296,4 @@ class ROCR(Unlearner):
 
 
 __all__ = ["ROCR", "ROCRConfig", "aligned", "gather_at", "gather_keys", "nullspace_projector", "rank_one_update",
-           "subject_position", "subject_positions"]
+           "down_weight", "subject_position", "subject_positions"]
