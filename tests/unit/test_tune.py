@@ -265,6 +265,7 @@ def test_a_small_search_writes_study_table_fragment_and_resumes(tmp_path):
     assert data["trials"][0]["start"] and data["trials"][0]["params"] == {"lr": 1e-4, "epochs": 1}  # config first
     values = [t["value"] for t in data["trials"]]
     assert data["best"]["value"] == min(values)
+    assert data["adopted"] == (min(values) < data["original_objective"] * (1 - data["min_gain"]))
     for t in data["trials"]:  # the mean over seeds of |θ_u − θ_r| over the gap keys (one seed: no spread term)
         assert t["value"] == pytest.approx(np.mean(t["gaps"])) and t["std"] == 0
     assert data["tuning_set"]["disjoint_from_evaluation"]
@@ -343,3 +344,22 @@ def test_tune_refuses_an_unwritable_run_folder_before_training(tmp_path):
     with pytest.raises(ConfigError, match="output_dir"):
         tune_experiment(cfg, methods=["grad_ascent"], trials=1, console=quiet())
     assert blocker.read_text() == "x"  # nothing was written there
+
+
+def test_report_says_which_tuned_settings_tuned_yaml_adopts():
+    """A best objective that is not MIN_GAIN below θ_o's is marked kept in the report (tuned.yaml keeps the
+    configured settings); summaries written without the ``adopted`` field get the same rule."""
+    from unlearnkit.report.tune_section import markdown_section
+
+    def summary(method, best, original, **extra):
+        return {"schema": "unlearnkit.tune/1", "method": method, "n_finished": 1, "original_objective": original,
+                "best": {"trial": 0, "value": best, "searched": {"lr": 0.1}},
+                "trials": [{"trial": 0, "state": "complete", "value": best, "params": {"lr": 0.1}}],
+                "objective": {"keys": ["UA"], "seeds": [0]}, **extra}
+
+    md = markdown_section([summary("ga", 10.0, 10.05), summary("ft", 5.0, 10.0, adopted=True, min_gain=0.01),
+                           summary("rl", 9.95, 10.0, adopted=False, min_gain=0.01), summary("sc", 12.0, 10.0)])
+    rows = {r.split("|")[1].strip(): r.split("|")[7].strip() for r in md.splitlines() if r.startswith("| ")
+            and r.split("|")[1].strip() in ("ga", "ft", "rl", "sc")}
+    assert rows == {"ga": "kept (best not 1% below θ_o)", "ft": "tuned", "rl": "kept (best not 1% below θ_o)",
+                    "sc": "kept (best not 1% below θ_o)"}

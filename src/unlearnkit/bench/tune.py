@@ -488,7 +488,8 @@ class Tuner:
                                   "tuning forget sets", "keys": list(self.keys), "seeds": self.seeds, "draws": self.draws,
                           "std_weight": self.std_weight, "direction": "minimize"},
             "tuning_set": self.tuning_record(), "search_space": {k: _describe(p) for k, p in self.space(spec).items()},
-            "base_params": spec.params, "original_objective": original,
+            "base_params": spec.params, "original_objective": original, "min_gain": MIN_GAIN,
+            "adopted": best is not None and best["value"] < original * (1 - MIN_GAIN),
             "best": None if best is None else {"trial": best["trial"], "value": best["value"],
                                                "params": with_params(spec.params, best["params"]),
                                                "searched": best["params"]},
@@ -522,11 +523,12 @@ class Tuner:
             b, o = data["best"], data["original_objective"]
             if b["value"] < o * (1 - MIN_GAIN):
                 best[spec.label] = b["searched"]
-                lines.append(f"#   {spec.label}: objective {b['value']:.4g} (θ_o {o:.4g}) after {data['n_finished']} "
-                             "trials")
+                lines.append(f"#   {spec.label}: objective {b['value']:.4g} (θ_o {o:.4g}) after "
+                             f"{_n_trials(data['n_finished'])}")
             else:
-                lines.append(f"#   {spec.label}: no setting beat θ_o by {MIN_GAIN:.0%} after {data['n_finished']} trials "
-                             f"(best {b['value']:.4g}, θ_o {o:.4g}): its configured settings are kept")
+                lines.append(f"#   {spec.label}: no setting beat θ_o by {MIN_GAIN:.0%} after "
+                             f"{_n_trials(data['n_finished'])} (best {b['value']:.4g}, θ_o {o:.4g}): its configured "
+                             "settings are kept")
         if not lines:
             return None
         obj = (f"mean + {self.std_weight:g} × std" if self.std_weight else "mean")
@@ -545,6 +547,10 @@ def _notify(cb: Callable[[dict[str, Any]], None] | None, number: int, params: di
             error: str | None) -> None:
     if cb is not None:
         cb({"trial": number, "params": params, "value": value, "error": error})
+
+
+def _n_trials(n: int) -> str:
+    return f"{n} trial" if n == 1 else f"{n} trials"
 
 
 def _finished(study: Any) -> int:

@@ -80,11 +80,26 @@ def _summary_rows(items: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         rows.append([str(d.get("method")), f"{d.get('n_finished', 0)}" + (f" ({failed} failed)" if failed else "")
                      + sets,
                      _num(d.get("original_objective")), _num(best.get("value")), _num(best.get("trial")),
-                     _params(best.get("searched")) or "no finished trial"])
+                     _params(best.get("searched")) or "no finished trial", _verdict(d)])
     return rows
 
 
-SUMMARY_HEADER = ["Method", "trials", "θ_o", "best", "best trial", "best settings"]
+def _verdict(d: Mapping[str, Any]) -> str:
+    """What tuned.yaml does with the method: ``tuned`` (its best beat θ_o's objective by more than ``min_gain``) or
+    ``kept`` (no setting did: the configured settings stay)."""
+    best, o = (d.get("best") or {}).get("value"), d.get("original_objective")
+    if best is None:
+        return "kept (no finished trial)"
+    adopted = d.get("adopted")
+    if adopted is None:  # summaries written before the field existed: the same rule
+        gain = float(d.get("min_gain", 0.01))
+        adopted = o is not None and math.isfinite(float(o)) and float(best) < float(o) * (1 - gain)
+    if adopted:
+        return "tuned"
+    return f"kept (best not {float(d.get('min_gain', 0.01)):.0%} below θ_o)"
+
+
+SUMMARY_HEADER = ["Method", "trials", "θ_o", "best", "best trial", "best settings", "tuned.yaml"]
 TRIAL_HEADER = ["trial", "settings", "objective", "seconds"]
 
 
@@ -103,7 +118,7 @@ def markdown_section(items: Sequence[Mapping[str, Any]]) -> str:
         return s.replace("|", "\\|")
 
     lines = ["", "## Hyperparameter search", "", _intro(items), "",
-             "| " + " | ".join(SUMMARY_HEADER) + " |", "| :--- | ---: | ---: | ---: | ---: | :--- |"]
+             "| " + " | ".join(SUMMARY_HEADER) + " |", "| :--- | ---: | ---: | ---: | ---: | :--- | :--- |"]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in _summary_rows(items)]
     for d in items:
         ranked = _ranked(d)
