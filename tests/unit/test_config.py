@@ -194,6 +194,19 @@ def test_non_mapping_yaml_and_missing_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_a_misspelt_bundled_name_gets_a_did_you_mean(tmp_path, monkeypatch):
+    from unlearnkit.config.loader import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="Did you mean 'digits_random10'"):
+        resolve_config_path("digits_randm10")
+    with pytest.raises(ConfigError, match="Did you mean 'llm/tofu_tiny'"):
+        resolve_config_path("configs/llm/tofu_tny.yaml")
+    with pytest.raises(ConfigError) as err:
+        resolve_config_path("zzzz_nothing_like_it")
+    assert "Did you mean" not in str(err.value)
+
+
 def test_a_missing_users_file_never_falls_back_to_the_bundled_config_of_the_same_name(tmp_path, monkeypatch):
     """``myexps/digits_random10.yaml`` that does not exist (a typo in the folder) used to run the bundled
     digits_random10 without a word; only bare names and ``configs/...`` name bundled configs."""

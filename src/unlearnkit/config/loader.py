@@ -321,9 +321,13 @@ def resolve_config_path(path: str | Path) -> Path:
         for cand in (PACKAGE_CONFIGS / rel, PACKAGE_CONFIGS / f"{rel}.yaml"):
             if cand.is_file():
                 return cand
+    names = _bundled_names()
+    key = rel.with_suffix("").as_posix() if rel.suffix in (".yaml", ".yml") else rel.as_posix()
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
     raise ConfigError(
-        f"config file not found: {clip(str(path), 300)}. Give a path to a YAML file, or a bundled config name "
-        f"({', '.join(_bundled_names())})"
+        f"config file not found: {clip(str(path), 300)}.{hint} Give a path to a YAML file, or a bundled config name "
+        f"({', '.join(names)})"
     )
 
 
