@@ -161,3 +161,20 @@ def test_kl_reference_of_lora_fine_tuned_theta_o_is_a_frozen_copy():
     b = collate([encode_qa(tokenizer(), it.question, it.answer, "qa", 64) for it in list(task().retain)[:2]],
                 tokenizer().pad_token_id)
     assert float(kl_on_retain(model2, None, b).max()) > 1e-3
+
+
+def test_loading_bars_follow_the_progress_setting(hf_dir, capfd):
+    """``progress: false`` silences transformers' loading bars too (a log with progress off stays bar-free); the
+    setting is restored afterwards."""
+    from transformers.utils import logging as tf_logging
+
+    from unlearnkit.models.llm import load_causal_lm
+
+    path, _ = hf_dir
+    capfd.readouterr()
+    load_causal_lm(str(path), pad_token="eos", progress=True)
+    loud = capfd.readouterr().err
+    load_causal_lm(str(path), pad_token="eos", progress=False)
+    quiet = capfd.readouterr().err
+    assert "Loading weights" in loud and "Loading weights" not in quiet
+    assert tf_logging.is_progress_bar_enabled()

@@ -7,8 +7,11 @@ Heavy libraries (transformers, tokenizers, peft) are imported inside the functio
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from collections.abc import Iterable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -169,6 +172,35 @@ def _looks_local(p: str) -> bool:
         ".gguf", ".bin", ".safetensors")
 
 
+@contextmanager
+def _loading_bars(enabled: bool):
+    """Inside: transformers' progress bars on or off (restored after). The GGUF reader uses a plain tqdm, silenced
+    through its module's name for the duration."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as tf_logging
+
+    was = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    gguf = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if gguf is None:
+        try:
+            import transformers.modeling_gguf_pytorch_utils as gguf
+        except ImportError:  # older transformers: nothing to silence there
+            gguf = None
+    bar = getattr(gguf, "tqdm", None)
+    if bar is not None:
+        gguf.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf.tqdm = bar
+        if was:
+            tf_logging.enable_progress_bar()
+
+
 def load_causal_lm(
     path_or_id: str,
     *,
@@ -178,6 +210,7 @@ def load_causal_lm(
     pad_token: Literal["eos"] | None = None,
     local_files_only: bool = True,
     device_map: str | dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> tuple[Any, Any]:
     """Load a Hugging Face causal LM and its tokenizer.
 
@@ -191,6 +224,8 @@ def load_causal_lm(
         local_files_only: refuse network access (set False to download from the hub).
         device_map: transformers' ``device_map`` (``"auto"``, ``"cpu"``, ``"cuda"``, or ``{module name: device}``;
             accelerate places the weights, over several GPUs when they do not fit one); None = load on the CPU.
+        progress: False silences transformers' loading bars ("Loading weights", GGUF de-quantization), as the
+            engine's ``progress: false`` silences unlearnkit's.
 
     Returns:
         ``(model, tokenizer)``; the model in eval mode.
@@ -212,10 +247,11 @@ def load_causal_lm(
     if gguf_file is not None:
         kw["gguf_file"] = gguf_file
     try:
-        tok = tf.AutoTokenizer.from_pretrained(p, **kw)
-        if device_map is not None:
-            kw["device_map"] = device_map
-        model = tf.AutoModelForCausalLM.from_pretrained(p, dtype=getattr(torch, dtype), **kw)
+        with _loading_bars(progress):
+            tok = tf.AutoTokenizer.from_pretrained(p, **kw)
+            if device_map is not None:
+                kw["device_map"] = device_map
+            model = tf.AutoModelForCausalLM.from_pretrained(p, dtype=getattr(torch, dtype), **kw)
     except (OSError, ValueError) as err:
         raise ConfigError(f"could not load a causal LM from {path_or_id!r}: {err}") from err
     if tok.pad_token is None:

@@ -579,7 +579,7 @@ class LLMTrack(Track):
             self._check_dtype()
             self._base = load_causal_lm(self._hf_path(), gguf_file=m.gguf_file, pad_token=m.pad_token,
                                         local_files_only=m.local_files_only, lora=None, dtype=m.dtype,
-                                        device_map=m.device_map)
+                                        device_map=m.device_map, progress=self.engine.config.progress)
             _ = LoraSpec  # validated on use
         return self._base
 
