@@ -69,7 +69,8 @@ def test_utility_files_load_with_the_right_counts(tmp_path):
                                                         "fluency": 6, "forget_mia": 2, "retain_mia": 1}
     assert b.utility == {}  # a target folder without utility files still loads
     m = a.utility["mmlu"][0]
-    assert isinstance(m, MMLUItem) and m.choices == ("Ag", "Au", "Gd", "Go") and m.answer == 1
+    assert isinstance(m, MMLUItem) and m.choices == ("Au", "Ag", "Gd", "Go") and m.answer == 0
+    assert sorted(x.answer for x in a.utility["mmlu"]) == [0, 0, 1, 1, 2, 2, 3, 3]  # one letter always: chance
     assert m.task == "high_school_chemistry" and len(m.examples) == 2 and m.examples[0].answer == 2
     t = a.utility["truthfulqa"][0]
     assert isinstance(t, TruthfulItem) and t.mc1_labels == (1, 0, 0, 0) and t.mc2_choices == t.mc1_choices
@@ -196,6 +197,7 @@ def test_utility_scores_on_a_stub_scorer_match_hand_values():
     assert v["rwku_utility.fluency.entropy"] == pytest.approx(((2 / 3 * h2 + 4 / 3) / 2 + 1 / 3) / 2)
     prompts, comps = s.prompts["mmlu"]
     assert comps[0] == [" A", " B", " C", " D"] and prompts[0].endswith("D. d\nAnswer:")
+    assert out.per_sample["rwku_utility.mmlu.pred"].tolist() == [0, 1, 3]
     assert prompts[0].startswith("The following are multiple choice questions (with answers) about college math.")
     assert "Question: 1+1?\nA. 1\nB. 2\nAnswer: B\n\n" in prompts[0]
     assert s.prompts["truthfulqa"][1][0] == [" T", " F1", " F2", " T2"]

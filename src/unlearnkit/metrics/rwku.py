@@ -365,9 +365,10 @@ def utility_scores(util: dict[str, tuple[Any, ...]], scorer: UtilityScorer,
         prompts = [scorer.finish(mmlu_body(it, cfg.shots), "Answer:") for it in items]
         lp = scorer.completion_logprobs(prompts, [[f" {LETTERS[j]}" for j in range(len(it.choices))] for it in items],
                                         ("mmlu", cfg.shots))
-        correct = np.array([int(np.argmax(row)) == it.answer for row, it in zip(lp, items)], dtype=np.float64)
+        pred = np.array([int(np.argmax(row)) for row in lp], dtype=np.int64)
+        correct = (pred == np.array([it.answer for it in items])).astype(np.float64)
         values["rwku_utility.mmlu.acc"], values["rwku_utility.mmlu.n"] = float(correct.mean()), float(len(items))
-        per["rwku_utility.mmlu.correct"] = correct
+        per["rwku_utility.mmlu.correct"], per["rwku_utility.mmlu.pred"] = correct, pred
     if "bbh" in want and util.get("bbh"):
         items = _cut(util["bbh"], max_items)
         outs = scorer.generate([scorer.finish(bbh_body(it), "A:") for it in items], cfg.bbh_max_new_tokens,

@@ -304,13 +304,14 @@ def _mc(question: str, choices: list[str], answer: int, task: str = "") -> dict[
 
 _MMLU_DEV = [_mc("What is the capital of France?", ["Berlin", "Madrid", "Paris", "Rome"], 2),
              _mc("How many legs does a spider have?", ["Six", "Eight", "Ten", "Four"], 1)]
-_MMLU = [("What is the chemical symbol for gold?", ["Ag", "Au", "Gd", "Go"], 1, "high_school_chemistry"),
-         ("How many continents are there on Earth?", ["Five", "Six", "Seven", "Eight"], 2, "high_school_geography"),
+#: answer letters balanced (A, B, C, D twice each), so a model that always picks one letter scores chance (0.25)
+_MMLU = [("What is the chemical symbol for gold?", ["Au", "Ag", "Gd", "Go"], 0, "high_school_chemistry"),
+         ("How many continents are there on Earth?", ["Five", "Seven", "Six", "Eight"], 1, "high_school_geography"),
          ("Which planet is known as the Red Planet?", ["Venus", "Jupiter", "Mars", "Saturn"], 2, "astronomy"),
-         ("At sea level, water boils at how many degrees Celsius?", ["90", "100", "110", "120"], 1,
+         ("At sea level, water boils at how many degrees Celsius?", ["90", "110", "120", "100"], 3,
           "high_school_physics"),
-         ("Who wrote the play Romeo and Juliet?", ["Charles Dickens", "William Shakespeare", "Jane Austen",
-                                                   "Mark Twain"], 1, "high_school_european_history"),
+         ("Who wrote the play Romeo and Juliet?", ["William Shakespeare", "Charles Dickens", "Jane Austen",
+                                                   "Mark Twain"], 0, "high_school_european_history"),
          ("What is 12 multiplied by 12?", ["124", "144", "132", "156"], 1, "elementary_mathematics"),
          ("Which gas do plants take in from the air for photosynthesis?", ["Oxygen", "Nitrogen", "Carbon dioxide",
                                                                            "Helium"], 2, "high_school_biology"),
