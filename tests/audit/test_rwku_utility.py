@@ -270,3 +270,28 @@ def test_source_task_without_rwku_files_is_an_error(theta_o):
 
     with pytest.raises(DataError, match="source: task needs a task built from RWKU files"):
         METRICS.build("rwku_utility", {"source": "task"}).compute(make_ctx(theta_o))
+
+
+def test_mia_scores_on_a_stub_scorer():
+    import zlib
+    from types import SimpleNamespace
+
+    texts = {"forget": ("Alpha One was born in Lu.", "Alpha One wrote two books."), "retain": ("The river flows.",)}
+    lp = {"forget": [np.array([-1.0, -3.0]), np.array([-2.0, -2.0, -5.0])], "retain": [np.array([-4.0])]}
+
+    class MIAStub(StubScorer):
+        def text_scores(self, ts, tag):
+            return [SimpleNamespace(logp=x, mu=np.full(len(x), -2.0), sigma=np.ones(len(x))) for x in lp[tag[1]]]
+
+    util = {"forget_mia": texts["forget"], "retain_mia": texts["retain"]}
+    v = utility_scores(util, MIAStub({}, {}), RWKUUtilityConfig(sets=["mia"])).values
+    assert v["rwku_utility.mia.forget.loss"] == pytest.approx((-2.0 + -3.0) / 2)
+    want_z = np.mean([-2.0 / len(zlib.compress(texts["forget"][0].encode())),
+                      -3.0 / len(zlib.compress(texts["forget"][1].encode()))])
+    assert v["rwku_utility.mia.forget.zlib"] == pytest.approx(want_z)
+    # z = (log p − μ) / σ: [1, −1] → lowest 1 of 2 = −1; [0, 0, −3] → lowest 1 of 3 = −3
+    assert v["rwku_utility.mia.forget.mink_pp"] == pytest.approx((-1.0 + -3.0) / 2)
+    assert v["rwku_utility.mia.retain.loss"] == -4.0 and v["rwku_utility.mia.retain.n"] == 1
+    # MIA is not scored where the sets are absent (the built-in stand-in has none)
+    assert not any(k.startswith("rwku_utility.mia") for k in utility_scores(
+        builtin_utility(), MIAStub({}, {}), RWKUUtilityConfig(sets=["mia"])).values)
