@@ -17,7 +17,9 @@ Metrics here (all on the LLM track; each reads only the evaluated model and neve
   exact unlearning alone does not control what a model can say when the knowledge comes back in context.
 * ``llm_relearn`` — relearning attack (Hu et al. 2024, arXiv:2406.13356; Lynch et al. 2024, arXiv:2402.16835;
   the protocol of Fan et al. 2025, arXiv:2502.05374): fine-tune a *copy* on a small part R of D_f for a few steps and
-  track the forget score on the rest H of D_f; area under the curve and steps to recover.
+  track the forget score on the rest H of D_f; area under the curve and steps to recover. ``corpus: related``
+  fine-tunes instead on public text about the forget targets that is not D_f (Hu et al.'s setting) and tracks all
+  of D_f.
 * ``quantization`` — quantization attack (Zhang et al. 2024, "Catastrophic Failure of LLM Unlearning via
   Quantization", arXiv:2410.16454): round-to-nearest b-bit weight quantization of a *copy*; does the forget score
   recover towards θ_o?
@@ -30,11 +32,13 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 from torch import nn
 
 from unlearnkit.config.schema import Frozen
@@ -283,6 +287,19 @@ class LLMRelearnConfig(Frozen):
                                     "on H reaches θ_r + f·(θ_o − θ_r) (before-attack scores of θ_r and θ_o)")
     seed: int = Field(0, description="seed of the R/H split and batch order (with the run seed; the same for every "
                       "row of a point)")
+    corpus: Literal["forget", "related"] = Field(
+        "forget", description="forget: fine-tune on a part R of D_f, track the rest H; related: fine-tune with plain LM "
+        "loss on text about the forget targets that is not D_f (Hu et al. 2024), track all of D_f")
+    related_path: str | None = Field(None, description="corpus: related — a .txt (texts separated by blank lines), "
+                                     ".json (a list of strings or of objects with 'text') or .jsonl file; read when "
+                                     "the config is built. Default: the task's related text (RWKU: the forget "
+                                     "targets' intro and passages)")
+    related_texts: list[str] | None = Field(None, description="corpus: related — the texts themselves (instead of "
+                                            "related_path)")
+    drop_answer_sentences: bool = Field(True, description="corpus: related — drop sentences that state a D_f answer "
+                                        "verbatim (answers equal to a forget subject's name excepted), so the attack "
+                                        "never trains on the tracked facts")
+    _related: tuple[str, ...] | None = PrivateAttr(default=None)
 
     @field_validator("eval_at")
     @classmethod
@@ -290,6 +307,120 @@ class LLMRelearnConfig(Frozen):
         if any(s < 0 for s in v):
             raise ValueError(f"eval_at steps must be ≥ 0, got {v}")
         return sorted(set(v))
+
+    def model_post_init(self, __context: Any) -> None:
+        if self.related_path is not None and self.related_texts is not None:
+            raise ConfigError("llm_relearn: give related_path or related_texts, not both")
+        if (self.related_path is not None or self.related_texts is not None) and self.corpus != "related":
+            raise ConfigError("llm_relearn: related_path / related_texts are read only with corpus: related")
+        if self.related_texts is not None:
+            texts = tuple(t for t in self.related_texts if t.strip())
+            if not texts:
+                raise ConfigError("llm_relearn: related_texts holds no non-empty text")
+            self._related = texts
+        elif self.related_path is not None:
+            self._related = read_related_texts(self.related_path)
+
+    @property
+    def related(self) -> tuple[str, ...] | None:
+        """The user's related texts (``related_texts`` or the contents of ``related_path``); None = the task's."""
+        return self._related
+
+
+def read_related_texts(path: str) -> tuple[str, ...]:
+    """The texts of a related-text file for ``llm_relearn`` (``corpus: related``).
+
+    Formats: ``.txt`` — texts separated by blank lines; ``.json`` — a list of strings or of objects with ``text``;
+    ``.jsonl`` — one string or object with ``text`` per line.
+
+    Raises:
+        ConfigError: a missing or unreadable file, an unknown suffix, a malformed row, or no text at all.
+    """
+    import json
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"llm_relearn related_path {path!r} is not a file; give a .txt, .json or .jsonl file of "
+                          "text about the forget targets")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"llm_relearn related_path {path!r} cannot be read as UTF-8 text ({err})") from err
+
+    def text_of(row: Any, where: str) -> str:
+        t = row.get("text") if isinstance(row, dict) else row
+        if not isinstance(t, str):
+            raise ConfigError(f"llm_relearn related_path {path!r}: {where} must be a string or an object with a "
+                              f"'text' string, got {type(row).__name__}")
+        return t
+
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".txt":
+            texts = [t.strip() for t in re.split(r"\n\s*\n", raw)]
+        elif suffix == ".json":
+            data = json.loads(raw)
+            if not isinstance(data, list):
+                raise ConfigError(f"llm_relearn related_path {path!r} must hold a JSON list")
+            texts = [text_of(r, f"row {i}") for i, r in enumerate(data)]
+        elif suffix == ".jsonl":
+            texts = [text_of(json.loads(line), f"line {i + 1}") for i, line in enumerate(raw.splitlines())
+                     if line.strip()]
+        else:
+            raise ConfigError(f"llm_relearn related_path {path!r}: unknown suffix {suffix!r}; use .txt, .json or "
+                              ".jsonl")
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"llm_relearn related_path {path!r} is not valid JSON ({err.msg}, line {err.lineno})") from err
+    out = tuple(t for t in texts if t.strip())
+    if not out:
+        raise ConfigError(f"llm_relearn related_path {path!r} holds no text")
+    return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def related_corpus(texts: Sequence[str], answers: Sequence[str], keep: Sequence[str] = (), *,
+                   drop: bool = True) -> tuple[list[str], int]:
+    """The related texts without the sentences that state an answer verbatim.
+
+    A sentence (split after ``.``, ``!``, ``?``) is dropped when it contains one of ``answers`` as a whole-word,
+    case-insensitive match; answers in ``keep`` (the forget subjects' names, which any text about them contains) are
+    not looked for. Returns ``(texts left, sentences dropped)``; a text left empty is omitted.
+    """
+    kept_names = {k.strip().lower() for k in keep}
+    pats = [re.compile(r"(?<!\w)" + re.escape(a.strip()) + r"(?!\w)", re.IGNORECASE)
+            for a in dict.fromkeys(answers) if a.strip() and a.strip().lower() not in kept_names]
+    out, dropped = [], 0
+    for t in texts:
+        if not drop:
+            out.append(t)
+            continue
+        sents = [x for x in _SENTENCE_END.split(t.strip()) if x.strip()]
+        left = [x for x in sents if not any(p.search(x) for p in pats)]
+        dropped += len(sents) - len(left)
+        if left:
+            out.append(" ".join(left))
+    return out, dropped
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], max_len: int) -> list[Any]:
+    """Plain language-modelling examples of ``texts``: each text's tokens (after BOS where the tokenizer adds one)
+    in consecutive windows that fit ``max_len`` (the last window ends with EOS), every token labelled — no text is
+    cut, long ones become several examples."""
+    from unlearnkit.llm.tokenize import Encoded, encode_prompt
+
+    head = list(encode_prompt(tokenizer, "", "raw"))
+    eos = tokenizer.eos_token_id
+    width = max(max_len - len(head) - 1, 1)
+    out = []
+    for t in texts:
+        ids = list(tokenizer(t, add_special_tokens=False)["input_ids"])
+        for s in range(0, len(ids), width):
+            w = ids[s:s + width] + ([int(eos)] if s + width >= len(ids) and eos is not None else [])
+            out.append(Encoded(tuple(head + w), (-100,) * len(head) + tuple(w), len(head)))
+    return out
 
 
 def split_relearn_items(qs: Any, cfg: LLMRelearnConfig, run_seed: int) -> tuple[Any, Any]:
@@ -312,9 +443,11 @@ def split_relearn_items(qs: Any, cfg: LLMRelearnConfig, run_seed: int) -> tuple[
 
 
 def relearn_curve(model: nn.Module, ctx: Any, relearn: Any, heldout: Any, cfg: LLMRelearnConfig,
-                  seed: int, policy: Any = None) -> tuple[np.ndarray, np.ndarray]:
+                  seed: int, policy: Any = None, *, train: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fine-tune a deep copy of ``model`` on ``relearn`` (answer NLL, ``cfg.steps`` steps, batches from a seeded
     permutation, reshuffled each pass) and score ``heldout`` before the first step and after each ``eval_at`` step.
+    ``train``: pre-encoded examples to fine-tune on instead of ``relearn`` (the related-text corpus,
+    :func:`encode_texts`; ``relearn`` is then ignored).
 
     Returns:
         ``(steps int64 (m,), prob float64 (m,))`` — the forget score of H along the attack (step 0 first).
@@ -337,7 +470,9 @@ def relearn_curve(model: nn.Module, ctx: Any, relearn: Any, heldout: Any, cfg: L
         raise ConfigError("the relearning attack found no trainable parameter in the model (all requires_grad=False)")
     opt = (torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0) if cfg.optimizer == "adamw"
            else torch.optim.SGD(params, lr=cfg.lr))
-    enc = encode_pairs(ctx.tokenizer, relearn.pairs("answer"), fmt, ctx.max_context)
+    enc = train if train is not None else encode_pairs(ctx.tokenizer, relearn.pairs("answer"), fmt, ctx.max_context)
+    if not enc:
+        raise DataError("the relearning attack has nothing to fine-tune on")
     pad = pad_id_of(ctx.tokenizer)
     rng = np.random.default_rng(seed)
     order: list[int] = []
@@ -386,7 +521,13 @@ class LLMRelearn(Metric):
     """Relearning attack on an LLM (see the module docstring): the forget score of the held-out part H of D_f while
     a copy of the model is fine-tuned on the other part R. The R/H split and the batch order depend only on the
     config seed and the run seed, so θ_u's, θ_o's and θ_r's rows run the same attack; θ_r's row is the reference
-    curve of a model that never saw D_f."""
+    curve of a model that never saw D_f.
+
+    ``corpus: related`` (Hu et al. 2024 relearn with public text about the topic, not D_f): the copy is fine-tuned
+    with plain LM loss on text related to the forget targets — ``related_path`` / ``related_texts``, else the task's
+    (RWKU: the forget targets' intro and passages) — from which sentences that state a D_f answer verbatim are
+    dropped (``drop_answer_sentences``); H is all of D_f. The corpus and the batch order are the same for every row.
+    """
 
     track = "llm"
     reads = frozenset({"logits", "weights"})
@@ -398,17 +539,57 @@ class LLMRelearn(Metric):
                                         "the attack; θ_o: 0)",
             "relearn.recovered": "1 if steps_to_recover is finite, else 0",
             "relearn.threshold": "the score steps_to_recover waits for",
-            "relearn.n_relearn": "items fine-tuned on (R)", "relearn.n_heldout": "items tracked (H)"}
+            "relearn.n_relearn": "items fine-tuned on (R; 0 with corpus: related)",
+            "relearn.n_heldout": "items tracked (H; all of D_f with corpus: related)",
+            "relearn.n_related_<texts|examples>": "corpus: related — texts left after dropping answer sentences / "
+                                                  "LM examples (windows) fine-tuned on",
+            "relearn.dropped_sentences": "corpus: related — sentences dropped for stating a D_f answer"}
     smoke_params: ClassVar[dict[str, Any]] = {"steps": 2, "eval_at": [1, 2], "fraction": 0.5, "batch_size": 2}
 
     def __init__(self, config: LLMRelearnConfig | None = None) -> None:
         self.config = config or LLMRelearnConfig()
 
+    def related_examples(self, ctx: Any, heldout: Any) -> tuple[list[Any], dict[str, float]]:
+        """The encoded related-text corpus (``corpus: related``) and its counts.
+
+        Raises:
+            ConfigError: neither the config nor the task has related text.  DataError: nothing left once the
+                sentences stating D_f answers are dropped.
+        """
+        cfg = self.config
+        texts = cfg.related
+        where = "related_path / related_texts"
+        if texts is None:
+            rel = ((getattr(ctx.task, "extras", {}) or {}).get("rwku") or {}).get("related") or {}
+            texts = tuple(t for ts in rel.values() for t in ts if t.strip())
+            where = "the task's related text (RWKU intro / passages of the forget targets)"
+        if not texts:
+            raise ConfigError("llm_relearn corpus: related needs text about the forget targets that is not D_f: "
+                              f"task '{getattr(ctx.task, 'name', '?')}' has none (only RWKU tasks carry it); give "
+                              "related_path (a .txt / .json / .jsonl file) or related_texts, or use corpus: forget")
+        df = getattr(ctx.task, "forget", None) or heldout
+        answers = [it.answer for it in df] + [it.answer for it in heldout]
+        subjects = [str(it.subject) for it in df if it.subject is not None]
+        kept, dropped = related_corpus(texts, answers, subjects, drop=cfg.drop_answer_sentences)
+        if not kept:
+            raise DataError(f"llm_relearn corpus: related — every sentence of {where} states a D_f answer, so "
+                            "nothing is left to fine-tune on; give other text or set drop_answer_sentences: false")
+        enc = encode_texts(ctx.tokenizer, kept, ctx.max_context or 512)
+        return enc, {"relearn.n_related_texts": float(len(kept)), "relearn.n_related_examples": float(len(enc)),
+                     "relearn.dropped_sentences": float(dropped)}
+
     def compute(self, ctx: Any) -> MetricOutput:
         cfg = self.config
-        relearn, heldout = split_relearn_items(forget_items(ctx), cfg, ctx.seed)
         seed = int(np.random.default_rng([cfg.seed, ctx.seed, 2]).integers(2**31 - 1))
-        steps, curve = relearn_curve(ctx.model, ctx, relearn, heldout, cfg, seed, ctx._scoring_policy())
+        extra: dict[str, float] = {}
+        if cfg.corpus == "related":  # H = all of D_f: none of it is trained on
+            heldout = forget_items(ctx)
+            relearn = heldout.select_ids([], "relearn")
+            train, extra = self.related_examples(ctx, heldout)
+        else:
+            relearn, heldout = split_relearn_items(forget_items(ctx), cfg, ctx.seed)
+            train = None
+        steps, curve = relearn_curve(ctx.model, ctx, relearn, heldout, cfg, seed, ctx._scoring_policy(), train=train)
         h_pairs = heldout.pairs("answer")
         fmt = ctx.settings.fmt
 
@@ -418,7 +599,7 @@ class LLMRelearn(Metric):
 
         values = {f"relearn.prob@{int(s)}": float(v) for s, v in zip(steps, curve)}
         values.update({"relearn.auc": curve_auc(steps, curve), "relearn.n_relearn": float(len(relearn)),
-                       "relearn.n_heldout": float(len(heldout))})
+                       "relearn.n_heldout": float(len(heldout)), **extra})
         try:
             r0, o0 = anchor("oracle"), anchor("original")
             thr = r0 + cfg.recover_fraction * (o0 - r0)
@@ -558,6 +739,7 @@ class Quantization(Metric):
 
 
 __all__ = ["Forms", "FormsConfig", "InContext", "InContextConfig", "LLMRelearn", "LLMRelearnConfig", "Quantization",
-           "QuantizationConfig", "SUPPORTED_BITS", "check_bits", "curve_auc", "form_scores", "in_context_pairs",
-           "join_answer", "pair_logprobs", "prob", "quantize_rtn", "quantized_copy", "relearn_curve",
-           "split_relearn_items", "steps_to_recover", "with_context"]
+           "QuantizationConfig", "SUPPORTED_BITS", "check_bits", "curve_auc", "encode_texts", "form_scores",
+           "in_context_pairs", "join_answer", "pair_logprobs", "prob", "quantize_rtn", "quantized_copy",
+           "read_related_texts", "related_corpus", "relearn_curve", "split_relearn_items", "steps_to_recover",
+           "with_context"]
