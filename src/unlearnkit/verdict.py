@@ -41,6 +41,10 @@ VERDICTS: tuple[str, ...] = ("ok", "inert", "under-unlearned", "over-unlearned",
                              "inexact", "diverged", "error")
 
 
+#: the remedy the pre-flight suggests when θ_o and θ_r agree on D_f (tracks give their own as VerdictSpec.advice)
+CLASSIFIER_ADVICE = "use a larger forget set, a model that fits its training set, or a class scenario"
+
+
 @dataclass(frozen=True)
 class VerdictSpec:
     """How a track's metrics are judged.
@@ -56,6 +60,8 @@ class VerdictSpec:
         percent: the metrics with ``n`` are percentages (0–100) rather than fractions (0–1).
         refuse_untrained: a θ_o at chance level stops the run (classifiers, graphs); False makes it a warning (tracks
             whose utility metric can be 0 for a model that learned, e.g. a harmonic mean of several LLM numbers).
+        advice: what the user can do when θ_o and θ_r agree on the forget set (the track's own remedy); empty = the
+            classifier advice.
     """
 
     forget: Mapping[str, int] = field(default_factory=dict)
@@ -65,6 +71,7 @@ class VerdictSpec:
     default_floor: float = 0.5
     percent: bool = True
     refuse_untrained: bool = True
+    advice: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {k: dict(v) if isinstance(v, Mapping) else v for k, v in asdict(self).items()}
@@ -77,7 +84,7 @@ class VerdictSpec:
             return cls(forget=dict(d.get("forget") or {}), utility=dict(d.get("utility") or {}),
                        n=dict(d.get("n") or {}), floor=dict(d.get("floor") or {}),
                        default_floor=float(d.get("default_floor", 0.5)), percent=bool(d.get("percent", True)),
-                       refuse_untrained=bool(d.get("refuse_untrained", True)))
+                       refuse_untrained=bool(d.get("refuse_untrained", True)), advice=str(d.get("advice", "")))
         except (TypeError, ValueError):
             return None
 
@@ -217,8 +224,8 @@ def preflight(spec: VerdictSpec, original: Mapping[str, Any], oracle: Mapping[st
     if keys and all(abs(_num(original[k]) - _num(oracle[k])) <= spec.tolerance(k, _num(oracle[k])) for k in keys):
         vals = ", ".join(f"{k} θ_o {_num(original[k]):.4g} vs θ_r {_num(oracle[k]):.4g}" for k in keys)
         warnings.append(f"θ_o and θ_r agree on the forget set within noise ({vals}): there is nothing measurable to "
-                        "unlearn, so no method can be told apart from doing nothing; use a larger forget set, a "
-                        "model that fits its training set, or a class scenario")
+                        "unlearn, so no method can be told apart from doing nothing; "
+                        + (spec.advice or CLASSIFIER_ADVICE))
     if memorisation is not None:
         f, t = memorisation
         a, b = _num(original.get(f)), _num(original.get(t))

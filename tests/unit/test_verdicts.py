@@ -80,6 +80,20 @@ def test_preflight_refuses_a_chance_level_target_and_warns_when_nothing_is_memor
     assert warnings == [] and refusal is None
 
 
+def test_preflight_gives_each_track_its_own_remedy():
+    """The "nothing measurable" warning suggests what fits the track (a class scenario means nothing to an LLM run
+    on RWKU targets the base model already knew); the advice survives the spec's JSON round trip."""
+    from unlearnkit.bench.tracks.llm import LLMTrack
+
+    same = {**ORACLE, "forget_acc": 96.0}
+    assert "class scenario" in preflight(SPEC, same, ORACLE)[0][0]
+    llm_spec = LLMTrack.verdict_spec(None, None)
+    vals = {"rwku.forget.fb": 0.67, "rwku.forget.qa": 0.67}
+    warning = preflight(llm_spec, vals, vals)[0][0]
+    assert "class scenario" not in warning and "θ_r keeps it too" in warning
+    assert VerdictSpec.from_json(llm_spec.to_json()).advice == llm_spec.advice
+
+
 # -- end to end ----------------------------------------------------------------------------------------------------
 def _cfg(tmp_path, **over):
     data = {"name": "trust", "data": {"name": "digits", "train_subset": 300, "test_subset": 100},

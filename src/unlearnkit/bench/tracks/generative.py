@@ -174,7 +174,9 @@ class GenerativeTrack(Track):
         n = self.s.eval.samples
         return VerdictSpec(forget={"target_share": -1}, utility={"nontarget_coverage": 100.0 / max(kept, 1)},
                            n={"target_share": n, "nontarget_coverage": n}, default_floor=1.0, percent=True,
-                           refuse_untrained=False)
+                           refuse_untrained=False,
+                           advice="train θ_o until it generates the target (more epochs), pick a target θ_o "
+                                  "generates, or judge more samples (generative.eval.samples)")
 
     def gap_keys(self) -> tuple[str, ...]:
         return ("target_share",)

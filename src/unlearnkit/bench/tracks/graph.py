@@ -210,7 +210,9 @@ class GraphTrack(Track):
 
         k = max(int(task.data.num_classes), 1)
         return VerdictSpec(forget={"forget_acc": -1, "mi_member_prob": -1, "forget_auroc": 1},
-                           utility={"test_acc": 100.0 / k, "test_auroc": 50.0}, default_floor=1.0, percent=True)
+                           utility={"test_acc": 100.0 / k, "test_auroc": 50.0}, default_floor=1.0, percent=True,
+                           advice="delete more nodes or edges (a larger forget fraction) or train θ_o until it fits "
+                                  "its training graph (more epochs)")
 
     def gap_keys(self) -> tuple[str, ...]:
         return ("test_acc", "test_auroc", "forget_acc", "forget_auroc", "mi_member_prob")

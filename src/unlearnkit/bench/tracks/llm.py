@@ -762,7 +762,11 @@ class LLMTrack(Track):
                                    "rwku.forget.fb": -1, "rwku.forget.qa": -1},
                            utility={"model_utility": 0.0, "knowmem_r": 0.0, "code.heldout_acc": 0.0,
                                     "med.others.rouge": 0.0, "stage.retained_rouge": 0.0, "rwku.neighbor.all": 0.0},
-                           default_floor=0.02, percent=False, refuse_untrained=False)
+                           default_floor=0.02, percent=False, refuse_untrained=False,
+                           advice="if D_f is knowledge the base model already had (RWKU targets, facts a pretrained "
+                                  "model knows), θ_r keeps it too: read the forget metrics against θ_o and the audit "
+                                  "probes, not the gap to θ_r; otherwise train θ_o longer on D_f or evaluate more items "
+                                  "(llm.eval.max_items)")
 
     def eval_context(self, task: Any, model: nn.Module, seed: int, references: dict[str, Any],
                      shared: dict[Any, Any] | None = None, policy: Any = None) -> Any:

@@ -129,7 +129,9 @@ class RecsysTrack(Track):
         k = self.cfg_section.k
         return VerdictSpec(forget={f"forget_recall@{k}": -1, f"forget_ndcg@{k}": -1, "forget_auc": -1},
                            utility={f"recall@{k}": 0.0, f"ndcg@{k}": 0.0}, default_floor=0.005, percent=False,
-                           refuse_untrained=False)
+                           refuse_untrained=False,
+                           advice="delete more interactions (a larger forget set) or train θ_o until it fits them "
+                                  "(more epochs)")
 
     def gap_keys(self) -> tuple[str, ...]:
         k = self.cfg_section.k
