@@ -53,3 +53,37 @@ def test_in_context_note_says_when_theta_r_does_not_read_the_context():
     flat = [{**r, "metrics": {**r["metrics"], "icl.gain": 0.001}} if r.get("role") == "oracle" else r for r in rows()]
     html = audit_section(flat, {})
     assert "does not move θ_r here" in html and "works on θ_r too" not in html
+
+
+def test_markdown_section_gives_verdicts_probe_scores_and_relearning_curves():
+    from unlearnkit.report.figures import audit_markdown
+
+    md = audit_markdown(rows())
+    assert "## Audit: removed or suppressed?" in md
+    lines = md.splitlines()
+    assert "| ga | 0 | suppression |" in "\n".join(lines) and "| rocr | 1 | removal |" in "\n".join(lines)
+    assert not any(line.startswith("| broken") for line in lines)
+    header = next(line for line in lines if line.startswith("| Model | no attack"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    ga = next(line for line in lines if line.startswith("| ga (seed 0) |"))
+    cells = dict(zip(cols, [c.strip() for c in ga.strip("|").split("|")]))
+    assert cells["no attack"] == "0.100"  # SUPP's plain forget score
+    orig = next(line for line in lines if line.startswith("| θ_o (original) |"))
+    assert dict(zip(cols, [c.strip() for c in orig.strip("|").split("|")]))["no attack"] == "0.900"
+    curve = next(line for line in lines if line.startswith("| ga (seed 1) | 0.100 |"))
+    assert curve.split("|")[2].strip() == "0.100" and curve.split("|")[3].strip() == "0.900"  # @0, @5
+    assert audit_markdown([{**r, "metrics": {"forget.prob": 0.1}} for r in rows()]) == ""
+
+
+def test_llm_table_has_columns_for_rwku_metrics_and_never_a_column_of_dashes():
+    from unlearnkit.report._common import columns_for
+    from unlearnkit.report.summary import summarize
+
+    rwku = {"rwku.forget.fb": 0.3, "rwku.forget.qa": 0.4, "rwku.neighbor.all": 0.8, "rwku_utility.mmlu.acc": 0.4}
+    rs = [{"method": "retrain", "role": "oracle", "is_oracle": True, "seed": 0, "status": "ok", "metrics": rwku},
+          {"method": "npo", "role": "method", "seed": 0, "status": "ok", "metrics": rwku}]
+    keys = [c.key for c in columns_for(summarize(rs))]
+    assert keys[:4] == ["rwku.forget.fb", "rwku.forget.qa", "rwku.neighbor.all", "rwku_utility.mmlu.acc"]
+    assert "unlearn_acc" not in keys
+    only_probes = [{**r, "metrics": {"forms.forget.qa.prob": 0.2}} for r in rs]
+    assert "unlearn_acc" not in [c.key for c in columns_for(summarize(only_probes))]

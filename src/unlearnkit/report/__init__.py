@@ -177,8 +177,9 @@ def write_reports(run_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     if policies.policy_table(rows):
         page = page.replace("</body>", policies.html_section(rows) + "</body>", 1)
     md += order_markdown(rows)  # '' unless rows carry the `order` dimension (LLM track, source: stages)
-    from unlearnkit.report.figures import continual_markdown
+    from unlearnkit.report.figures import audit_markdown, continual_markdown
 
+    md += audit_markdown(rows)  # '' unless the LLM audit probes ran: verdicts, probe scores, relearning curves
     md += continual_markdown(rows)  # '' unless a continual schedule: ACC, BWT, forgetting, forgotten, relapse, costs
     from unlearnkit.report import backdoor_section
 

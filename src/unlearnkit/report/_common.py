@@ -62,6 +62,21 @@ VERBMEM = Column("verbmem_f", "VerbMem", "", "MUSE VerbMem on D_f (ROUGE-L F1). 
 KNOW_F = Column("knowmem_f", "KnowMem D_f", "", "MUSE KnowMem on forget QA. Lower is better (oracle's level).")
 KNOW_R = Column("knowmem_r", "KnowMem D_r", "", "MUSE KnowMem on retain QA. Higher is better.")
 PRIVLEAK = Column("privleak", "PrivLeak", "%", "MUSE PrivLeak = (AUC_u − AUC_r)/AUC_r × 100. Closest to 0 is best.")
+# RWKU (metrics rwku / rwku_utility): ROUGE-L recall and accuracies in [0, 1], fluency in bits
+RW_FB = Column("rwku.forget.fb", "Forget FB", "", "RWKU fill-in-the-blank on the targets: ROUGE-L recall of greedy "
+               "answers. Lower is more forgotten (θ_r's level when it is measurable).")
+RW_QA = Column("rwku.forget.qa", "Forget QA", "", "RWKU question answering on the targets (ROUGE-L recall). Lower is "
+               "more forgotten.")
+RW_ADV = Column("rwku.forget.adv", "Forget Adv.", "", "RWKU adversarial probes on the targets (ROUGE-L recall). "
+                "Lower is more forgotten.")
+RW_NB = Column("rwku.neighbor.all", "Neighbour", "", "RWKU neighbour knowledge (fill-in-the-blank and QA on related "
+               "facts to keep). Higher is better.")
+RW_MMLU = Column("rwku_utility.mmlu.acc", "MMLU", "", "RWKU utility: MMLU accuracy (answer-letter likelihood). "
+                 "Higher is better.")
+RW_TQA = Column("rwku_utility.triviaqa.f1", "TriviaQA F1", "", "RWKU utility: TriviaQA F1 against the aliases. "
+                "Higher is better.")
+RW_FLU = Column("rwku_utility.fluency.entropy", "Fluency", "bits", "RWKU utility: n-gram entropy of generations on "
+                "instructions. Higher is better (a collapsed model repeats itself).")
 
 
 # Graph track (metrics graph_utility / graph_forget_auroc / graph_mia / graph_oracle_distance): percentages
@@ -127,7 +142,8 @@ EXACT = Column("exactness_gap", "Exactness gap", "", "exact methods: max |Δw| b
 def _columns(summary: Sequence[SummaryRow], keys: set[str]) -> list[Column]:
     gap = [ROW_GAP] if ROW_GAP.key in keys else []
     if not keys & {UA.key, RA.key}:
-        llm = [c for c in (FQ, MU, FROUGE, MIA_AUC, VERBMEM, KNOW_F, KNOW_R, PRIVLEAK) if c.key in keys]
+        llm = [c for c in (FQ, MU, FROUGE, MIA_AUC, VERBMEM, KNOW_F, KNOW_R, PRIVLEAK,
+                           RW_FB, RW_QA, RW_ADV, RW_NB, RW_MMLU, RW_TQA, RW_FLU) if c.key in keys]
         if llm:
             return [*llm, *gap, RTE]
         if keys & {G_FAUC.key, G_MIA.key, G_TAUC.key, G_TV.key}:
@@ -138,6 +154,9 @@ def _columns(summary: Sequence[SummaryRow], keys: set[str]) -> list[Column]:
         rec = _recsys_columns(keys)
         if rec:
             return [*rec, *(c for c in (R_AUC,) if c.key in keys), *gap, RTE]
+        if keys and not keys & {TA.key, MIA.key}:
+            # metrics this table has no columns for (their own report sections show them): no column of "—"s
+            return [*gap, RTE]
     cols = [UA, RA, TA, MIA, GAP, RTE]
     if any(FTA.key in s.mean for s in summary):
         cols.insert(3, FTA)

@@ -727,6 +727,75 @@ def audit_section(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str]) 
             f'{"".join(parts)}</section>')
 
 
+def audit_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The report.md view of the audit (the HTML section draws it): per method and seed the removal-vs-suppression
+    verdict with its reasons, then one table of the forget score of θ_u / θ_r / θ_o under every probe, and the
+    relearning curves. '' when the run has no audit probe."""
+    from unlearnkit.report._common import fmt_num
+
+    verdicts = audit_verdicts(rows)
+    if not verdicts:
+        return ""
+    last_dims = max((tuple(sorted(v["dims"].items())) for v in verdicts), default=())
+    verdicts = [v for v in verdicts if tuple(sorted(v["dims"].items())) == last_dims]
+
+    def esc(x: Any) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["", "## Audit: removed or suppressed?", "",
+             "Removal or suppression (unlearnkit.metrics.audit): a probe exposes suppression when it brings θ_u's "
+             "forget score back towards θ_o's clearly more than it brings θ_r's under the same probe; traces are "
+             "reported, not deciding. Thresholds are heuristics: read the scores (0–1, higher = knows D_f).", "",
+             "| Method | seed | verdict | why |", "| :--- | ---: | :--- | :--- |"]
+    for v in verdicts:
+        why = "; ".join(v.get("reasons", []))
+        if v.get("traces"):
+            why += f". Traces: {'; '.join(v['traces'])}"
+        row_v = v.get("row_verdict")
+        verdict = v["verdict"] + (f" (row: {row_v})" if row_v not in (None, "", "ok") else "")
+        lines.append(f"| {esc(v['method'])} | {v['seed']} | {esc(verdict)} | {esc(why)} |")
+    probes: list[tuple[str, str]] = []
+    for v in verdicts:
+        for pr in v["probes"]:
+            if (pr["probe"], pr["label"]) not in probes:
+                probes.append((pr["probe"], pr["label"]))
+    if probes:
+        first = next((v for v in verdicts), None)
+        anchors = {pr["probe"]: (pr["r"], pr["o"]) for pr in (first or {}).get("probes", [])}
+        lines += ["", "Forget score under each probe (θ_u; the first rows are θ_r's and θ_o's under the same probe; "
+                  "seed " + str(first["seed"] if first else "") + " for the anchors):", "",
+                  "| Model | " + " | ".join(esc(lbl) for _, lbl in probes) + " |",
+                  "| :--- |" + " ---: |" * len(probes)]
+        for name, idx in (("θ_r (retrain)", 0), ("θ_o (original)", 1)):
+            lines.append(f"| {name} | " + " | ".join(fmt_num(as_number(anchors.get(pid, (None, None))[idx]), 3)
+                                                     for pid, _ in probes) + " |")
+        for v in verdicts:
+            got = {pr["probe"]: pr["u"] for pr in v["probes"]}
+            lines.append(f"| {esc(v['method'])} (seed {v['seed']}) | "
+                         + " | ".join(fmt_num(as_number(got.get(pid)), 3) for pid, _ in probes) + " |")
+    curves = []
+    for (dims, seed), pt in _audit_points(rows).items():
+        if dims != last_dims:
+            continue
+        for name, m in ([("θ_r", pt["oracle"]), ("θ_o", pt["original"])] + sorted(pt["methods"].items())):
+            if not m:
+                continue
+            steps = sorted(int(k.split("@")[1]) for k in m if k.startswith("relearn.prob@"))
+            if len(steps) > 1:
+                curves.append((f"{name} (seed {seed})", steps, m))
+    if curves:
+        steps = sorted({s for _, st, _ in curves for s in st})
+        lines += ["", "Relearning attack: forget score of the held-out items after s attack steps, and the area "
+                  "(mean over the attack; higher = relearns more):", "",
+                  "| Model | " + " | ".join(f"@{s}" for s in steps) + " | area |",
+                  "| :--- |" + " ---: |" * (len(steps) + 1)]
+        for name, _, m in curves:
+            lines.append(f"| {esc(name)} | " + " | ".join(fmt_num(as_number(m.get(f"relearn.prob@{s}")), 3)
+                                                        for s in steps)
+                         + f" | {fmt_num(as_number(m.get('relearn.auc')), 3)} |")
+    return "\n".join(lines) + "\n"
+
+
 def _relearn_chart(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str], dims: tuple) -> str:
     import re
 
