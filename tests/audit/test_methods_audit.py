@@ -200,6 +200,41 @@ def test_mrp_on_lora_folds_the_projection_into_base_and_adapters(theta_o):
     assert {n: p.requires_grad for n, p in m.named_parameters()} == flags
 
 
+def test_needle_on_lora_ablates_the_effective_column(theta_o):
+    """Under peft LoRA with trained adapters Needle makes the *effective* down-projection column (base + sBA) the
+    ablation vector of the effective column; every other effective column is unchanged."""
+    pytest.importorskip("peft")
+    from unlearnkit.methods.llm.needle import ablation_vector
+    from unlearnkit.models.llm import LoraSpec, apply_lora
+
+    task = cf.task()
+    m = apply_lora(copy.deepcopy(theta_o), LoraSpec(r=2, alpha=4, dropout=0.0))
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for n, prm in m.named_parameters():
+            if "lora_B" in n:
+                prm.copy_(torch.randn(prm.shape, generator=g) * 0.5)
+    blocks = m.get_base_model().model.layers
+
+    def effective(i):
+        d = blocks[i].mlp.down_proj
+        return (d.base_layer.weight + d.get_delta_weight("default")).detach().clone()
+
+    before = {i: effective(i) for i in range(len(blocks))}
+    res = METHODS.build("needle", {"per_concept": 2, "top_k": 10, "seed": 3}).unlearn(m, task.forget, task.retain,
+                                                                                     cf.engine(), _ctx())
+    hit = {(v["layer"], v["index"]) for v in res.notes["vectors"]}
+    assert hit
+    for i in range(len(blocks)):
+        after = effective(i)
+        for j in range(after.shape[1]):
+            if (i, j) in hit:
+                want = ablation_vector(before[i][:, j].float(), (3, i, j))
+                assert torch.allclose(after[:, j], want, atol=1e-5), (i, j)
+            else:
+                assert torch.allclose(after[:, j], before[i][:, j], atol=1e-6), (i, j)
+
+
 def test_every_method_declares_an_intent_and_the_cli_shows_it():
     from typer.testing import CliRunner
 

@@ -13,7 +13,9 @@ column's *coherence* = |top-k(E·v) ∩ T_c| / k; the ``per_concept`` most coher
 Needle (ConceptVectors §5, the baseline that unlearns by editing the vectors themselves): each concept vector is
 replaced by :func:`ablation_vector` — Gaussian noise of the same norm, seeded per (seed, layer, column) — so its
 logit lens no longer points at the concept. It is the upper bound of *parametric* removal for these vectors; the
-``concept_vectors`` metric reports the Jaccard an ablated vector gets (``cv.jaccard_ablated``).
+``concept_vectors`` metric reports the Jaccard an ablated vector gets (``cv.jaccard_ablated``). On a peft LoRA model
+the *effective* column (base + sBA, what the merged model writes) becomes the ablation vector: the base column is set
+to it minus the adapters' delta.
 
 Cost: E·W_down for every chosen layer is V × d × d_ff multiply-adds per layer (SmolLM2-135M: 49 152 × 576 × 1 536 ≈
 43 GFLOP per layer); restrict ``layers`` on real models.
@@ -195,6 +197,26 @@ class NeedleConfig(Frozen):
     seed: int = Field(0, description="seed of the replacement noise (with layer and column)")
 
 
+def _base_and_delta(module: Any, block: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The down-projection weight Needle writes and the adapters' delta on top of it: ``(W, None)`` for an
+    ``nn.Linear``; under peft LoRA ``(W_base, Σ sBA)`` over the active adapters, so that writing ``target − ΔW`` into
+    the base column makes the *effective* column (the merged model's) the ablation vector.
+
+    Raises:
+        MethodError: not a Llama-style MLP down-projection.
+    """
+    if isinstance(module, nn.Linear):
+        return module.weight, None
+    base = getattr(module, "base_layer", None)
+    if isinstance(base, nn.Linear) and hasattr(module, "get_delta_weight"):
+        names = [a for a in (getattr(module, "active_adapters", None) or []) if a in getattr(module, "lora_A", {})]
+        delta = sum((module.get_delta_weight(a).detach().float() for a in names), torch.zeros_like(base.weight,
+                                                                                                 dtype=torch.float32))
+        return base.weight, delta
+    raise MethodError(f"needle needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper "
+                      f"of one); got {type(module).__name__}")
+
+
 @METHODS.register("needle", config=NeedleConfig)
 class Needle(Unlearner):
     """Needle (ConceptVectors, arXiv:2406.11614): find each forget subject's concept vectors (MLP down-projection
@@ -221,14 +243,13 @@ class Needle(Unlearner):
             raise MethodError("needle needs forget items with a subject (the concepts to ablate)")
         vecs = find_concept_vectors(model, tok, concepts, others, top_k=cfg.top_k, per_concept=cfg.per_concept,
                                     layers=cfg.layers, min_ratio=cfg.min_ratio)
-        if is_peft_model(model):
-            raise MethodError("needle edits base down_proj weights; merge LoRA adapters into the model first")
         blocks = decoder_layers(model)
         with torch.no_grad():
             for v in vecs:
-                w = blocks[v.layer].mlp.down_proj.weight
-                w[:, v.index] = ablation_vector(w[:, v.index].detach().float(), (cfg.seed, v.layer, v.index)).to(
-                    w.dtype)
+                w, delta = _base_and_delta(blocks[v.layer].mlp.down_proj, v.layer)
+                d = delta[:, v.index] if delta is not None else 0.0
+                target = ablation_vector((w[:, v.index].float() + d).detach().float(), (cfg.seed, v.layer, v.index))
+                w[:, v.index] = (target - d).to(w.dtype)
         notes = {"vectors": [{"concept": v.concept, "layer": v.layer, "index": v.index,
                               "coherence": v.coherence} for v in vecs],
                  "mean_coherence": float(np.mean([v.coherence for v in vecs])) if vecs else float("nan")}
