@@ -211,3 +211,30 @@ def test_memorisation_check_only_where_forget_and_test_accuracy_compare(config, 
 
     runner = Runner(load_config(config))
     assert runner.track.memorisation_keys(runner.task) == expected
+
+
+def test_means_that_look_ok_do_not_hide_seeds_that_are_not():
+    """Two seeds over-unlearn and one does nothing: the means land near θ_r (the seed spread widens the tolerance),
+    yet the summary row must not read ``ok`` — it takes the most frequent seed verdict and says why."""
+    spec = SPEC.to_json()
+
+    def row(method, role, seed, metrics, verdict=None):
+        return {"method": method, "role": role, "is_oracle": role == "oracle", "seed": seed, "status": "ok",
+                "metrics": metrics, "verdict_spec": spec, **({"verdict": verdict} if verdict else {})}
+
+    rows = []
+    for seed in (0, 1, 2):
+        rows += [row("retrain", "oracle", seed, {**ORACLE, "unlearn_acc": 4.0 + seed}),
+                 row("original", "original", seed, THETA_O, "inert")]
+    over = {"unlearn_acc": 9.0, "mia_efficacy": 16.0, "retain_acc": 100.0, "test_acc": 97.8}
+    rows += [row("ga", "method", 0, over, "over-unlearned"), row("ga", "method", 1, over, "over-unlearned"),
+             row("ga", "method", 2, THETA_O, "inert")]
+    by = {s.method: s for s in summarize(rows)}
+    ga = by["ga"]
+    assert judge(ga.mean, by["retrain"].mean, by["original"].mean, SPEC,
+                 tolerance={"unlearn_acc": 10.0, "mia_efficacy": 20.0})[0] == "ok"  # what the means alone say
+    assert ga.verdict == "over-unlearned" and "2 of 3 seeds are not ok" not in ga.verdict_reasons[0]
+    assert "3 of 3 seeds are not ok" in ga.verdict_reasons[0]
+    from unlearnkit.report._common import verdict_cell
+
+    assert verdict_cell(ga) == "over-unlearned (2/3 seeds)"

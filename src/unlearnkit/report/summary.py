@@ -53,7 +53,8 @@ class SummaryRow:
         is_oracle: True for the retrained model θ_r, the reference of every gap.
         role: ``oracle`` (θ_r), ``original`` (θ_o, the model before unlearning) or ``method``.
         verdict: the method's verdict over seeds (:mod:`unlearnkit.verdict`: its means against θ_r's and θ_o's
-            means, tolerance from the seed spread); ``reference`` for θ_r; "" when the rows carry no verdict spec.
+            means, tolerance from the seed spread; when the means read ``ok`` but most seeds' own verdicts are not,
+            the most frequent of those); ``reference`` for θ_r; "" when the rows carry no verdict spec.
         verdict_reasons: why. seed_verdicts: the per-seed rows' verdicts, counted.
         n_seeds: number of seeds whose (latest) row has ``status == "ok"``; means and stds are over these.
         n_failed: number of seeds whose latest row has status ``"error"`` or ``"diverged"``.
@@ -252,6 +253,14 @@ def _summary_verdicts(out: list[SummaryRow], groups: Mapping[tuple[str, str], li
         s.verdict, s.verdict_reasons = judge(s.mean, oracle.mean, original.mean, spec, tolerance=tol,
                                              same_weights_as_original=same, has_policy=policy,
                                              notes=unconverged or {})
+        n_judged = sum(counts.values())
+        if s.verdict == "ok" and n_judged and 2 * counts.get("ok", 0) < n_judged:
+            # means that land near θ_r while most seeds do not (one collapses, one does nothing) are not a good run
+            worst = max((v for v in counts if v != "ok"), key=lambda v: (counts[v], v))
+            s.verdict_reasons = [f"the means over seeds are near θ_r's, but {n_judged - counts.get('ok', 0)} of "
+                                 f"{n_judged} seeds are not ok ({', '.join(f'{v} {c}' for v, c in sorted(counts.items()))})"
+                                 ] + list(s.verdict_reasons)
+            s.verdict = worst
         if s.n_failed and s.verdict == "ok":
             s.verdict = "partial"
 
