@@ -315,10 +315,13 @@ def test_tune_on_digits_finds_settings_that_beat_the_original_model(tmp_path):
                  "methods.3.lr=5.0e-4", "methods.3.epochs=3", "methods.3.msteps=2"]  # the papers' defaults
     raw = compose_source(str(src), overrides)
     cfg = load_config(str(src), overrides)
-    for label, n in (("grad_ascent", 24), ("finetune", 10), ("scrub", 10)):
-        out = tune_experiment(cfg, methods=[label], trials=n, raw=raw, console=quiet())
-        tuning = {t: out.summaries[label]["tuning_set"]["draws"][i]["forget_ids_sha256"]
-                  for i, t in enumerate(cfg.seeds)}
+    # gradient ascent sits near a cliff (inert below, collapse above): one tuning draw per seed picks a setting that
+    # collapses on the evaluation D_f; three draws (BENCHMARKS.md's advice) give one that transfers
+    for label, n, draws in (("grad_ascent", 24, 3), ("finetune", 10, 1), ("scrub", 10, 1)):
+        out = tune_experiment(cfg, methods=[label], trials=n, draws=draws, raw=raw, console=quiet())
+        record = out.summaries[label]["tuning_set"]["draws"]
+        assert len(record) == draws * len(cfg.seeds)
+        tuning = {i: d["forget_ids_sha256"] for i, d in enumerate(record)}
         assert out.summaries[label]["best"]["value"] < out.summaries[label]["original_objective"]
     evaluation = Runner(cfg, console=quiet()).task.scenario["forget_ids_sha256"]
     assert evaluation not in tuning.values()
