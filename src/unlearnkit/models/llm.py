@@ -187,7 +187,7 @@ def _loading_bars(enabled: bool):
     if gguf is None:
         try:
             import transformers.modeling_gguf_pytorch_utils as gguf
-        except ImportError:  # older transformers: nothing to silence there
+        except Exception:  # noqa: BLE001 - an older or partial transformers: nothing to silence there, load anyway
             gguf = None
     bar = getattr(gguf, "tqdm", None)
     if bar is not None:
