@@ -221,9 +221,12 @@ def test_markdown_class_scenario_adds_forgotten_class_column_and_escapes_pipes()
             _row("a|b", 1, unlearn_acc=97.0, test_acc=96.0, forgotten_test_acc=2.5)]
     meta = {"run": "c", "config_sha256": "0123456789", "scenario": {"kind": "class", "classes": [3], "n_forget": 9}}
     md = to_markdown(summarize(rows), meta)
-    assert "| Method | UA | RA | TA | Forgotten-class TA | MIA-Eff. | Avg. Gap | RTE (s) | seeds |" in md
-    # a\|b keeps the table at 9 columns; gap over UA and TA only: (|98-100| + |95-95|) / 2 = 1
-    assert "| a\\|b | 98.00 ± 1.41 | — | 95.00 ± 1.41 | 2.00 ± 0.71 | — | 1.00 | — | 2 |" in md
+    # no mia_efficacy in the rows: no MIA-Eff. column (a metric the run did not compute is not a column of dashes)
+    assert "| Method | UA | RA | TA | Forgotten-class TA | Avg. Gap | RTE (s) | seeds |" in md
+    # a\|b keeps the table at 8 columns; gap over UA and TA only: (|98-100| + |95-95|) / 2 = 1
+    assert "| a\\|b | 98.00 ± 1.41 | — | 95.00 ± 1.41 | 2.00 ± 0.71 | 1.00 | — | 2 |" in md
+    with_mia = [{**r, "metrics": {**r["metrics"], "mia_efficacy": 10.0}} for r in rows]
+    assert "| TA | Forgotten-class TA | MIA-Eff. | Avg. Gap |" in to_markdown(summarize(with_mia), meta)
     assert "class: forget class 3 (n_forget = 9)" in md and "**config**: 01234567\n" in md
 
 
@@ -419,7 +422,7 @@ def test_write_reports_without_config_uses_rows(tmp_path):
                                     _row("a", 0, unlearn_acc=7.0)], config=None)
     md_path, html_path = write_reports(d)
     md = md_path.read_text(encoding="utf-8")
-    assert md.startswith("# unlearnkit report: t\n") and "| a | 7.00 | — | — | — | 2.00 | — | 1 |" in md
+    assert md.startswith("# unlearnkit report: t\n") and "| a | 7.00 | — | — | 2.00 | — | 1 |" in md
     assert "config.resolved.yaml was not found" in html_path.read_text(encoding="utf-8")
 
 

@@ -157,7 +157,8 @@ def _columns(summary: Sequence[SummaryRow], keys: set[str]) -> list[Column]:
         if keys and not keys & {TA.key, MIA.key}:
             # metrics this table has no columns for (their own report sections show them): no column of "—"s
             return [*gap, RTE]
-    cols = [UA, RA, TA, MIA, GAP, RTE]
+    # a metric the run did not compute gets no column (MIA-Eff. needs the mia_efficacy metric)
+    cols = [UA, RA, TA, *([MIA] if MIA.key in keys or not keys else []), GAP, RTE]
     if any(FTA.key in s.mean for s in summary):
         cols.insert(3, FTA)
     return cols
