@@ -171,21 +171,29 @@ def test_mrp_folding_is_exact_and_requests_accumulate(theta_o):
     assert not m.model.layers[0].mlp.down_proj._forward_hooks
 
 
+def _trained_lora(theta_o, seed: int):
+    """θ_o wrapped with rank-2 LoRA adapters whose B is random (non-zero), as after training: the wrapper's delta
+    sBA then matters to every edit of the base weights."""
+    from unlearnkit.models.llm import LoraSpec, apply_lora
+
+    m = apply_lora(copy.deepcopy(theta_o), LoraSpec(r=2, alpha=4, dropout=0.0))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, prm in m.named_parameters():
+            if "lora_B" in n:
+                prm.copy_(torch.randn(prm.shape, generator=g) * 0.5)
+    return m
+
+
 def test_mrp_on_lora_folds_the_projection_into_base_and_adapters(theta_o):
     """Under peft LoRA with trained (non-zero) adapters the projection is folded into the base weight *and* every
     lora_B, so the effective down-projection W + sBA loses exactly ``rank`` output directions; adapters stay
     trainable."""
     pytest.importorskip("peft")
     from unlearnkit.methods.llm.mrp import removed_directions
-    from unlearnkit.models.llm import LoraSpec, apply_lora
 
     task = cf.task()
-    m = apply_lora(copy.deepcopy(theta_o), LoraSpec(r=2, alpha=4, dropout=0.0))
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for n, prm in m.named_parameters():
-            if "lora_B" in n:
-                prm.copy_(torch.randn(prm.shape, generator=g) * 0.5)
+    m = _trained_lora(theta_o, seed=3)
     down = m.get_base_model().model.layers[0].mlp.down_proj
 
     def effective():
@@ -205,15 +213,9 @@ def test_needle_on_lora_ablates_the_effective_column(theta_o):
     ablation vector of the effective column; every other effective column is unchanged."""
     pytest.importorskip("peft")
     from unlearnkit.methods.llm.needle import ablation_vector
-    from unlearnkit.models.llm import LoraSpec, apply_lora
 
     task = cf.task()
-    m = apply_lora(copy.deepcopy(theta_o), LoraSpec(r=2, alpha=4, dropout=0.0))
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for n, prm in m.named_parameters():
-            if "lora_B" in n:
-                prm.copy_(torch.randn(prm.shape, generator=g) * 0.5)
+    m = _trained_lora(theta_o, seed=5)
     blocks = m.get_base_model().model.layers
 
     def effective(i):

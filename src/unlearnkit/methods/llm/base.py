@@ -178,6 +178,36 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     raise MethodError(f"cannot find the transformer blocks of {type(m).__name__} (looked for model.layers, ...)")
 
 
+def down_projection(blocks: nn.ModuleList, block: int, who: str) -> tuple[nn.Module, nn.Linear]:
+    """``(module, linear)`` of ``blocks[block].mlp.down_proj``: the module the forward pass calls and the
+    ``nn.Linear`` that holds the weight W — the module itself, or under a peft LoRA wrapper its frozen ``base_layer``
+    (the wrapper adds s·B·A; :func:`lora_delta` gives it). Methods that edit W in closed form write the merged
+    model's edit there.
+
+    Raises:
+        MethodError: not a Llama-style MLP down-projection (``who`` names the method in the message).
+    """
+    module = getattr(getattr(blocks[block], "mlp", None), "down_proj", None)
+    if isinstance(module, nn.Linear):
+        return module, module
+    base = getattr(module, "base_layer", None)
+    if isinstance(base, nn.Linear):
+        return module, base
+    raise MethodError(f"{who} needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper "
+                      f"of one); got {type(module).__name__}")
+
+
+def lora_delta(module: nn.Module) -> torch.Tensor | None:
+    """Σ s·B·A (float32, the shape of W) over the active LoRA adapters of a wrapped linear layer; None for a plain
+    ``nn.Linear`` (no adapters)."""
+    if isinstance(module, nn.Linear) or not hasattr(module, "get_delta_weight"):
+        return None
+    names = [a for a in (getattr(module, "active_adapters", None) or []) if a in getattr(module, "lora_A", {})]
+    base = module.base_layer.weight
+    return sum((module.get_delta_weight(a).detach().float() for a in names),
+               torch.zeros_like(base, dtype=torch.float32))
+
+
 @contextmanager
 def reference_mode(model: nn.Module):
     """Inside: ``model`` computes θ_ref = the adapter-disabled base (peft models), under eval mode and no grad."""

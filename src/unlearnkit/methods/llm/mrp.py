@@ -34,7 +34,8 @@ from torch import nn
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.llm.lm import _to, eval_mode, sequence_logprobs
 from unlearnkit.llm.tokenize import IGNORE_INDEX, collate
-from unlearnkit.methods.llm.base import LLMUnlearner, RetainRegConfig, decoder_layers, reference_logprobs
+from unlearnkit.methods.llm.base import (LLMUnlearner, RetainRegConfig, decoder_layers, down_projection,
+                                        reference_logprobs)
 from unlearnkit.methods.llm.npo import npo_loss
 from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import Int, LogFloat
@@ -94,24 +95,6 @@ class MRPConfig(RetainRegConfig):
     epochs: int = Field(5, ge=1)
 
 
-def down_parts(module: Any, block: int) -> tuple[nn.Linear, list[torch.Tensor]]:
-    """``(linear, extra)`` of a block's MLP down-projection: the ``nn.Linear`` whose weight (and bias) MRP folds
-    P into, and the other output-side weights that must be folded too for the fold to be exact — under a peft LoRA
-    wrapper its frozen ``base_layer`` and every adapter's ``lora_B`` weight (P(W + sBA) = PW + s(PB)A).
-
-    Raises:
-        MethodError: not a Llama-style MLP down-projection.
-    """
-    if isinstance(module, nn.Linear):
-        return module, []
-    base = getattr(module, "base_layer", None)
-    if isinstance(base, nn.Linear):
-        lora_b = getattr(module, "lora_B", None) or {}
-        return base, [m.weight for m in lora_b.values()]
-    raise MethodError(f"mrp needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper of "
-                      f"one); got {type(module).__name__}")
-
-
 @METHODS.register("mrp", config=MRPConfig)
 class MRP(LLMUnlearner):
     """Metamorphosis Representation Projection (arXiv:2508.15449): trained, accumulating orthogonal projections of
@@ -168,7 +151,7 @@ class MRP(LLMUnlearner):
         gen = torch.Generator().manual_seed(int(ctx.seed) * 7919 + 17)
         params, removed_dims, bases = {}, {}, {}
         for layer in layers:
-            proj = down_parts(getattr(getattr(blocks[layer], "mlp", None), "down_proj", None), layer)[0]
+            proj = down_projection(blocks, layer, "mrp")[1]
             removed = removed_directions(proj.weight)
             removed_dims[layer] = int(removed.shape[1])
             if cfg.init == "pca":
@@ -231,7 +214,9 @@ class MRP(LLMUnlearner):
         dims = {}
         with torch.no_grad():
             for layer, a in state.get("mrp", {}).items():
-                base, out_weights = down_parts(blocks[layer].mlp.down_proj, layer)
+                module, base = down_projection(blocks, layer, "mrp")
+                # P(W + sBA) = PW + s(PB)A: under LoRA every adapter's B is folded too, so the fold stays exact
+                out_weights = [m.weight for m in getattr(module, "lora_B", {}).values()] if module is not base else []
                 w = base.weight
                 prev = state["removed_basis"][layer].double()
                 u = orthonormal(project_out(a.detach().double(), prev)).to(w.device)

@@ -36,7 +36,7 @@ from torch import nn
 from unlearnkit.config.schema import Frozen
 from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.methods.base import UnlearnContext, Unlearned, Unlearner
-from unlearnkit.methods.llm.base import decoder_layers
+from unlearnkit.methods.llm.base import decoder_layers, down_projection, lora_delta
 from unlearnkit.models.llm import is_peft_model
 from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import Float, Int
@@ -197,26 +197,6 @@ class NeedleConfig(Frozen):
     seed: int = Field(0, description="seed of the replacement noise (with layer and column)")
 
 
-def _base_and_delta(module: Any, block: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The down-projection weight Needle writes and the adapters' delta on top of it: ``(W, None)`` for an
-    ``nn.Linear``; under peft LoRA ``(W_base, Σ sBA)`` over the active adapters, so that writing ``target − ΔW`` into
-    the base column makes the *effective* column (the merged model's) the ablation vector.
-
-    Raises:
-        MethodError: not a Llama-style MLP down-projection.
-    """
-    if isinstance(module, nn.Linear):
-        return module.weight, None
-    base = getattr(module, "base_layer", None)
-    if isinstance(base, nn.Linear) and hasattr(module, "get_delta_weight"):
-        names = [a for a in (getattr(module, "active_adapters", None) or []) if a in getattr(module, "lora_A", {})]
-        delta = sum((module.get_delta_weight(a).detach().float() for a in names), torch.zeros_like(base.weight,
-                                                                                                 dtype=torch.float32))
-        return base.weight, delta
-    raise MethodError(f"needle needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper "
-                      f"of one); got {type(module).__name__}")
-
-
 @METHODS.register("needle", config=NeedleConfig)
 class Needle(Unlearner):
     """Needle (ConceptVectors, arXiv:2406.11614): find each forget subject's concept vectors (MLP down-projection
@@ -246,7 +226,8 @@ class Needle(Unlearner):
         blocks = decoder_layers(model)
         with torch.no_grad():
             for v in vecs:
-                w, delta = _base_and_delta(blocks[v.layer].mlp.down_proj, v.layer)
+                module, base = down_projection(blocks, v.layer, "needle")
+                w, delta = base.weight, lora_delta(module)
                 d = delta[:, v.index] if delta is not None else 0.0
                 target = ablation_vector((w[:, v.index].float() + d).detach().float(), (cfg.seed, v.layer, v.index))
                 w[:, v.index] = (target - d).to(w.dtype)

@@ -43,7 +43,7 @@ from unlearnkit.errors import ConfigError, MethodError
 from unlearnkit.llm.lm import _to, eval_mode
 from unlearnkit.llm.tokenize import Encoded, collate, format_prompt, pad_id_of
 from unlearnkit.methods.base import UnlearnContext, Unlearned, Unlearner, derive_seed
-from unlearnkit.methods.llm.base import decoder_layers
+from unlearnkit.methods.llm.base import decoder_layers, down_projection
 from unlearnkit.registry import METHODS
 from unlearnkit.methods.search import LogFloat
 
@@ -74,22 +74,6 @@ def aligned(src: list[int], dst: list[int]) -> list[int]:
     if len(src) == 1:
         return [dst[-1]]
     return [dst[round(j * (len(dst) - 1) / (len(src) - 1))] for j in range(len(src))]
-
-
-def down_weight(module: Any, block: int) -> nn.Parameter:
-    """The weight ROCR edits in ``blocks[block].mlp.down_proj``: an ``nn.Linear``'s, or under a peft LoRA wrapper
-    its frozen ``base_layer``'s (adding ΔW there is the edit of the merged model: W x + BA x + ΔW x).
-
-    Raises:
-        MethodError: not a Llama-style MLP down-projection.
-    """
-    if isinstance(module, nn.Linear):
-        return module.weight
-    base = getattr(module, "base_layer", None)
-    if isinstance(base, nn.Linear):
-        return base.weight
-    raise MethodError(f"rocr needs Llama-style MLPs (blocks[{block}].mlp.down_proj an nn.Linear, or a LoRA wrapper "
-                      f"of one); got {type(module).__name__}")
 
 
 class _Capture:
@@ -217,7 +201,7 @@ class ROCR(Unlearner):
         layers = cfg.layers if cfg.layers is not None else [max(0, n // 4 - (1 if n >= 4 else 0))]
         if not layers or any(not 0 <= i < n for i in layers) or any(b != a + 1 for a, b in zip(layers, layers[1:])):
             raise ConfigError(f"rocr layers {layers} must be consecutive block indices in 0..{n - 1}")
-        weights = {i: down_weight(getattr(getattr(blocks[i], "mlp", None), "down_proj", None), i) for i in layers}
+        weights = {i: down_projection(blocks, i, "rocr")[1].weight for i in layers}
         names = [str(x) for x in (cfg.subjects or []) if str(x)]
 
         def subject_of(it: Any) -> str:
@@ -296,4 +280,4 @@ class ROCR(Unlearner):
 
 
 __all__ = ["ROCR", "ROCRConfig", "aligned", "gather_at", "gather_keys", "nullspace_projector", "rank_one_update",
-           "down_weight", "subject_position", "subject_positions"]
+           "subject_position", "subject_positions"]
