@@ -773,16 +773,12 @@ def audit_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             got = {pr["probe"]: pr["u"] for pr in v["probes"]}
             lines.append(f"| {esc(v['method'])} (seed {v['seed']}) | "
                          + " | ".join(fmt_num(as_number(got.get(pid)), 3) for pid, _ in probes) + " |")
-    curves = []
-    for (dims, seed), pt in _audit_points(rows).items():
-        if dims != last_dims:
-            continue
-        for name, m in ([("θ_r", pt["oracle"]), ("θ_o", pt["original"])] + sorted(pt["methods"].items())):
-            if not m:
-                continue
-            steps = sorted(int(k.split("@")[1]) for k in m if k.startswith("relearn.prob@"))
-            if len(steps) > 1:
-                curves.append((f"{name} (seed {seed})", steps, m))
+    refs = {"θ_r": 0, "θ_o": 1}
+    curves = [(f"{who} (seed {seed})", sorted(pts), m)
+              for who, seed, pts, m in sorted(_relearn_curves(rows, last_dims),
+                                              key=lambda c: (refs.get(c[0], 2), c[0] if c[0] not in refs else "",
+                                                             str(c[1])))
+              if len(pts) > 1]
     if curves:
         steps = sorted({s for _, st, _ in curves for s in st})
         lines += ["", "Relearning attack: forget score of the held-out items after s attack steps, and the area "
@@ -796,19 +792,33 @@ def audit_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _relearn_chart(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str], dims: tuple) -> str:
+def _relearn_curves(rows: Sequence[Mapping[str, Any]], dims: tuple
+                    ) -> list[tuple[str, Any, dict[int, float], Mapping[str, Any]]]:
+    """The relearning curves at the evaluation point ``dims``: ``(who, seed, {step: finite score}, metrics)`` with
+    who = ``θ_r``, ``θ_o`` or the method, in that order per seed (rows without ``relearn.prob@s`` keys: no entry)."""
     import re
 
-    curves: dict[str, dict[int, list[float]]] = {}
-    for (d, _), pt in _audit_points(rows).items():
+    out = []
+    for (d, seed), pt in _audit_points(rows).items():
         if d != dims:
             continue
-        named = [("θ_r (oracle)", pt["oracle"]), ("θ_o", pt["original"]), *pt["methods"].items()]
-        for label, m in named:
+        for who, m in [("θ_r", pt["oracle"]), ("θ_o", pt["original"]), *pt["methods"].items()]:
+            pts = {}
             for k, v in (m or {}).items():
                 hit = re.fullmatch(r"relearn\.prob@(\d+)", k)
                 if hit and math.isfinite(as_number(v)):
-                    curves.setdefault(label, {}).setdefault(int(hit.group(1)), []).append(float(v))
+                    pts[int(hit.group(1))] = float(v)
+            if pts:
+                out.append((who, seed, pts, m))
+    return out
+
+
+def _relearn_chart(rows: Sequence[Mapping[str, Any]], colors: Mapping[str, str], dims: tuple) -> str:
+    curves: dict[str, dict[int, list[float]]] = {}
+    for who, _, pts, _ in _relearn_curves(rows, dims):
+        label = "θ_r (oracle)" if who == "θ_r" else who
+        for step, v in pts.items():
+            curves.setdefault(label, {}).setdefault(step, []).append(v)
     if len(curves) < 2:
         return ""
     series = []
