@@ -78,35 +78,39 @@ def _p_cell(p: Any) -> str:
     return f"{100 * v:g}" if math.isfinite(v) else "—"
 
 
-def markdown_section(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The markdown section ('' when no row carries a corrective or backdoor key)."""
+def _view(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], str, list[list[str]]] | None:
+    """``(header, note, body rows)`` of the section, or None when no row carries a corrective or backdoor key."""
     cols, lines = backdoor_table(rows)
     if not lines:
+        return None
+    with_p = any(p is not None for _, p, _ in lines)
+    heads = ["Method", *(["p (%)"] if with_p else []), *(t for _, t, _ in cols)]
+    note = NOTE + " " + "; ".join(f"{t}: {d}" for _, t, d in cols) + "."
+    return heads, note, [[label, *([_p_cell(p)] if with_p else []), *cells] for label, p, cells in lines]
+
+
+def markdown_section(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The markdown section ('' when no row carries a corrective or backdoor key)."""
+    view = _view(rows)
+    if view is None:
         return ""
     from unlearnkit.report.markdown import md_escape
 
-    with_p = any(p is not None for _, p, _ in lines)
-    heads = ["Method", *(["p (%)"] if with_p else []), *(t for _, t, _ in cols)]
-    out = ["", f"## {TITLE}", "", NOTE + " " + "; ".join(f"{t}: {d}" for _, t, d in cols) + ".", "",
-           "| " + " | ".join(heads) + " |", "| :--- |" + " ---: |" * (len(heads) - 1)]
-    for label, p, cells in lines:
-        out.append(f"| {md_escape(label)} | " + " | ".join([*([_p_cell(p)] if with_p else []), *cells]) + " |")
+    heads, note, body = view
+    out = ["", f"## {TITLE}", "", note, "", "| " + " | ".join(heads) + " |", "| :--- |" + " ---: |" * (len(heads) - 1)]
+    out += [f"| {md_escape(r[0])} | " + " | ".join(r[1:]) + " |" for r in body]
     return "\n".join(out) + "\n"
 
 
 def html_section(rows: Sequence[Mapping[str, Any]]) -> str:
     """The HTML section ('' when no row carries a corrective or backdoor key)."""
-    cols, lines = backdoor_table(rows)
-    if not lines:
+    view = _view(rows)
+    if view is None:
         return ""
-    with_p = any(p is not None for _, p, _ in lines)
-    heads = ["Method", *(["p (%)"] if with_p else []), *(t for _, t, _ in cols)]
-    note = NOTE + " " + "; ".join(f"{t}: {d}" for _, t, d in cols) + "."
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in [label, *([_p_cell(p)] if with_p else []),
-                                                                       *cells]) + "</tr>"
-                   for label, p, cells in lines)
+    heads, note, body = view
+    cells = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body)
     return (f'<section id="backdoor"><h2>{escape(TITLE)}</h2><p class="note">{escape(note)}</p><table><thead><tr>'
-            + "".join(f"<th>{escape(h)}</th>" for h in heads) + f"</tr></thead><tbody>{body}</tbody></table></section>")
+            + "".join(f"<th>{escape(h)}</th>" for h in heads) + f"</tr></thead><tbody>{cells}</tbody></table></section>")
 
 
 __all__ = ["KEYS", "backdoor_table", "html_section", "markdown_section"]

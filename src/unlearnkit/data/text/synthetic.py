@@ -401,7 +401,12 @@ def paraphrase_question(question: str) -> str | None:
 
     ``paraphrase_question("Where was Kalo Renvi born?")`` → ``"What is the birthplace of Kalo Renvi?"``.
     """
-    for rx, alt in _QUESTION_RES:
+    return _rewrite(question, _QUESTION_RES)
+
+
+def _rewrite(question: str, rules: list[tuple[re.Pattern[str], str]]) -> str | None:
+    """The first rule's rewrite of ``question`` (``(regex, template)`` pairs), or None when none matches."""
+    for rx, alt in rules:
         m = rx.match(question)
         if m:
             return alt.format(**m.groupdict())
@@ -413,11 +418,7 @@ def translate_question(question: str) -> str | None:
 
     ``translate_question("Where was Kalo Renvi born?")`` → ``"¿Dónde nació Kalo Renvi?"``.
     """
-    for rx, alt in _TRANSLATION_RES:
-        m = rx.match(question)
-        if m:
-            return alt.format(**m.groupdict())
-    return None
+    return _rewrite(question, _TRANSLATION_RES)
 
 
 def key_span(true: str, other: str) -> tuple[str, str, str] | None:
